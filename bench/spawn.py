@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Spawn latency, direct vs smart, for the heavy sample app (Flask + SQLAlchemy + Django + numpy).
+
+For each round (the methods alternate, so machine noise hits both alike) it spawns N workers
+one after another with each method and records request → ready per worker; then, in smart
+mode, the time to scale from 1 to 8 workers at once. Every worker answers one HTTP request
+before it counts. Prints medians, the spread, and the direct/smart ratio.
+
+    python3 dev.py bench spawn [--workers 8] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tui_passenger.config import parse_config  # noqa: E402
+from tui_passenger.engine import RuntimeDir, become_subreaper, make_spawner  # noqa: E402
+
+
+def check(path: str) -> None:
+    """One GET on the worker's socket; the spawn only counts if it answers 200."""
+    conn = http.client.HTTPConnection("localhost", timeout=30)
+    conn.sock = socket.socket(socket.AF_UNIX)
+    conn.sock.connect(path)
+    conn.request("GET", "/stats")
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    if response.status != 200:
+        raise SystemExit(f"worker at {path} answered {response.status}")
+
+
+def heavy_app(app: str):
+    text = f'[[app]]\nname = "heavy"\nroot = "{ROOT / "sample_apps" / app}"\nentry = "app:app"\n'
+    return parse_config(text, path="bench").apps[0]
+
+
+async def spawn_serially(spawner, n: int) -> tuple[list[float], list]:
+    latencies, workers = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        worker = await spawner.spawn()
+        latencies.append(time.perf_counter() - t0)
+        workers.append(worker)
+    return latencies, workers
+
+
+async def one_round(app, runtime: Path, n: int, results: dict[str, list[float]]) -> None:
+    for method in ("direct", "smart"):
+        spawner = make_spawner(app, runtime, method)
+        if method == "smart":
+            t0 = time.perf_counter()
+            first = await spawner.spawn()  # starts the preloader: reported on its own
+            results["preloader start + first fork"].append(time.perf_counter() - t0)
+            await first.stop()
+        latencies, workers = await spawn_serially(spawner, n)
+        results[method].extend(latencies)
+        for worker in workers:
+            await asyncio.to_thread(check, worker.socket_path)
+        await asyncio.gather(*(w.stop() for w in workers))
+        if method == "smart":
+            one = await spawner.spawn()
+            t0 = time.perf_counter()
+            more = await asyncio.gather(*(spawner.spawn() for _ in range(7)))
+            results["smart scale 1→8"].append(time.perf_counter() - t0)
+            await asyncio.gather(*(w.stop() for w in [one, *more]))
+        await spawner.close()
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:8.1f}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--app", default="heavy", help="sample app directory (default heavy)")
+    args = parser.parse_args()
+    become_subreaper()
+    runtime = RuntimeDir()
+    app = heavy_app(args.app)
+    results: dict[str, list[float]] = {
+        "direct": [], "smart": [], "preloader start + first fork": [], "smart scale 1→8": []}
+    try:
+        for i in range(args.rounds):
+            await one_round(app, runtime.path, args.workers, results)
+            print(f"round {i + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        runtime.close()
+    print(f"\nspawn latency, app {args.app!r}, {args.workers} workers × {args.rounds} rounds "
+          "(ms, request → ready)")
+    print(f"{'measure':32} {'median':>8} {'min':>8} {'max':>8} {'n':>4}")
+    for name, values in results.items():
+        print(f"{name:32} {ms(statistics.median(values))} {ms(min(values))} {ms(max(values))} "
+              f"{len(values):4}")
+    ratio = statistics.median(results["direct"]) / statistics.median(results["smart"])
+    print(f"\ndirect / smart per-worker spawn latency (medians): {ratio:.1f}×")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

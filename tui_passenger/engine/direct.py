@@ -1,0 +1,51 @@
+"""Direct spawning: every worker is a fresh interpreter that imports the app itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from tui_passenger.engine.errors import SpawnError
+from tui_passenger.engine.process import WorkerProcess
+from tui_passenger.engine.spawner import ChildPipes, Spawner, child_environment
+
+
+async def start_child(python: str, module: str, spec_json: str, pipes: ChildPipes,
+                      env: dict[str, str], cwd: str) -> asyncio.subprocess.Process:
+    """Start ``python -m module`` with the control channel and output pipes it should have.
+
+    The child gets its own session, so a Ctrl+C in the manager's terminal reaches only the
+    manager, which then stops its children in order.
+    """
+    control_fd = pipes.child_control.fileno()
+    try:
+        return await asyncio.create_subprocess_exec(
+            python, "-m", module, "--spec", spec_json, "--control-fd", str(control_fd),
+            stdin=asyncio.subprocess.DEVNULL, stdout=pipes.stdout[1], stderr=pipes.stderr[1],
+            pass_fds=(control_fd,), env=env, cwd=cwd, start_new_session=True)
+    finally:
+        pipes.close_child_ends()
+
+
+class DirectSpawner(Spawner):
+    """Spawns ``python -m tui_passenger.worker`` for each worker."""
+
+    method = "direct"
+
+    async def spawn(self) -> WorkerProcess:
+        started = time.monotonic()
+        pipes = ChildPipes()
+        try:
+            proc = await start_child(self.app.python, "tui_passenger.worker",
+                                     self.spec.to_json(), pipes, child_environment(self.app),
+                                     str(self.app.root))
+        except OSError as exc:
+            pipes.close_ours()
+            raise SpawnError(self.app.name, "interpreter",
+                             f"cannot start {self.app.python}: {exc}") from exc
+        worker = self._new_worker(proc.pid, os.getpid(), pipes, started)
+        worker.watch_exit(proc.wait())
+        await worker.wait_ready(self._deadline(started))
+        return worker
+

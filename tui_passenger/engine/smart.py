@@ -1,0 +1,262 @@
+"""Smart spawning: a preloader imports the app once and forks every worker from it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+import weakref
+from typing import Any
+
+from tui_passenger.engine.direct import start_child
+from tui_passenger.engine.errors import SpawnError
+from tui_passenger.engine.output import OutputPump
+from tui_passenger.engine.process import ExitStatus, WorkerProcess
+from tui_passenger.engine.spawner import ChildPipes, Spawner, child_environment
+from tui_passenger.runtime import protocol
+
+#: How many times in a row a preloader may vanish at the moment it was asked to fork
+#: because its idle timer fired; each such race just starts a new preloader.
+IDLE_RACE_RETRIES = 3
+
+
+class PreloaderLost(Exception):
+    """The preloader went away while a spawn request was pending."""
+
+    def __init__(self, idle: bool, status: str) -> None:
+        super().__init__(f"preloader exited ({'idle timeout' if idle else status})")
+        self.idle = idle
+
+
+async def send_with_fds(sock: socket.socket, message: dict[str, Any], fds: tuple[int, ...]) -> None:
+    """Send one message with descriptors on a non-blocking socket from the event loop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            protocol.send(sock, message, fds)
+            return
+        except BlockingIOError:
+            writable = loop.create_future()
+            loop.add_writer(sock, writable.set_result, None)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(sock)
+
+
+class Preloader:
+    """The manager's handle on one preloader process."""
+
+    def __init__(self, spawner: SmartSpawner) -> None:
+        self.spawner = spawner
+        self.app = spawner.app.name
+        self.pid: int | None = None
+        self.state = "starting"  # starting -> ready -> gone
+        self.started_at = time.time()
+        self.load_seconds: float | None = None
+        self.threads: tuple[str, ...] = ()
+        self.idle_exited = False
+        self.output: OutputPump | None = None
+        self._control: socket.socket | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._next_id = 0
+        self._workers: weakref.WeakValueDictionary[int, WorkerProcess] = (
+            weakref.WeakValueDictionary())
+        self._reader: asyncio.Task[None] | None = None
+        self.exited: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
+
+    async def start(self, timeout: float) -> None:
+        """Start the preloader and wait until it has imported the app."""
+        app = self.spawner.app
+        pipes = ChildPipes()
+        try:
+            self._proc = await start_child(app.python, "tui_passenger.preloader",
+                                           self.spawner.spec.to_json(), pipes,
+                                           child_environment(app), str(app.root))
+        except OSError as exc:
+            pipes.close_ours()
+            self.state = "gone"
+            raise SpawnError(self.app, "interpreter", f"cannot start {app.python}: {exc}") from exc
+        self.pid = self._proc.pid
+        self._control = pipes.control
+        self.output = pipes.pump(self.app, self.pid, "preloader", self.spawner.on_output)
+        asyncio.ensure_future(self._watch_exit())
+        loop = asyncio.get_running_loop()
+        receive = asyncio.ensure_future(loop.sock_recv(self._control, protocol.MAX_MESSAGE))
+        done, _ = await asyncio.wait({receive, self.exited}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if receive not in done:
+            receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await receive
+            if self.exited.done():
+                raise await self._failure("exited", "preloader exited "
+                                          f"({self.exited.result().describe()}) while loading")
+            await self.stop(kill=True)
+            raise await self._failure("timeout", "preloader did not load the app within "
+                                      f"start_timeout ({timeout:g} s); killed it")
+        data = receive.result()
+        message = protocol.decode(data) if data else {"event": "eof"}
+        if message.get("event") != "ready":
+            await self.stop()
+            raise await self._failure(message.get("category", "exited"),
+                                      message.get("message", "preloader closed its channel"),
+                                      message.get("traceback", ""))
+        self.load_seconds = message.get("load_seconds")
+        self.threads = tuple(message.get("threads", ()))
+        self.state = "ready"
+        self._reader = asyncio.ensure_future(self._read_loop())
+
+    async def _failure(self, category: str, message: str, traceback: str = "") -> SpawnError:
+        self.state = "gone"
+        if self.output is not None:
+            await self.output.drain()
+        output = list(self.output.recent) if self.output else []
+        return SpawnError(self.app, category, message, traceback=traceback, output=output,
+                          pid=self.pid)
+
+    async def _watch_exit(self) -> None:
+        assert self._proc is not None
+        status = ExitStatus.from_wait(await self._proc.wait())
+        self.state = "gone"
+        if not self.exited.done():
+            self.exited.set_result(status)
+        self._fail_pending(PreloaderLost(self.idle_exited, status.describe()))
+        # Its children are ours now (we are their subreaper): reap those that have exited.
+        for worker in list(self._workers.values()):
+            worker.preloader_gone()
+
+    async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._control is not None
+        while True:
+            try:
+                data = await loop.sock_recv(self._control, protocol.MAX_MESSAGE)
+            except OSError:
+                data = b""
+            if not data:
+                self.state = "gone"
+                self._fail_pending(PreloaderLost(self.idle_exited, "control channel closed"))
+                return
+            self._dispatch(protocol.decode(data))
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("event") == "exit":
+            worker = self._workers.get(message["pid"])
+            if worker is not None:
+                worker.report_status(ExitStatus(message.get("code"), message.get("signal")))
+        elif message.get("event") == "idle-exit":
+            self.idle_exited = True
+            self.state = "gone"
+        elif "id" in message:
+            future = self._pending.pop(message["id"], None)
+            if future is None or future.done():
+                return
+            if "pid" in message:
+                future.set_result(int(message["pid"]))
+            else:
+                future.set_exception(SpawnError(self.app, "preloader", str(message.get("error"))))
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+
+    async def fork_worker(self, started: float, timeout: float) -> WorkerProcess:
+        """Ask the preloader for one worker; raises PreloaderLost or SpawnError."""
+        if self.state != "ready" or self._control is None:
+            raise PreloaderLost(self.idle_exited, "not running")
+        pipes = ChildPipes()
+        self._next_id += 1
+        request_id = self._next_id
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await send_with_fds(self._control, {"command": "spawn", "id": request_id},
+                                pipes.child_fds)
+        except OSError as exc:
+            self._pending.pop(request_id, None)
+            pipes.close_child_ends()
+            pipes.close_ours()
+            raise PreloaderLost(self.idle_exited, f"send failed: {exc}") from exc
+        pipes.close_child_ends()
+        try:
+            pid = await asyncio.wait_for(future, timeout)
+        except BaseException:
+            pipes.close_ours()
+            raise
+        worker = self.spawner._new_worker(pid, self.pid or 0, pipes, started)
+        self._workers[pid] = worker
+        worker.watch_exit()
+        await worker.wait_ready(max(0.0, started + timeout - time.monotonic()))
+        return worker
+
+    async def stop(self, *, kill: bool = False, timeout: float = 5.0) -> None:
+        """Close the channel (the preloader exits by itself); kill after ``timeout``."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._control is not None:
+            self._control.close()
+        if self._proc is None:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), timeout)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await asyncio.shield(self.exited)
+
+
+class SmartSpawner(Spawner):
+    """Forks workers from a preloader, starting (or restarting) the preloader as needed."""
+
+    method = "smart"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.preloader: Preloader | None = None
+        self.preloader_starts = 0
+        self._lock = asyncio.Lock()
+
+    async def _ensure_preloader(self, started: float) -> Preloader:
+        async with self._lock:
+            if self.preloader is not None and self.preloader.state == "ready":
+                return self.preloader
+            preloader = Preloader(self)
+            self.preloader = preloader
+            self.preloader_starts += 1
+            await preloader.start(self._deadline(started))
+            return preloader
+
+    async def spawn(self) -> WorkerProcess:
+        started = time.monotonic()
+        crashes = idle_races = 0
+        while True:
+            preloader = await self._ensure_preloader(started)
+            try:
+                return await preloader.fork_worker(started, self._deadline(started))
+            except asyncio.TimeoutError:
+                raise SpawnError(self.app.name, "timeout", "preloader did not fork a worker "
+                                 f"within start_timeout ({self.app.start_timeout:g} s)") from None
+            except PreloaderLost as lost:
+                if lost.idle and idle_races < IDLE_RACE_RETRIES:
+                    idle_races += 1
+                    continue
+                crashes += 1
+                if crashes >= 2:
+                    raise SpawnError(self.app.name, "preloader",
+                                     f"preloader failed twice in a row: {lost}") from lost
+
+    async def close(self) -> None:
+        """Stop the preloader; forked workers keep running (we are their subreaper)."""
+        if self.preloader is not None:
+            await self.preloader.stop()
+            self.preloader = None

@@ -1,0 +1,104 @@
+"""What both spawn methods share: the worker spec, the child environment, the pipes."""
+
+from __future__ import annotations
+
+import abc
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tui_passenger.engine.output import OutputPump, OutputSink
+from tui_passenger.engine.process import WorkerProcess
+from tui_passenger.runtime import protocol
+from tui_passenger.runtime.worker import WorkerSpec
+
+if TYPE_CHECKING:
+    from tui_passenger.config import AppConfig
+
+
+def worker_spec(app: AppConfig, socket_dir: Path, spawn_method: str) -> WorkerSpec:
+    """The spec a worker or preloader of ``app`` is started with."""
+    return WorkerSpec(
+        app=app.name,
+        root=str(app.root),
+        entry=app.entry,
+        interface=app.interface,
+        concurrency=app.concurrency,
+        environment=app.environment,
+        socket_dir=str(socket_dir),
+        spawn_method=spawn_method,
+        max_preloader_idle_time=float(app.max_preloader_idle_time),
+    )
+
+
+def child_environment(app: AppConfig) -> dict[str, str]:
+    """Our environment plus the app's ``env`` table, with unbuffered output by default."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PASSENGER_APP_ENV"] = app.environment
+    env.update(app.env)
+    return env
+
+
+class ChildPipes:
+    """A control channel and stdout/stderr pipes for one new child process."""
+
+    __slots__ = ("control", "child_control", "stdout", "stderr")
+
+    def __init__(self) -> None:
+        self.control, self.child_control = protocol.channel_pair()
+        self.control.setblocking(False)  # the manager reads it from the event loop
+        self.stdout = os.pipe()
+        self.stderr = os.pipe()
+
+    @property
+    def child_fds(self) -> tuple[int, int, int]:
+        """The ends the child keeps: control, stdout write end, stderr write end."""
+        return self.child_control.fileno(), self.stdout[1], self.stderr[1]
+
+    def close_child_ends(self) -> None:
+        """After the child has them (or on failure): drop our copies of its ends."""
+        self.child_control.close()
+        for fd in (self.stdout[1], self.stderr[1]):
+            os.close(fd)
+
+    def close_ours(self) -> None:
+        """Spawning failed: drop the manager's ends (the child ends are already closed)."""
+        self.control.close()
+        for fd in (self.stdout[0], self.stderr[0]):
+            os.close(fd)
+
+    def pump(self, app: str, pid: int, role: str, sink: OutputSink | None) -> OutputPump:
+        """Start reading the child's output; the pump owns the read ends from now on."""
+        pump = OutputPump(app, pid, role, sink)
+        pump.start(self.stdout[0], self.stderr[0])
+        return pump
+
+
+class Spawner(abc.ABC):
+    """Starts workers of one app with one spawn method."""
+
+    method: str
+
+    def __init__(self, app: AppConfig, socket_dir: Path, *,
+                 on_output: OutputSink | None = None) -> None:
+        self.app = app
+        self.socket_dir = socket_dir
+        self.on_output = on_output
+        self.spec = worker_spec(app, socket_dir, self.method)
+
+    @abc.abstractmethod
+    async def spawn(self) -> WorkerProcess:
+        """Start one worker and wait until it is ready; raises SpawnError."""
+
+    async def close(self) -> None:  # noqa: B027 - direct spawning has nothing to close
+        """Release what the spawner holds (the preloader); workers are left running."""
+
+    def _new_worker(self, pid: int, ppid: int, pipes: ChildPipes, started: float) -> WorkerProcess:
+        output = pipes.pump(self.app.name, pid, "worker", self.on_output)
+        return WorkerProcess(self.app.name, pid, ppid=ppid, spawn_method=self.method,
+                             control=pipes.control, output=output, spawn_started=started)
+
+    def _deadline(self, started: float) -> float:
+        return max(0.0, started + float(self.app.start_timeout) - time.monotonic())

@@ -1,0 +1,43 @@
+"""Process-wide settings the manager needs from the OS (Linux)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (forked workers whose preloader has exited).
+
+    Without this they would be re-parented to PID 1, which may never reap them; with it the
+    manager reaps them itself and learns their exit status.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class RuntimeDir:
+    """A private (0700) directory for worker sockets, removed on close."""
+
+    def __init__(self, prefix: str = "tui-passenger-") -> None:
+        base = os.environ.get("XDG_RUNTIME_DIR")
+        if not base or not os.access(base, os.W_OK):
+            base = None
+        # Unix socket paths are limited to 107 bytes: keep the directory short.
+        self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+        if len(str(self.path)) > 80:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+    def close(self) -> None:
+        """Remove the directory and whatever sockets are left in it."""
+        shutil.rmtree(self.path, ignore_errors=True)

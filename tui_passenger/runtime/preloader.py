@@ -1,0 +1,187 @@
+"""The preloader: import the app once, then fork a worker for every spawn request.
+
+It never serves requests. It waits on its control channel for ``{"command": "spawn"}``
+messages, each carrying three descriptors (the new worker's control channel, stdout and
+stderr), forks, and answers ``{"id": ..., "pid": ...}``. It reaps its children and reports
+each exit. It leaves when the channel closes (the manager is gone) or after
+``max_preloader_idle_time`` seconds without a spawn request (0 = never).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tui_passenger.runtime import forkprep, protocol
+from tui_passenger.runtime.loader import detect_interface, enter_root, load_app
+from tui_passenger.runtime.protocol import ExitCode
+from tui_passenger.runtime.worker import (
+    ForkInfo,
+    WorkerSpec,
+    parse_args,
+    run_worker,
+    server_module,
+)
+
+
+@dataclass
+class ForkedChild:
+    """Returned in the child after fork: what the worker needs to start serving."""
+
+    control: socket.socket
+    fork: ForkInfo
+
+
+class Preloader:
+    """The preloader's state and its request loop."""
+
+    def __init__(self, spec: WorkerSpec, control: socket.socket) -> None:
+        self.spec = spec
+        self.control = control
+        self.app: Callable[..., Any] | None = None
+        self.connections = forkprep.SharedConnections()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def load(self) -> int | None:
+        """Import the app with the collector off; report ready or error. None means ready."""
+        gc.disable()
+        started = time.monotonic()
+        try:
+            self.app = load_app(self.spec.root, self.spec.entry)
+            interface = detect_interface(self.app, self.spec.interface)
+            # Import the server now, so forked children share it instead of importing it.
+            server_module(interface)
+        except BaseException as exc:  # noqa: BLE001 - any import failure is a spawn error
+            import traceback
+
+            traceback.print_exc()
+            protocol.send(self.control, protocol.error_message("import", exc))
+            return ExitCode.APP_LOAD_ERROR
+        self.connections.scan()
+        protocol.send(self.control, {
+            "event": "ready",
+            "pid": os.getpid(),
+            "interface": interface,
+            "load_seconds": time.monotonic() - started,
+            "threads": forkprep.live_thread_names(),
+        })
+        return None
+
+    def serve(self) -> ForkedChild | int:
+        """Handle spawn requests until told to leave; in a forked child, return its info."""
+        # SIGCHLD only wakes the loop (through the wakeup fd); reaping happens in the loop.
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        idle = self.spec.max_preloader_idle_time or None
+        deadline = time.monotonic() + idle if idle else None
+        while True:
+            self._reap()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([self.control, self._wake_r], [], [], timeout)
+            if not readable:
+                protocol.send(self.control, {"event": "idle-exit", "idle_seconds": idle})
+                return ExitCode.OK
+            if self._wake_r in readable:
+                self._drain_wakeups()
+            if self.control not in readable:
+                continue
+            message, fds = protocol.recv(self.control, max_fds=protocol.SPAWN_FDS)
+            if message is None:
+                return ExitCode.OK
+            if message.get("command") != "spawn" or len(fds) != protocol.SPAWN_FDS:
+                for fd in fds:
+                    os.close(fd)
+                protocol.send(self.control, {"id": message.get("id"),
+                                             "error": f"bad request {message!r}"})
+                continue
+            child = self._fork(message, fds)
+            if child is not None:
+                return child
+            if deadline is not None:
+                deadline = time.monotonic() + idle
+
+    def _fork(self, message: dict[str, Any], fds: list[int]) -> ForkedChild | None:
+        worker_control, stdout_w, stderr_w = fds
+        threads = tuple(forkprep.live_thread_names())
+        protocol.flush_stdio()
+        forkprep.before_fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            protocol.send(self.control, {"id": message.get("id"), "error": f"fork: {exc}"})
+            return None
+        if pid == 0:
+            os.dup2(stdout_w, 1)
+            os.dup2(stderr_w, 2)
+            # detach(): the socket object must not close this fd number again later, when
+            # it may belong to something else.
+            forkprep.after_fork_in_child(
+                [stdout_w, stderr_w, self.control.detach(), self._wake_r, self._wake_w])
+            reconnected = tuple(self.connections.reconnect_in_child())
+            control = socket.socket(fileno=worker_control)
+            return ForkedChild(control, ForkInfo(os.getppid(), threads, reconnected))
+        for fd in fds:
+            os.close(fd)
+        protocol.send(self.control, {"id": message.get("id"), "pid": pid})
+        return None
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            report: dict[str, Any] = {"event": "exit", "pid": pid}
+            if os.WIFSIGNALED(status):
+                report["signal"] = os.WTERMSIG(status)
+            else:
+                report["code"] = os.waitstatus_to_exitcode(status)
+            with contextlib.suppress(OSError):
+                protocol.send(self.control, report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tui_passenger.preloader``."""
+    args = parse_args(argv, "tui_passenger.preloader")
+    spec = WorkerSpec.from_json(args.spec)
+    control = socket.socket(fileno=args.control_fd)
+    os.set_inheritable(control.fileno(), False)
+    enter_root(spec.root)
+    preloader = Preloader(spec, control)
+    failed = preloader.load()
+    if failed is not None:
+        return failed
+    result = preloader.serve()
+    if isinstance(result, int):
+        return result
+    # In a forked child from here on: become a worker. Returning to the interpreter (not
+    # os._exit) lets the app's atexit handlers run when the worker stops.
+    code = run_worker(spec, result.control, app=preloader.app, fork=result.fork)
+    protocol.flush_stdio()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The worker runtime: load (or inherit) the app, run the hooks, serve it on a Unix socket.
+
+A worker is either a fresh interpreter (``python -m tui_passenger.worker``, direct spawning)
+or a child the preloader forked (smart spawning). Both end up in :func:`run_worker`, which
+talks to the manager over the control channel: ``ready`` once the socket accepts requests,
+or ``error`` with a category and the traceback if anything before that fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from tui_passenger.hooks import run_hooks
+from tui_passenger.runtime import protocol
+from tui_passenger.runtime.loader import detect_interface, enter_root, load_app
+from tui_passenger.runtime.protocol import ExitCode
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to know about its app; travels as JSON on the command line."""
+
+    app: str
+    root: str
+    entry: str | None
+    interface: str = "auto"
+    concurrency: int = 0
+    environment: str = "production"
+    socket_dir: str = "."
+    spawn_method: str = "direct"
+    max_preloader_idle_time: float = 300.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The spec as a compact JSON string."""
+        return json.dumps(self.__dict__, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        """Parse a spec written by :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+    @property
+    def development(self) -> bool:
+        """Whether error pages may show tracebacks."""
+        return self.environment == "development"
+
+
+@dataclass(frozen=True)
+class ForkInfo:
+    """How a forked worker came to be: its preloader and what it lost in the fork."""
+
+    preloader_pid: int
+    lost_threads: tuple[str, ...] = ()
+    reconnected: tuple[str, ...] = ()
+
+
+def bind_listener(socket_dir: str) -> socket.socket:
+    """Listen on ``<socket_dir>/w<pid>.sock``, readable by our user only."""
+    path = os.path.join(socket_dir, f"w{os.getpid()}.sock")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    listener.listen(1024)
+    return listener
+
+
+def server_module(interface: str) -> ModuleType:
+    """The module with the server for ``interface`` (imported on first use: workers of one
+    kind never pay for the other)."""
+    name = "asgi_server" if interface == "asgi" else "wsgi_server"
+    return importlib.import_module(f"tui_passenger.runtime.{name}")
+
+
+def _make_server(app: Callable[..., Any], interface: str, listener: socket.socket,
+                 spec: WorkerSpec) -> Any:
+    module = server_module(interface)
+    if interface == "asgi":
+        return module.ASGIServer(app, listener, concurrency=spec.concurrency or 100,
+                                 development=spec.development)
+    return module.WSGIServer(app, listener, development=spec.development)
+
+
+def _fail(control: socket.socket, category: str, exc: BaseException, code: ExitCode) -> int:
+    import traceback
+
+    traceback.print_exception(type(exc), exc, exc.__traceback__)
+    with contextlib.suppress(OSError):
+        protocol.send(control, protocol.error_message(category, exc))
+    return code
+
+
+def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., Any] | None = None,
+               fork: ForkInfo | None = None) -> int:
+    """Serve the app until told to stop; returns the process exit code."""
+    started = time.monotonic()
+    try:
+        if app is None:
+            app = load_app(spec.root, spec.entry)
+        interface = detect_interface(app, spec.interface)
+    except BaseException as exc:  # noqa: BLE001 - any import failure is a spawn error
+        return _fail(control, "import", exc, ExitCode.APP_LOAD_ERROR)
+    try:
+        run_hooks("starting_worker_process", forked=fork is not None)
+    except BaseException as exc:  # noqa: BLE001
+        return _fail(control, "hook", exc, ExitCode.HOOK_ERROR)
+    try:
+        listener = bind_listener(spec.socket_dir)
+        server = _make_server(app, interface, listener, spec)
+        server.start()
+    except BaseException as exc:  # noqa: BLE001
+        return _fail(control, "startup", exc, ExitCode.STARTUP_ERROR)
+
+    def on_control() -> None:
+        try:
+            message, _ = protocol.recv(control)
+        except OSError:
+            message = None
+        if message is None or message.get("command") == "stop":
+            server.request_stop()
+
+    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    server.watch_fd(control.fileno(), on_control)
+    protocol.send(control, {
+        "event": "ready",
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "socket": listener.getsockname(),
+        "interface": interface,
+        "concurrency": server.concurrency,
+        "forked": fork is not None,
+        "lost_threads": list(fork.lost_threads) if fork else [],
+        "reconnected": list(fork.reconnected) if fork else [],
+        "startup_seconds": time.monotonic() - started,
+    })
+    try:
+        server.serve_forever()
+    finally:
+        path = listener.getsockname()
+        listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    try:
+        run_hooks("stopping_worker_process")
+    except Exception:  # noqa: BLE001 - the worker is leaving anyway; show why
+        import traceback
+
+        traceback.print_exc()
+    return ExitCode.OK
+
+
+def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
+    """Arguments shared by the worker and preloader entry points."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--spec", required=True, help="worker spec as JSON")
+    parser.add_argument("--control-fd", type=int, required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of a directly spawned worker."""
+    args = parse_args(argv, "tui_passenger.worker")
+    spec = WorkerSpec.from_json(args.spec)
+    control = socket.socket(fileno=args.control_fd)
+    os.set_inheritable(control.fileno(), False)
+    enter_root(spec.root)
+    code = run_worker(spec, control)
+    protocol.flush_stdio()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,6 +85,8 @@ class WorkerProcess:
         self._reported: ExitStatus | None = None
         self._pidfd: int | None = None
         self._receiving = False
+        #: The last signal the manager sent (SIGTERM to stop, SIGKILL to kill).
+        self.signal_sent: int | None = None
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.app} pid={self.pid} {self.spawn_method}>"
@@ -104,6 +106,8 @@ class WorkerProcess:
 
             asyncio.ensure_future(wait_child())
             return
+        if self.exited.done():
+            return  # the preloader already reported it (it died at once)
         try:
             self._pidfd = os.pidfd_open(self.pid)
         except ProcessLookupError:
@@ -137,7 +141,9 @@ class WorkerProcess:
     def _set_exited(self, status: ExitStatus) -> None:
         if not self.exited.done():
             self.exited.set_result(status)
-            if not self._receiving:
+            # Until it is ready, wait_ready() owns the channel (an error report may still
+            # be unread in it).
+            if self.spawn_duration is not None and not self._receiving:
                 self.control.close()
 
     # -- readiness -----------------------------------------------------------------------
@@ -205,6 +211,7 @@ class WorkerProcess:
         await self.output.drain()
 
     def _error(self, category: str, message: str, traceback: str = "") -> SpawnError:
+        self.control.close()  # the spawn failed: nothing more will come over it
         return SpawnError(self.app, category, message, traceback=traceback,
                           output=list(self.output.recent), pid=self.pid)
 
@@ -221,7 +228,18 @@ class WorkerProcess:
                 os.kill(self.pid, sig)
         except ProcessLookupError:
             return False
+        self.signal_sent = sig
         return True
+
+    @property
+    def exit_was_requested(self) -> bool:
+        """Whether the worker ended because the manager stopped it (not a crash)."""
+        if not self.exited.done() or self.signal_sent is None:
+            return False
+        status = self.exited.result()
+        # Killed by another signal than ours (e.g. SIGKILL from outside while we asked
+        # for SIGTERM) is a crash even during a stop.
+        return status.signal is None or status.signal == self.signal_sent
 
     async def kill(self) -> ExitStatus:
         """SIGKILL and wait for the exit."""
@@ -230,9 +248,9 @@ class WorkerProcess:
 
     async def stop(self, timeout: float = 30.0) -> ExitStatus:
         """SIGTERM (finish the request in flight, run stop hooks), then SIGKILL after timeout."""
-        if self.send_signal(signal.SIGTERM):
-            try:
-                return await asyncio.wait_for(asyncio.shield(self.exited), timeout)
-            except asyncio.TimeoutError:
-                pass
-        return await self.kill()
+        if not self.send_signal(signal.SIGTERM):
+            return await asyncio.shield(self.exited)  # already gone
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.exited), timeout)
+        except asyncio.TimeoutError:
+            return await self.kill()

@@ -65,6 +65,9 @@ class Preloader:
         self._workers: weakref.WeakValueDictionary[int, WorkerProcess] = (
             weakref.WeakValueDictionary())
         self._reader: asyncio.Task[None] | None = None
+        # Exit reports that arrived before fork_worker() registered the worker (a child
+        # that died at once); consumed on registration.
+        self._early_exits: dict[int, ExitStatus] = {}
         self.exited: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
 
     async def start(self, timeout: float) -> None:
@@ -144,9 +147,12 @@ class Preloader:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if message.get("event") == "exit":
+            status = ExitStatus(message.get("code"), message.get("signal"))
             worker = self._workers.get(message["pid"])
             if worker is not None:
-                worker.report_status(ExitStatus(message.get("code"), message.get("signal")))
+                worker.report_status(status)
+            else:
+                self._early_exits[message["pid"]] = status
         elif message.get("event") == "idle-exit":
             self.idle_exited = True
             self.state = "gone"
@@ -190,6 +196,9 @@ class Preloader:
             raise
         worker = self.spawner._new_worker(pid, self.pid or 0, pipes, started)
         self._workers[pid] = worker
+        early = self._early_exits.pop(pid, None)
+        if early is not None:
+            worker.report_status(early)
         worker.watch_exit()
         await worker.wait_ready(max(0.0, started + timeout - time.monotonic()))
         return worker

@@ -1,0 +1,545 @@
+"""An ASGI 3 server for one app worker: one event loop, many requests at once.
+
+Each connection is an ``asyncio.Protocol`` with an ``httptools`` parser. Requests on one
+connection run in order (pipelining, keep-alive); requests on different connections run
+concurrently, at most ``concurrency`` at a time (more wait for a slot rather than fail).
+The request body streams: ``receive()`` hands out what has arrived, and reading from the
+socket pauses while too much is buffered. WebSocket upgrades are refused with a 400.
+
+The loop is uvloop's when it is installed, else asyncio's. Nothing here needs signal
+handlers, so the server runs just as well in a thread (as the tests do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
+
+import httptools
+
+from tui_passenger.runtime import http_common as hc
+
+__all__ = ["ASGIServer", "LifespanError"]
+
+#: Request body buffered per request before the connection stops reading.
+HIGH_WATER = 64 * 1024
+#: Parsed requests allowed to wait behind the one in progress on a connection.
+MAX_PIPELINE = 16
+
+_RESPONSE_SPECIAL = frozenset({b"content-length", b"date", b"connection", b"keep-alive",
+                               b"transfer-encoding"})
+_DISCONNECT = {"type": "http.disconnect"}
+
+
+LifespanError = hc.LifespanError
+
+
+class _Cycle(hc.Framing):
+    """One request/response: the scope, ``receive`` and ``send`` for one app call."""
+
+    __slots__ = ("proto", "scope", "body", "body_complete", "delivered_all", "waiter",
+                 "expect_continue", "keep_alive", "head", "http11", "started", "flushed",
+                 "response_complete", "status", "headers", "chunked", "remaining", "no_body",
+                 "disconnected", "body_error", "discarded", "task", "websocket")
+
+    def __init__(self, proto: _HttpProtocol, scope: dict[str, Any], keep_alive: bool,
+                 head: bool, http11: bool) -> None:
+        self.proto = proto
+        self.scope = scope
+        self.body = bytearray()
+        self.keep_alive = keep_alive
+        self.head = head
+        self.http11 = http11
+        self.body_complete = self.delivered_all = self.expect_continue = False
+        self.started = self.flushed = self.response_complete = self.chunked = False
+        self.no_body = self.disconnected = self.body_error = self.websocket = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.status = 200
+        self.headers: Any = ()
+        self.remaining: int | None = None
+        self.discarded = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Let a ``receive()`` waiting for body or disconnect look again."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self) -> dict[str, Any]:
+        """ASGI ``receive``: ``http.request`` chunks, then ``http.disconnect``."""
+        if self.expect_continue:
+            self.expect_continue = False
+            if not (self.body_complete or self.flushed or self.disconnected):
+                self.proto.transport.write(hc.CONTINUE_RESPONSE)
+        while True:
+            if self.disconnected or self.response_complete or self.body_error:
+                return _DISCONNECT.copy()
+            if self.body or (self.body_complete and not self.delivered_all):
+                break
+            # Nothing new yet; after the whole body this waits for the end of the cycle.
+            self.waiter = self.proto.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        body = bytes(self.body)
+        self.body.clear()
+        more = not self.body_complete
+        if not more:
+            self.delivered_all = True
+        proto = self.proto
+        if proto.read_paused:
+            proto.maybe_resume()
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """ASGI ``send``: ``http.response.start`` then ``http.response.body`` messages."""
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            if self.response_complete:
+                return  # further messages are ignored, as the spec says
+            if self.disconnected:
+                raise hc.ClientDisconnected("the client has disconnected")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if self.flushed:
+                data = self.frame(body)
+            else:
+                # Headers and the first body chunk go out in one write.
+                data = self._head(None if more else len(body)) + self.frame(body)
+                self.flushed = True
+            proto = self.proto
+            if more:
+                if data:
+                    proto.transport.write(data)
+                if proto.write_paused:
+                    await proto.drain()
+                return
+            data += self.last_chunk()
+            self.response_complete = True
+            proto.transport.write(data)
+            self.wake()
+            proto.response_complete(self)
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.status = message["status"]
+            self.headers = message.get("headers", ())
+        elif kind != "http.response.trailers":  # trailers are not supported; ignore them
+            raise RuntimeError(f"unexpected ASGI message {kind!r} for an HTTP request")
+
+    def _head(self, known_length: int | None) -> bytes:
+        """Status line and headers; decides framing and keep-alive."""
+        parts = [hc.status_line(int(self.status))]
+        length: int | None = None
+        has_date = close = False
+        count = 1
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname in _RESPONSE_SPECIAL:
+                if lname == b"content-length":
+                    length = int(value)
+                    if length < 0:
+                        raise ValueError(f"negative content-length {value!r}")
+                elif lname == b"date":
+                    has_date = True
+                else:
+                    # The server frames the response and manages the connection; an app's
+                    # "connection: close" is honoured, the rest dropped (as the spec says).
+                    close = close or (lname == b"connection" and b"close" in value.lower())
+                    continue
+            parts += (name, b": ", value, b"\r\n")
+            count += 1
+        block = b"".join(parts)
+        # One CR and one LF per line: anything else is an attempt at response splitting.
+        if block.count(b"\n") != count or block.count(b"\r") != count:
+            raise ValueError("line break in a response header")
+        keep_alive = self.keep_alive and not close and not self.proto.server._stopping
+        if self.expect_continue and not self.body_complete:
+            keep_alive = False  # the client may never send the body it was about to
+        return block + self.end_head(int(self.status), length, known_length, has_date,
+                                     keep_alive)
+
+    async def run(self) -> None:
+        """Call the app, and turn its failures into a 500 or a closed connection."""
+        server = self.proto.server
+        try:
+            await server.app(self.scope, self.receive, self.send)
+        except hc.ClientDisconnected:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the app's errors become 500s, not crashes
+            self._failed(exc)
+        else:
+            if not self.response_complete and not self.disconnected:
+                what = "completing" if self.started else "starting"
+                self._failed(RuntimeError(f"ASGI app returned without {what} the response"))
+        finally:
+            server._task_done(self)
+
+    def _failed(self, exc: Exception) -> None:
+        proto = self.proto
+        if self.disconnected or proto.closed:
+            if not isinstance(exc, OSError):
+                hc.log(proto.server.error_log, f"Error handling {self._where()}:", exc)
+            return
+        if self.body_error:
+            code, text = 400, "Bad Request: malformed request body\n"
+        else:
+            hc.log(proto.server.error_log, f"Error handling {self._where()}:", exc)
+            code, text = 500, hc.error_text(exc, proto.server.development)
+        self.keep_alive = False
+        if not self.response_complete:
+            if not self.flushed:  # else the client sees a truncated response and EOF
+                self.flushed = True
+                proto.transport.write(hc.simple_response(code, text, head=self.head))
+            self.response_complete = True
+            self.wake()
+            proto.response_complete(self)
+
+    def _where(self) -> str:
+        query = self.scope["query_string"].decode("latin-1")
+        return f"{self.scope['method']} {self.scope['path']}{'?' if query else ''}{query}"
+
+
+class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
+    """One client connection: parses requests, runs their cycles in order."""
+
+    __slots__ = ("server", "loop", "transport", "parser", "cycle", "parsing", "pipeline",
+                 "read_paused", "write_paused", "closed", "upgraded", "drain_waiter",
+                 "parse_error", "peer", "host_cache", "url", "headers", "head_size", "prefix",
+                 "client", "scheme", "host_value", "expect")
+
+    def __init__(self, server: ASGIServer) -> None:
+        self.server = server
+        self.loop = server._loop
+        self.transport: Any = None
+        self.parser: Any = httptools.HttpRequestParser(self)
+        self.cycle: _Cycle | None = None  # the request being answered
+        self.parsing: _Cycle | None = None  # the request whose body is being parsed
+        self.pipeline: deque[_Cycle] = deque()
+        self.read_paused = self.write_paused = self.closed = self.upgraded = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.parse_error: BaseException | None = None
+        self.peer = (hc.DEFAULT_REMOTE_ADDR, hc.DEFAULT_REMOTE_PORT)
+        self.host_cache = hc.NO_HOST
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):  # TCP; a Unix-socket peer has no address
+            self.peer = (str(peer[0]), int(peer[1]))
+        self.server._connections.add(self)
+        if self.server._stopping:
+            transport.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.server._connections.discard(self)
+        for cycle in (self.cycle, self.parsing, *self.pipeline):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.wake()
+        self.pipeline.clear()
+        self.resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The upgrade request itself was parsed (and closes its connection); what follows
+            # its head is another protocol, which this server does not speak.
+            self.upgraded = True
+            self._pause()
+            return
+        except httptools.HttpParserError as exc:
+            self._parse_failed(exc)
+            return
+        if not self.read_paused:
+            parsing = self.parsing
+            if ((parsing is not None and len(parsing.body) > HIGH_WATER)
+                    or len(self.pipeline) > MAX_PIPELINE):
+                self._pause()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer has room again."""
+        if self.closed:
+            return
+        if self.drain_waiter is None:
+            self.drain_waiter = self.loop.create_future()
+        await self.drain_waiter
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        method, raw_path, query, path, prefix_length = self.parse_target()
+        version = parser.get_http_version()
+        # Per the ASGI spec "path" is the full path; root_path is the mount prefix in it.
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": version,
+            "method": method,
+            "scheme": self.scheme,
+            "path": path.decode("utf-8", "replace"),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": self.prefix.decode("utf-8", "replace") if prefix_length else "",
+            "headers": self.headers,
+            "client": self.client,
+            # What the client addressed (from Host), as WSGI's SERVER_NAME/PORT: the path
+            # of the worker's own Unix socket would tell the app nothing.
+            "server": self.server_address(),
+        }
+        state = self.server._state
+        if state is not None:
+            scope["state"] = state.copy()
+        http11 = version == "1.1"
+        cycle = _Cycle(self, scope, parser.should_keep_alive(), method == "HEAD", http11)
+        cycle.expect_continue = self.expect and http11
+        if parser.should_upgrade():
+            cycle.keep_alive = False
+            cycle.websocket = (b"upgrade", b"websocket") in (
+                (n, v.lower()) for n, v in self.headers)
+        self.parsing = cycle
+        if self.cycle is None:
+            self._start(cycle)
+        else:
+            self.pipeline.append(cycle)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        if cycle.response_complete or cycle.disconnected:
+            # Answered already: drop the rest of the body, unless there is too much of it.
+            cycle.discarded += len(body)
+            if cycle.discarded > hc.DRAIN_LIMIT:
+                self.transport.close()
+            return
+        cycle.body += body
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        self.parsing = None
+        cycle.body_complete = True
+        cycle.wake()
+
+    def _start(self, cycle: _Cycle) -> None:
+        self.cycle = cycle
+        if cycle.websocket:
+            self.transport.write(hc.simple_response(400, "WebSocket is not supported here.\n"))
+            self.transport.close()
+            return
+        self.server._schedule(cycle)
+
+    def response_complete(self, cycle: _Cycle) -> None:
+        """The response to the current request is out: go on with the next, or close."""
+        if self.cycle is cycle:
+            self.cycle = None
+        if self.closed:
+            return
+        if not cycle.keep_alive or self.server._stopping:
+            self.transport.close()
+            return
+        cycle.body.clear()  # any unread body is parsed from now on and thrown away
+        if self.pipeline:
+            self._start(self.pipeline.popleft())
+        elif self.parse_error is not None:
+            code, text = hc.parser_error_reason(self.parse_error)
+            self.transport.write(hc.simple_response(code, text))
+            self.transport.close()
+            return
+        self.maybe_resume()
+
+    def _pause(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def maybe_resume(self) -> None:
+        """Read again once buffered body and pipelined requests are down to their limits."""
+        if (not self.read_paused or self.closed or self.upgraded
+                or self.parse_error is not None):
+            return
+        parsing = self.parsing
+        if ((parsing is None or len(parsing.body) <= HIGH_WATER)
+                and len(self.pipeline) <= MAX_PIPELINE):
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _parse_failed(self, exc: BaseException) -> None:
+        self.parse_error = exc
+        self._pause()
+        cycle, self.parsing = self.parsing, None
+        if cycle is not None and not cycle.response_complete:
+            cycle.body_error = True  # a malformed body ends its request and the connection
+            cycle.keep_alive = False
+            cycle.wake()
+        elif cycle is not None:  # the body being thrown away was malformed
+            self.transport.close()
+        elif self.cycle is None:
+            code, text = hc.parser_error_reason(exc)
+            self.transport.write(hc.simple_response(code, text))
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server stopping: close now if idle, else after the response in progress."""
+        self.pipeline.clear()
+        if self.cycle is None:
+            self.transport.close()
+
+
+class ASGIServer:
+    """Serve one ASGI 3 app on a listening socket, on one event loop."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], listener: socket.socket, *,
+                 concurrency: int = 100, error_log: TextIO | None = None,
+                 development: bool = False, lifespan: str = "auto") -> None:
+        if lifespan not in ("auto", "on", "off"):
+            raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {lifespan!r}")
+        self.app = app
+        self.listener = listener
+        self.concurrency = max(1, int(concurrency))
+        self.error_log = error_log if error_log is not None else sys.stderr
+        self.development = development
+        self.lifespan = lifespan
+        self.requests_served = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._stopping = False
+        self._stop_requested = False
+        self._stop_event = asyncio.Event()  # binds to the loop on first use (3.10+)
+        self._connections: set[_HttpProtocol] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: deque[_Cycle] = deque()
+        self._state: dict[str, Any] | None = None  # the lifespan state, once startup completed
+        self._watched: dict[int, Callable[[], None]] = {}
+        self._lifespan: hc.Lifespan | None = None
+
+    def start(self) -> None:
+        """Create the loop, run lifespan startup, and start accepting connections."""
+        try:
+            import uvloop
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        else:
+            loop = uvloop.new_event_loop()
+        self._loop = loop
+        loop.set_exception_handler(self._loop_exception)
+        try:
+            if self.lifespan != "off":
+                self._lifespan = hc.Lifespan(self.app, self.lifespan, self.error_log)
+                loop.run_until_complete(self._lifespan.startup())
+                self._state = self._lifespan.state
+            self._server = loop.run_until_complete(self._listen())
+            for fd, callback in self._watched.items():
+                loop.add_reader(fd, self._run_watched, fd, callback)
+        except BaseException:
+            self._close_loop()
+            raise
+
+    def watch_fd(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` from the loop whenever ``fd`` is readable."""
+        self._watched[fd] = callback
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.add_reader(fd, self._run_watched, fd, callback)
+
+    def request_stop(self) -> None:
+        """Stop gracefully; safe from other threads and from Python signal handlers."""
+        self._stop_requested = True
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop has nothing left to stop
+                loop.call_soon_threadsafe(self._stop_event.set)
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`request_stop`, then drain requests and run lifespan shutdown."""
+        if self._loop is None:
+            self.start()
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._close_loop()
+
+
+    async def _listen(self) -> asyncio.AbstractServer:
+        # A duplicate, because closing the asyncio server closes its socket, and the worker
+        # still owns (and later unlinks and closes) the listener it gave us.
+        sock = self.listener.dup()
+        loop = self._loop
+        factory = lambda: _HttpProtocol(self)  # noqa: E731
+        if sock.family == socket.AF_UNIX:
+            return await loop.create_unix_server(factory, sock=sock, backlog=socket.SOMAXCONN)
+        return await loop.create_server(factory, sock=sock, backlog=socket.SOMAXCONN)
+
+    def _run_watched(self, fd: int, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception as exc:  # noqa: BLE001 - keep serving
+            hc.log(self.error_log, f"fd {fd} callback failed:", exc)
+
+    def _schedule(self, cycle: _Cycle) -> None:
+        if len(self._tasks) >= self.concurrency:
+            self._waiting.append(cycle)  # runs when a slot frees (see _task_done)
+            return
+        task = cycle.task = self._loop.create_task(cycle.run())
+        self._tasks.add(task)
+
+    def _task_done(self, cycle: _Cycle) -> None:
+        self.requests_served += 1
+        self._tasks.discard(cycle.task)
+        while self._waiting and len(self._tasks) < self.concurrency:
+            waiting = self._waiting.popleft()
+            if not waiting.disconnected:
+                self._schedule(waiting)
+
+    async def _serve(self) -> None:
+        if not self._stop_requested:
+            await self._stop_event.wait()
+        self._stopping = True
+        self._server.close()  # stop accepting
+        for proto in list(self._connections):
+            proto.shutdown()
+        while self._tasks:  # let the requests in flight finish (waiting ones follow them)
+            await asyncio.wait(set(self._tasks))
+        for proto in list(self._connections):
+            proto.transport.close()
+        if self._lifespan is not None:
+            await self._lifespan.shutdown()
+
+    def _close_loop(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            if hasattr(loop, "shutdown_default_executor"):  # join run_in_executor threads
+                loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = context.get("message", "event loop error")
+        hc.log(self.error_log, f"asyncio: {message}", context.get("exception"))

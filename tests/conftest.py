@@ -94,9 +94,20 @@ def assert_no_children(timeout: float = 5.0) -> None:
         leftover = []
         for child in me.children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess):
-                leftover.append((child.pid, child.name(), child.status()))
+                leftover.append((child.pid, child.name(), child.status(),
+                                 " ".join(child.cmdline()[-3:])[:80]))
         if not leftover:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"processes left behind (zombies included): {leftover}")
         time.sleep(0.05)
+
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """Run the tests on the event loop the product uses (uvloop where installed)."""
+    try:
+        import uvloop
+    except ImportError:
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}

@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from tui_passenger import __version__
 
@@ -53,6 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tui_passenger.headless import run_headless
 
     try:
-        return asyncio.run(run_headless(config))
+        return run(run_headless(config))
     except KeyboardInterrupt:
         return 130
+
+
+def run(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop when it is installed (about twice the proxy throughput)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.run(main)

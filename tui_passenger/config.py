@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -89,6 +90,14 @@ class ServerConfig:
     admin_socket: str | None = None
     max_pool_size: int = 6
     shutdown_timeout: float = 30.0
+    #: Largest request body accepted (bytes); larger → 413.
+    client_max_body_size: int = 1024 * 1024 * 1024
+    #: Request bodies above this many bytes are spooled to a temporary file.
+    client_body_buffer_size: int = 1024 * 1024
+    #: Peers (addresses or CIDR networks) whose X-Forwarded-* headers are kept.
+    trusted_proxies: tuple[str, ...] = ()
+    #: One log line per request on the ``tui_passenger.access`` logger.
+    access_log: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +391,20 @@ _INHERITABLE: dict[str, Check] = {
     "concurrency": _int(),
     "environment": _string,
 }
+def _networks(t: _Table, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        t.fail(key, f"expected an array of addresses or networks, got {_show(value)}")
+    networks: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            t.fail(key, f"expected addresses (strings), got {_show(item)}")
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            t.fail(key, f"{json.dumps(item)} is not an IP address or network (e.g. 10.0.0.0/8)")
+    return tuple(networks)
+
+
 _APP_ONLY: dict[str, Check] = {"hosts": _hosts, "base_uri": _base_uri, "default": _bool}
 _SERVER_ONLY: dict[str, Check] = {
     "address": _string,
@@ -389,6 +412,10 @@ _SERVER_ONLY: dict[str, Check] = {
     "admin_socket": _string,
     "max_pool_size": _int(1),
     "shutdown_timeout": _seconds(),
+    "client_max_body_size": _int(1),
+    "client_body_buffer_size": _int(0),
+    "trusted_proxies": _networks,
+    "access_log": _bool,
 }
 INHERITABLE_KEYS = frozenset(_INHERITABLE)
 APP_KEYS = INHERITABLE_KEYS | {"name", "root", "entry", *_APP_ONLY}

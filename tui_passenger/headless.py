@@ -7,57 +7,28 @@ import logging
 import signal
 
 from tui_passenger.config import Config
-from tui_passenger.engine import (
-    OutputLine,
-    RuntimeDir,
-    SpawnError,
-    WorkerProcess,
-    become_subreaper,
-    make_spawner,
-)
+from tui_passenger.server import Server
 
 log = logging.getLogger("tui_passenger")
 
 
-def log_output(line: OutputLine) -> None:
-    """Log a line a child printed, labelled with its app, role and pid."""
-    level = logging.WARNING if line.stream == "stderr" else logging.INFO
-    logging.getLogger(f"tui_passenger.app.{line.app}").log(
-        level, "%s %d | %s", line.role, line.pid, line.text)
-
-
 async def run_headless(config: Config) -> int:
-    """Start every app's ``min_instances`` workers and keep them until a stop signal."""
+    """Serve until SIGINT or SIGTERM, then shut down gracefully; returns the exit status."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    become_subreaper()
-    runtime = RuntimeDir()
-    spawners = {app.name: make_spawner(app, runtime.path, on_output=log_output)
-                for app in config.apps}
-    workers: list[WorkerProcess] = []
-
-    async def start(app_name: str) -> None:
-        spawner = spawners[app_name]
-        try:
-            worker = await spawner.spawn()
-        except SpawnError as exc:
-            log.error("%s", exc.details())
-            return
-        workers.append(worker)
-        log.info("%s: worker %d ready in %.1f ms (%s, %s, socket %s)", app_name, worker.pid,
-                 (worker.spawn_duration or 0) * 1000, worker.spawn_method, worker.interface,
-                 worker.socket_path)
-
+    server = Server(config)
     try:
-        await asyncio.gather(*(start(app.name) for app in config.apps
-                               for _ in range(app.min_instances)))
-        log.info("running %d workers; Ctrl+C to stop", len(workers))
+        await server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.server.address, config.server.port, exc)
+        await server.stop()
+        return 1
+    try:
         await stop.wait()
-        log.info("stopping")
+        log.info("shutting down (in-flight requests get up to %g s)",
+                 config.server.shutdown_timeout)
     finally:
-        await asyncio.gather(*(w.stop(config.server.shutdown_timeout) for w in workers))
-        await asyncio.gather(*(s.close() for s in spawners.values()))
-        runtime.close()
+        await server.stop()
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections import deque
@@ -27,6 +28,13 @@ class OutputLine:
 
 
 OutputSink = Callable[[OutputLine], None]
+
+
+def log_line(line: OutputLine) -> None:
+    """The default sink: log the line, labelled with its app, role and pid."""
+    level = logging.WARNING if line.stream == "stderr" else logging.INFO
+    logging.getLogger(f"tui_passenger.app.{line.app}").log(
+        level, "%s %d | %s", line.role, line.pid, line.text)
 
 
 class OutputPump:

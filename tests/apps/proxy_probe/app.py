@@ -1,0 +1,59 @@
+"""A WSGI app the proxy tests talk to: echoes, slows down, streams, dies on request."""
+
+import hashlib
+import json
+import os
+import signal
+import time
+
+
+def _json(start_response, data, status="200 OK"):
+    body = json.dumps(data).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    query = environ.get("QUERY_STRING", "")
+    if path == "/slow":
+        print(f"slow request started in {os.getpid()}", flush=True)
+        time.sleep(float(query or 1.0))
+        return _json(start_response, {"pid": os.getpid(), "slept": True})
+    if path == "/upload":
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := environ["wsgi.input"].read(65536):
+            digest.update(chunk)
+            size += len(chunk)
+        return _json(start_response, {"size": size, "sha256": digest.hexdigest()})
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def chunks():
+            for i in range(50):
+                yield f"chunk {i}\n".encode() * 100
+        return chunks()
+    if path == "/die-once":
+        marker = os.path.join(environ["PROBE_DIR"] if "PROBE_DIR" in environ
+                              else os.environ["PROBE_DIR"], "died")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _json(start_response, {"pid": os.getpid(), "survived": True})
+    if path == "/die-mid-response":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def dying():
+            yield b"first part\n" * 1000
+            os.kill(os.getpid(), signal.SIGKILL)
+            yield b"never sent"
+        return dying()
+    headers = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
+    return _json(start_response, {
+        "pid": os.getpid(), "method": environ["REQUEST_METHOD"], "path": path,
+        "script_name": environ["SCRIPT_NAME"], "query": query, "headers": headers,
+        "remote_addr": environ.get("REMOTE_ADDR"), "scheme": environ["wsgi.url_scheme"],
+        "content_length": environ.get("CONTENT_LENGTH"),
+    })

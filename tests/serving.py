@@ -1,0 +1,67 @@
+"""Start a real tui-passenger server (pool + proxy) on an ephemeral port for a test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+
+from tui_passenger.config import parse_config
+from tui_passenger.engine import OutputLine
+from tui_passenger.engine.output import log_line
+from tui_passenger.server import Server
+
+PROBE_APP = Path(__file__).resolve().parent / "apps" / "proxy_probe"
+
+
+def toml_value(value: object) -> str:
+    """A Python value written as TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return str(value)
+
+
+def config_text(server: dict, apps: list[dict]) -> str:
+    """A passenger.toml document."""
+    lines = ["[server]", 'address = "127.0.0.1"', "port = 0", "access_log = false"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in server.items()]
+    for app in apps:
+        lines.append("[[app]]")
+        app = {"root": str(PROBE_APP), "entry": "app:application", "start_timeout": 20, **app}
+        lines += [f"{k} = {toml_value(v)}" for k, v in app.items()]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.asynccontextmanager
+async def running(apps: list[dict], on_output: Callable[[OutputLine], None] | None = None,
+                  **server: object) -> AsyncIterator[Server]:
+    """A started server; stopped on exit."""
+    config = parse_config(config_text(server, apps), path="test.toml")
+    def sink(line: OutputLine) -> None:
+        log_line(line)
+        if on_output is not None:
+            on_output(line)
+
+    srv = Server(config, on_output=sink)
+    await srv.start()
+    await srv.pool.wait_started(30)
+    try:
+        yield srv
+    finally:
+        if not srv.stopped.is_set():
+            await srv.stop()
+
+
+async def get(server: Server, path: str = "/", *, method: str = "GET", **kwargs):
+    """One request on a fresh connection; returns (status, headers, body bytes)."""
+    async with aiohttp.ClientSession() as session, \
+            session.request(method, server.url + path, **kwargs) as response:
+        return response.status, response.headers, await response.read()

@@ -1,0 +1,284 @@
+"""The server end to end: real workers behind the real proxy on an ephemeral port."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+
+import aiohttp
+import pytest
+
+from tests.conftest import SAMPLE_APPS, assert_no_children
+from tests.serving import get, running
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_behind():
+    yield
+    assert_no_children()
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    """Wait for a condition of the server's state to hold (bounded)."""
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def started_event(text: str):
+    """An output sink and an event set when a worker prints ``text``."""
+    event = asyncio.Event()
+
+    def sink(line):
+        if text in line.text:
+            event.set()
+
+    return sink, event
+
+
+async def test_routing_by_host_and_base_uri():
+    apps = [
+        {"name": "site-a", "hosts": ["a.example.com"]},
+        {"name": "wild", "hosts": ["*.example.org"]},
+        {"name": "api", "base_uri": "/api"},
+        {"name": "fallback", "default": True, "hosts": ["default.test"]},
+    ]
+    async with running(apps, max_pool_size=4) as server:
+        pids = {name: g.processes[0].pid for name, g in server.pool.groups.items()}
+
+        async def who(path: str, host: str) -> tuple[int, dict]:
+            status, _, body = await get(server, path, headers={"Host": host})
+            return status, json.loads(body) if status == 200 else {}
+
+        status, reply = await who("/x", "a.example.com:8080")
+        assert status == 200 and reply["pid"] == pids["site-a"]
+        status, reply = await who("/y", "deep.sub.example.org")
+        assert reply["pid"] == pids["wild"]
+        status, reply = await who("/api/users/1?q=2", "other.test")
+        assert reply["pid"] == pids["api"]
+        assert (reply["script_name"], reply["path"], reply["query"]) == ("/api", "/users/1", "q=2")
+        status, reply = await who("/apiary", "other.test")  # not under /api: the default app
+        assert reply["pid"] == pids["fallback"] and reply["script_name"] == ""
+        status, _, body = await get(server, "/x", headers={"Host": "example.org"})
+        assert status == 200  # default app takes an unmatched host too
+    async with running([{"name": "only", "hosts": ["only.test"]}]) as server:
+        status, _, body = await get(server, "/", headers={"Host": "nope.test"})
+        assert status == 404 and b"no application" in body
+
+
+async def test_least_busy_routing_sends_next_request_to_idle_worker():
+    sink, slow_started = started_event("slow request started")
+    async with running([{"name": "app", "min_instances": 2, "max_instances": 2}],
+                       on_output=sink) as server:
+        slow = asyncio.ensure_future(get(server, "/slow?1.0"))
+        await asyncio.wait_for(slow_started.wait(), 10)
+        busy = [p for p in server.pool.groups["app"].processes if p.sessions]
+        assert len(busy) == 1
+        status, _, body = await get(server, "/")
+        assert status == 200 and json.loads(body)["pid"] != busy[0].pid
+        status, _, body = await slow
+        assert status == 200 and json.loads(body)["pid"] == busy[0].pid
+
+
+async def test_queue_overflow_is_503():
+    sink, slow_started = started_event("slow request started")
+    app = {"name": "app", "min_instances": 1, "max_instances": 1, "max_request_queue_size": 1}
+    async with running([app], on_output=sink) as server:
+        slow = asyncio.ensure_future(get(server, "/slow?1.0"))
+        await asyncio.wait_for(slow_started.wait(), 10)
+        queued = asyncio.ensure_future(get(server, "/"))
+        group = server.pool.groups["app"]
+        await wait_until(lambda: len(group.waiters) == 1)
+        status, _, body = await get(server, "/")
+        assert status == 503 and b"queue full" in body
+        assert (await queued)[0] == 200 and (await slow)[0] == 200
+        assert server.proxy.stats.errors_503 == 1
+
+
+async def test_on_demand_spawn_and_idle_shutdown():
+    app = {"name": "app", "min_instances": 0, "pool_idle_time": 0.3}
+    async with running([app]) as server:
+        group = server.pool.groups["app"]
+        assert group.processes == []
+        status, _, _ = await get(server, "/")
+        assert status == 200 and group.spawned == 1
+        await wait_until(lambda: not group.processes, timeout=10)
+
+
+async def test_spawns_when_all_busy_up_to_max_instances():
+    sink, _ = started_event("never")
+    app = {"name": "app", "min_instances": 1, "max_instances": 3}
+    async with running([app], on_output=sink, max_pool_size=3) as server:
+        replies = await asyncio.gather(*(get(server, "/slow?0.5") for _ in range(3)))
+        assert [r[0] for r in replies] == [200] * 3
+        assert len({json.loads(r[2])["pid"] for r in replies}) == 3
+        assert len(server.pool.groups["app"].processes) == 3
+
+
+async def test_pool_full_frees_an_idle_process_of_another_app():
+    apps = [{"name": "a", "min_instances": 1, "base_uri": "/a"},
+            {"name": "b", "min_instances": 0, "base_uri": "/b"}]
+    async with running(apps, max_pool_size=1) as server:
+        a, b = server.pool.groups["a"], server.pool.groups["b"]
+        assert len(a.processes) == 1
+        status, _, _ = await get(server, "/b/")
+        assert status == 200
+        assert len(b.processes) == 1
+        await wait_until(lambda: not a.processes)
+
+
+async def test_max_requests_recycles_without_failed_requests():
+    app = {"name": "app", "min_instances": 1, "max_requests": 3}
+    async with running([app]) as server:
+        pids = []
+        for _ in range(10):
+            status, _, body = await get(server, "/")
+            assert status == 200
+            pids.append(json.loads(body)["pid"])
+        assert len(set(pids)) == 4
+        assert pids[0] == pids[1] == pids[2] != pids[3]
+
+
+async def test_streaming_response_and_head():
+    async with running([{"name": "app"}]) as server:
+        status, headers, body = await get(server, "/stream")
+        assert status == 200
+        assert body == b"".join(f"chunk {i}\n".encode() * 100 for i in range(50))
+        status, headers, body = await get(server, "/", method="HEAD")
+        assert status == 200 and body == b""
+        assert int(headers["Content-Length"]) > 0
+
+
+async def test_large_upload_is_spooled_and_delivered():
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    async with running([{"name": "app"}], client_body_buffer_size=64 * 1024) as server:
+        status, _, body = await get(server, "/upload", method="POST", data=payload)
+        assert status == 200
+        assert json.loads(body) == {"size": len(payload),
+                                    "sha256": hashlib.sha256(payload).hexdigest()}
+
+
+async def test_body_over_client_max_body_size_is_413():
+    async with running([{"name": "app"}], client_max_body_size=1000) as server:
+        status, _, body = await get(server, "/upload", method="POST", data=b"x" * 5000)
+        assert status == 413 and b"exceeds 1000" in body
+        assert server.pool.groups["app"].processes[0].processed == 0
+
+
+async def test_expect_100_continue():
+    async with running([{"name": "app"}]) as server:
+        host, port = server.address
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim.startswith(b"HTTP/1.1 100")
+        writer.write(b"hello")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        writer.close()
+
+
+async def test_hop_by_hop_and_forwarded_headers():
+    async with running([{"name": "app"}]) as server:
+        status, headers, body = await get(server, "/", headers={
+            "Connection": "keep-alive, X-Secret-Hop",
+            "X-Secret-Hop": "drop me", "Keep-Alive": "timeout=5", "TE": "trailers",
+            "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.test",
+            "X-Passenger-Script-Name": "/spoofed", "X-Custom": "kept",
+        })
+        reply = json.loads(body)
+        seen = reply["headers"]
+        assert "HTTP_X_SECRET_HOP" not in seen and "HTTP_KEEP_ALIVE" not in seen
+        assert "HTTP_TE" not in seen and "HTTP_CONNECTION" not in seen
+        assert seen["HTTP_X_CUSTOM"] == "kept"
+        assert seen["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
+        assert seen["HTTP_X_FORWARDED_HOST"] == f"127.0.0.1:{server.address[1]}"
+        assert seen["HTTP_X_FORWARDED_PROTO"] == "http"
+        assert reply["script_name"] == "" and reply["remote_addr"] == "127.0.0.1"
+        assert headers["X-Request-Id"] == seen["HTTP_X_REQUEST_ID"]
+
+
+async def test_trusted_proxy_forwarded_headers_are_kept():
+    async with running([{"name": "app"}], trusted_proxies=["127.0.0.0/8"]) as server:
+        _, _, body = await get(server, "/", headers={"X-Forwarded-For": "203.0.113.9",
+                                                      "X-Forwarded-Proto": "https"})
+        reply = json.loads(body)
+        assert reply["headers"]["HTTP_X_FORWARDED_FOR"] == "203.0.113.9, 127.0.0.1"
+        assert reply["scheme"] == "https"
+
+
+async def test_worker_killed_before_responding_retry_rules(tmp_path):
+    app = {"name": "app", "min_instances": 2, "max_instances": 2,
+           "env": {"PROBE_DIR": str(tmp_path)}}
+    async with running([app]) as server:
+        # GET is idempotent: retried on another worker, the client sees a 200.
+        status, _, body = await get(server, "/die-once")
+        assert status == 200 and json.loads(body)["survived"]
+        assert server.proxy.stats.retries == 1
+        # POST reached the worker and must not be replayed: 502.
+        (tmp_path / "died").unlink()
+        group = server.pool.groups["app"]
+        await wait_until(lambda: group.live_count() == 2)
+        status, _, body = await get(server, "/die-once", method="POST", data=b"x")
+        assert status == 502 and b"failed before responding" in body
+        # Both deaths count as crashes, and both workers were replaced.
+        await wait_until(lambda: group.restarts == 2 and group.live_count() == 2)
+
+
+async def test_worker_killed_mid_response_closes_client_connection():
+    async with running([{"name": "app"}]) as server:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await get(server, "/die-mid-response")
+        group = server.pool.groups["app"]
+        await wait_until(lambda: group.processes and group.processes[0].worker.alive)
+        assert (await get(server, "/"))[0] == 200
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+async def test_spawn_error_page_and_backoff(tmp_path, environment):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "app.py").write_text("raise ImportError('no module named totally_missing')\n")
+    app = {"name": "broken", "root": str(broken), "min_instances": 0,
+           "environment": environment}
+    async with running([app]) as server:
+        status, _, body = await get(server, "/")
+        assert status == 500
+        if environment == "development":
+            assert b"import" in body and b"totally_missing" in body and b"Traceback" in body
+        else:
+            assert b"totally_missing" not in body and b"Error id" in body
+        group = server.pool.groups["broken"]
+        # More requests during the backoff are answered at once, without new spawns.
+        starts = group.spawner.preloader_starts
+        for _ in range(5):
+            assert (await get(server, "/"))[0] == 500
+        assert group.spawner.preloader_starts == starts
+        assert group.backoff_until > 0
+
+
+async def test_graceful_shutdown_drains_in_flight_requests():
+    sink, slow_started = started_event("slow request started")
+    async with running([{"name": "app"}], on_output=sink) as server:
+        slow = asyncio.ensure_future(get(server, "/slow?0.8"))
+        await asyncio.wait_for(slow_started.wait(), 10)
+        host, port = server.address
+        stopping = asyncio.ensure_future(server.stop())
+        status, _, body = await slow
+        assert status == 200 and json.loads(body)["slept"]
+        await stopping
+        with pytest.raises(OSError):
+            await asyncio.open_connection(host, port)
+
+
+async def test_asgi_app_behind_the_proxy():
+    app = {"name": "asgi", "root": str(SAMPLE_APPS / "hello_asgi"), "entry": "app:app",
+           "base_uri": "/asgi"}
+    async with running([app]) as server:
+        status, _, body = await get(server, "/asgi/")
+        assert (status, body) == (200, b"Hello, ASGI world!\n")

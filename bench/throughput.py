@@ -1,0 +1,611 @@
+#!/usr/bin/env python3
+"""Throughput and latency of tui-passenger against gunicorn and Phusion Passenger, same app.
+
+Every system serves ``sample_apps/hello_wsgi`` with the same number of worker processes and
+is started once, on its own loopback port; then ``wrk`` loads one system at a time, the
+order rotating from round to round so machine noise is spread over all of them. Afterwards a
+c=1 run compares a request through tui-passenger's proxy with one sent straight to a
+worker's Unix socket. Prints medians, the spread and tui-passenger/baseline ratios.
+
+    python3 dev.py bench throughput [--workers 2] [--connections 16] [--duration 5]
+                                    [--rounds 3] [--only tp,sync,gthread,passenger]
+                                    [--json results.json] [--install]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_DIR = ROOT / "sample_apps" / "hello_wsgi"
+_VENV_PY = ROOT / ".venv" / "bin" / "python"
+PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
+GTHREAD_THREADS = 4
+SYSTEMS = {"tp": "tui-passenger", "sync": "gunicorn sync", "gthread": "gunicorn gthread",
+           "passenger": "passenger"}
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+class Skip(Exception):
+    """A system cannot be benchmarked; the message says why."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 2) -> str:
+    """The last lines of a log file, joined with ' | ' (for one-line failure messages)."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip()[:200] for line in text[-lines:])
+
+
+@dataclass
+class Server:
+    """One system under test: a process group started in its own session, on its own port."""
+
+    key: str
+    argv: list[str]
+    port: int
+    cwd: Path
+    log: Path
+    stop_argv: list[str] | None = None
+    pid_file: Path | None = None
+    marker: str | None = None  # processes whose cmdline holds this are ours (daemons)
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    seen: list[Any] = field(default_factory=list)  # psutil.Process of every descendant seen
+
+    @property
+    def name(self) -> str:
+        return SYSTEMS[self.key]
+
+    def start(self) -> None:
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **(self.env or {})},
+                                         start_new_session=True)
+
+    def died(self) -> str:
+        """Why the server is gone ('' while it runs)."""
+        if self.proc is None or self.proc.poll() is None:
+            return ""
+        return f"exited with code {self.proc.returncode} ({tail(self.log)})"
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll GET / until it answers 200; raise :class:`Skip` with the reason otherwise."""
+        assert self.proc is not None
+        deadline, last = time.monotonic() + timeout, "no answer"
+        while time.monotonic() < deadline:
+            if self.died():
+                raise Skip(self.died())
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                if response.status == 200:
+                    self.remember()
+                    return
+                last = f"HTTP {response.status}"
+            except OSError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2)
+        raise Skip(f"no HTTP 200 on GET / within {timeout:g} s (last: {last}; "
+                   f"log: {tail(self.log) or 'empty'})")
+
+    def remember(self) -> None:
+        """Record every process of this system now, so none is missed when stopping."""
+        try:
+            import psutil
+        except ImportError:
+            return
+        roots = [self.proc.pid] if self.proc else []
+        if self.pid_file and self.pid_file.exists():
+            roots += [int(x) for x in self.pid_file.read_text().split() if x.isdigit()]
+        for pid in roots:
+            try:
+                top = psutil.Process(pid)
+                self.seen += [top, *top.children(recursive=True)]
+            except psutil.Error:
+                pass
+        if self.marker:
+            for p in psutil.process_iter(["cmdline"]):
+                if any(self.marker in arg for arg in p.info["cmdline"] or ()):
+                    self.seen.append(p)
+
+    def stop(self) -> None:
+        """Stop the system and everything it started: polite first, then SIGKILL."""
+        if self.proc is None:
+            return
+        self.remember()
+        if self.stop_argv and self.pid_file and self.pid_file.exists():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                subprocess.run(self.stop_argv, cwd=self.cwd, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=30, check=False)
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace)
+        for p in self.seen:
+            try:
+                if p.is_running() and p.pid != os.getpid():
+                    p.kill()
+            except Exception:  # psutil.Error: gone meanwhile
+                pass
+
+
+def make_servers(keys: list[str], workers: int, tmp: Path) -> dict[str, Server]:
+    """Build (not start) every requested system, each in its own scratch directory."""
+    servers: dict[str, Server] = {}
+    for key in keys:
+        port, work = free_port(), tmp / key
+        work.mkdir()
+        log = work / "server.log"
+        if key == "tp":
+            toml = work / "bench.toml"
+            toml.write_text(
+                f'[server]\naddress = "127.0.0.1"\nport = {port}\nmax_pool_size = {workers}\n\n'
+                f'[[app]]\nname = "hello"\nroot = {json.dumps(str(APP_DIR))}\n'
+                f'entry = "app:application"\nspawn_method = "smart"\nmin_instances = {workers}\n'
+                f'max_instances = {workers}\ndefault = true\n')
+            # warning: no per-request access log (gunicorn and passenger keep none either)
+            argv = [PYTHON, "-m", "tui_passenger", "--headless", "-c", str(toml),
+                    "--port", str(port), "--log-level", "warning"]
+            servers[key] = Server(key, argv, port, ROOT, log)
+        elif key in ("sync", "gthread"):
+            argv = [PYTHON, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+                    "--chdir", str(APP_DIR), "-k", key]
+            if key == "gthread":
+                argv += ["--threads", str(GTHREAD_THREADS)]
+            servers[key] = Server(key, [*argv, "app:application"], port, work, log)
+        elif key == "passenger":
+            shutil.copy(APP_DIR / "app.py", work / "passenger_wsgi.py")
+            pid_file = work / "passenger.pid"
+            # Passenger spawns Python apps directly (its smart spawning is for Ruby only).
+            argv = ["passenger", "start", "--engine=builtin", "--address", "127.0.0.1",
+                    "--port", str(port), "--min-instances", str(workers),
+                    "--max-pool-size", str(workers), "--spawn-method", "direct",
+                    "--app-type", "wsgi", "--startup-file", "passenger_wsgi.py",
+                    "--python", PYTHON, "--environment", "production",
+                    "--log-file", str(work / "passenger.log"), "--pid-file", str(pid_file),
+                    "--instance-registry-dir", str(work),
+                    "--no-friendly-error-pages", "--disable-turbocaching",
+                    "--disable-security-update-check", "--disable-anonymous-telemetry",
+                    "--no-install-runtime", "--no-compile-runtime", "--auto"]
+            # TMPDIR: its temp dirs land in ``work`` too, so none outlives the run.
+            servers[key] = Server(key, argv, port, work, log, marker=str(work),
+                                  stop_argv=["passenger", "stop", "--pid-file", str(pid_file)],
+                                  pid_file=pid_file, env={"TMPDIR": str(work)})
+    return servers
+
+
+def ensure_gunicorn() -> None:
+    """Install gunicorn into the venv when it is missing (it is the ``bench`` extra)."""
+    if subprocess.run([PYTHON, "-c", "import gunicorn"], capture_output=True).returncode == 0:
+        return
+    print(f"gunicorn is not importable by {PYTHON}: installing it with pip (the 'bench' extra)")
+    done = subprocess.run([PYTHON, "-m", "pip", "install", "-q", "gunicorn>=22"],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise Skip(f"gunicorn missing and pip install failed: {tail_text(done.stderr)}")
+
+
+def tail_text(text: str) -> str:
+    return " | ".join(text.strip().splitlines()[-3:])
+
+
+# ----------------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class Run:
+    """One wrk run: throughput, latency percentiles (ms) and what went wrong, if anything."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
+def to_ms(value: str) -> float:
+    """``'812.00us'`` / ``'1.20ms'`` / ``'2.01s'`` → milliseconds."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value.strip())
+    if not match:
+        raise ValueError(f"unknown wrk time {value!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def parse_wrk(text: str) -> Run:
+    """Parse ``wrk --latency`` output; a run with errors or non-2xx answers is not ok."""
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+    total = re.search(r"^\s+(\d+) requests in", text, re.M)
+    if not (rps and p50 and p99 and total):
+        return Run(0, 0, 0, 0, 0, 0, f"could not parse wrk output: {tail_text(text)}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non_2xx = int(bad[1]) if bad else 0
+    socket_errors = sum(int(g) for g in errs.groups()) if errs else 0
+    problems = []
+    if non_2xx:
+        problems.append(f"{non_2xx} non-2xx/3xx responses")
+    if socket_errors:
+        problems.append(f"socket errors ({errs[0].split(': ', 1)[1]})")  # type: ignore[index]
+    if int(total[1]) == 0:
+        problems.append("no request completed")
+    return Run(float(rps[1]), to_ms(p50[1]), to_ms(p99[1]), int(total[1]), non_2xx,
+               socket_errors, "; ".join(problems))
+
+
+def wrk(port: int, connections: int, duration: float) -> Run:
+    """One ``wrk -t1 --latency`` run against 127.0.0.1:port (bounded by a timeout)."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency",
+            f"http://127.0.0.1:{port}/"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
+    except subprocess.TimeoutExpired:
+        return Run(0, 0, 0, 0, 0, 0, "wrk did not finish in time")
+    return parse_wrk(done.stdout + done.stderr)
+
+
+# ------------------------------------------------------------------ c=1: proxy vs worker
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n\r\n"
+
+
+def get_once(sock: socket.socket) -> bool:
+    """Send one GET on a keep-alive connection, read the whole response; True if 200 and the
+    connection can be reused."""
+    sock.sendall(REQUEST)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the response head")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    length = int(headers.get("content-length", "-1"))
+    if length < 0:
+        raise ConnectionError("response without Content-Length")
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        body += chunk
+    if lines[0].split()[1] != "200":
+        raise ConnectionError(f"answered {lines[0]!r}")
+    return headers.get("connection", "").lower() != "close"
+
+
+def sequential(connect: Callable[[], socket.socket], duration: float) -> dict[str, Any]:
+    """Sequential keep-alive GETs for ``duration`` seconds (after a short warm-up): p50/p99."""
+    times: list[float] = []
+    reconnects = errors = 0
+    sock = connect()
+    try:
+        end_warm = time.monotonic() + min(1.0, duration / 3)
+        end = end_warm + duration
+        while (now := time.monotonic()) < end:
+            t0 = time.perf_counter()
+            try:
+                reusable = get_once(sock)
+            except OSError as exc:
+                errors += 1
+                if errors > 10:
+                    raise Skip(f"too many errors ({exc})") from exc
+                reusable = False
+            else:
+                if now >= end_warm:
+                    times.append(time.perf_counter() - t0)
+            if not reusable:
+                sock.close()
+                sock, reconnects = connect(), reconnects + 1
+    finally:
+        sock.close()
+    if len(times) < 10:
+        raise Skip(f"only {len(times)} requests completed")
+    q = statistics.quantiles(times, n=100, method="inclusive")
+    return {"requests": len(times), "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3,
+            "errors": errors, "reconnects": reconnects}
+
+
+def tcp_connector(port: int) -> Callable[[], socket.socket]:
+    def connect() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    return connect
+
+
+def unix_connector(path: str) -> Callable[[], socket.socket]:
+    def connect() -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(path)
+        return sock
+    return connect
+
+
+def worker_socket(pid: int) -> str:
+    """The Unix socket ``w<pid>.sock`` one of tui-passenger's worker processes listens on."""
+    try:
+        import psutil
+    except ImportError as exc:
+        raise Skip("psutil is not importable") from exc
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            conns = (child.net_connections("unix") if hasattr(child, "net_connections")
+                     else child.connections("unix"))
+        except psutil.Error:
+            continue
+        for conn in conns:
+            if isinstance(conn.laddr, str) and os.path.basename(conn.laddr) == f"w{child.pid}.sock":
+                return conn.laddr
+    raise Skip(f"no worker socket w<pid>.sock found among the children of pid {pid}")
+
+
+def wrk_c1(port: int, duration: float) -> dict[str, Any]:
+    """``wrk -c1`` as a dict, or the reason it failed."""
+    run = wrk(port, 1, duration)
+    return asdict(run) if run.ok else {"skipped": f"wrk: {run.problem}"}
+
+
+def latency_c1(tp: Server, ready: bool, duration: float) -> dict[str, Any]:
+    """c=1 through the proxy (wrk and the python client) and straight to one worker."""
+    out: dict[str, Any] = {}
+    parts: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("worker_unix_python", lambda: sequential(unix_connector(worker_socket(tp.proc.pid)),
+                                                  duration))]
+    if ready:
+        parts += [("proxy_tcp_python", lambda: sequential(tcp_connector(tp.port), duration)),
+                  ("proxy_wrk_c1", lambda: wrk_c1(tp.port, duration))]
+    else:
+        out["proxy_tcp_python"] = out["proxy_wrk_c1"] = {"skipped": "proxy not answering"}
+    for name, measure in parts:
+        try:
+            out[name] = measure()
+        except (Skip, OSError) as exc:
+            why = str(exc) if isinstance(exc, Skip) else f"{type(exc).__name__}: {exc}"
+            out[name] = {"skipped": why}
+    proxy, worker = out["proxy_tcp_python"], out["worker_unix_python"]
+    if "p50_ms" in proxy and "p50_ms" in worker:
+        out["added_p50_ms"] = proxy["p50_ms"] - worker["p50_ms"]
+    return out
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def version_info() -> dict[str, str]:
+    """nproc, CPU model, the servers' python and the versions of the servers themselves."""
+    cpu = "?"
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip()
+                   for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    probe = ("import sys, importlib.metadata as m\nprint(sys.version.split()[0])\n"
+             "for n in ('gunicorn', 'aiohttp', 'tui-passenger'):\n"
+             "    try: print(m.version(n))\n    except m.PackageNotFoundError: print('-')\n")
+    found = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True).stdout.split()
+    py, gunicorn, aiohttp, tp = (found + ["?"] * 4)[:4]
+    passenger = "-"
+    if shutil.which("passenger"):
+        text = subprocess.run(["passenger", "--version"], capture_output=True, text=True).stdout
+        passenger = text.split()[-1] if text.split() else "?"
+    return {"nproc": str(len(os.sched_getaffinity(0))), "cpu": cpu, "python": py,
+            "tui_passenger": tp, "gunicorn": gunicorn, "passenger": passenger,
+            "aiohttp": aiohttp}
+
+
+def summarize(runs: list[Run | None]) -> dict[str, Any]:
+    good = [r for r in runs if r and r.ok]
+    if not good:
+        return {"ok_rounds": 0, "failed_rounds": len(runs)}
+    rps = [r.rps for r in good]
+    return {"ok_rounds": len(good), "failed_rounds": len(runs) - len(good),
+            "rps_median": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
+            "p50_ms": statistics.median(r.p50_ms for r in good),
+            "p99_ms": statistics.median(r.p99_ms for r in good)}
+
+
+def ratios(results: dict[str, list[Run | None]]) -> dict[str, dict[str, float]]:
+    """tui-passenger / baseline, per round where both ran cleanly, then the median."""
+    out: dict[str, dict[str, float]] = {}
+    for key, runs in results.items():
+        if key == "tp":
+            continue
+        pairs = [(a, b) for a, b in zip(results.get("tp", [None] * len(runs)), runs, strict=True)
+                 if a and b and a.ok and b.ok]
+        if pairs:
+            out[key] = {"rps": statistics.median(a.rps / b.rps for a, b in pairs),
+                        "p50": statistics.median(a.p50_ms / b.p50_ms for a, b in pairs),
+                        "rounds": len(pairs)}
+    return out
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM behaves like Ctrl+C: unwind through the ``finally`` that stops the servers."""
+    raise KeyboardInterrupt
+
+
+def start_all(servers: dict[str, Server], status: dict[str, str], timeout: float,
+              connections: int) -> list[str]:
+    """Start every system not already skipped, wait for each, warm it up (2 s of wrk);
+    returns the keys that can be measured."""
+    live = [s for k, s in servers.items() if k not in status]
+    for server in live:
+        server.start()
+    for server in live:
+        try:
+            server.wait_ready(timeout)
+            warm = wrk(server.port, connections, 2)
+            status[server.key] = "ok" if warm.ok else f"warm-up problem: {warm.problem}"
+            server.remember()
+        except Skip as exc:
+            status[server.key] = f"failed: {exc}"
+        print(f"{server.name:<17} port {server.port:<6} {status[server.key]}")
+    return [k for k in servers if status.get(k, "").startswith(("ok", "warm-up"))]
+
+
+def measure(servers: dict[str, Server], running: list[str], args: argparse.Namespace
+            ) -> dict[str, list[Run | None]]:
+    """The rounds: every running system once per round, the order rotated each round."""
+    results: dict[str, list[Run | None]] = {k: [] for k in running}
+    for rnd in range(args.rounds if running else 0):
+        shift = rnd % len(running)
+        for key in running[shift:] + running[:shift]:
+            run = wrk(servers[key].port, args.connections, args.duration)
+            if servers[key].died():
+                run.problem = f"server {servers[key].died()}"
+            results[key].append(run)
+            note = f"  FAILED: {run.problem}" if not run.ok else ""
+            print(f"round {rnd + 1} {SYSTEMS[key]:<17} {run.rps:>10.0f} req/s  "
+                  f"p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms{note}")
+    return results
+
+
+def report(keys: list[str], status: dict[str, str], results: dict[str, list[Run | None]],
+           c1: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """Print the summary table, the ratios and the c=1 figures; return them for --json."""
+    summary = {k: summarize(v) for k, v in results.items()}
+    print(f"\n{'system':<17} {'req/s (median)':>14} {'min–max':>17} {'p50 ms':>8} {'p99 ms':>8}"
+          f"  rounds ok")
+    for key in keys:
+        s = summary.get(key)
+        if not s or not s["ok_rounds"]:
+            why = status.get(key, "no clean round")
+            print(f"{SYSTEMS[key]:<17} {why if why.startswith('skipped') else 'failed, see above'}")
+            continue
+        spread = f"{s['rps_min']:.0f}–{s['rps_max']:.0f}"
+        print(f"{SYSTEMS[key]:<17} {s['rps_median']:>14.0f} {spread:>17} {s['p50_ms']:>8.3f} "
+              f"{s['p99_ms']:>8.3f}  {s['ok_rounds']}/{rounds}")
+    ratio = ratios(results)
+    for key, r in ratio.items():
+        print(f"tui-passenger / {SYSTEMS[key]:<17} req/s ×{r['rps']:.2f}   p50 ×{r['p50']:.2f}"
+              f"   (median of {r['rounds']} per-round ratios)")
+    if c1:
+        print("\nc=1, sequential keep-alive GETs (python client unless noted):")
+        for name, value in c1.items():
+            if isinstance(value, dict) and "skipped" in value:
+                print(f"  {name:<20} skipped: {value['skipped']}")
+            elif isinstance(value, dict):
+                print(f"  {name:<20} p50 {value['p50_ms']:.3f} ms  p99 {value['p99_ms']:.3f} ms"
+                      + (f"  ({value['rps']:.0f} req/s)" if "rps" in value else ""))
+        if "added_p50_ms" in c1:
+            print(f"  added by the proxy (p50): {c1['added_p50_ms'] * 1000:.0f} µs")
+    return {"summary": summary, "ratios_vs_tp": ratio}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per system")
+    parser.add_argument("--connections", "-c", type=int, default=16, help="wrk connections")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default=",".join(SYSTEMS),
+                        help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument("--startup-timeout", type=float, default=30.0)
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--install", action="store_true",
+                        help="first run 'apt-get install -y wrk passenger' (needs root)")
+    args = parser.parse_args()
+    keys = [k for k in SYSTEMS if k in args.only.split(",")]
+    if args.install:
+        subprocess.run(["apt-get", "update"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "wrk", "passenger"], check=False)
+    if not shutil.which("wrk"):
+        print("wrk not found: install it with 'apt-get install wrk' (or rerun with --install)")
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+
+    status: dict[str, str] = {}
+    results: dict[str, list[Run | None]] = {}
+    c1: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="tp-bench-"))
+    servers = make_servers(keys, args.workers, tmp)
+    try:
+        if "passenger" in servers and not shutil.which("passenger"):
+            status["passenger"] = ("skipped: Debian package 'passenger' not installed "
+                                   "(apt-get install passenger, or rerun with --install)")
+        if {"sync", "gthread"} & servers.keys():
+            try:
+                ensure_gunicorn()
+            except (Skip, subprocess.TimeoutExpired) as exc:
+                status.update({k: f"skipped: {exc}" for k in ("sync", "gthread")})
+        machine = version_info()
+        print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+        print(f"load: wrk -t1 -c{args.connections} -d{args.duration:g}s, {args.rounds} rounds, "
+              f"{args.workers} workers each, app sample_apps/hello_wsgi\n")
+        for key, why in status.items():
+            print(f"{SYSTEMS[key]:<17} {why}")
+        running = start_all(servers, status, args.startup_timeout, args.connections)
+        results = measure(servers, running, args)
+        tp = servers.get("tp")
+        if tp and tp.proc and not tp.died():
+            c1 = latency_c1(tp, status.get("tp") == "ok", args.duration)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    figures = report(keys, status, results, c1, args.rounds)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "machine": machine, "params": {k: str(v) for k, v in vars(args).items()},
+            "status": status, **figures, "latency_c1": c1,
+            "rounds": {k: [asdict(r) if r else None for r in v] for k, v in results.items()},
+        }, indent=2))
+        print(f"\nresults written to {args.json}")
+    return 0 if any(s["ok_rounds"] for s in figures["summary"].values()) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; every server was stopped", file=sys.stderr)
+        sys.exit(130)

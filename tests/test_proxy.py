@@ -282,3 +282,72 @@ async def test_asgi_app_behind_the_proxy():
     async with running([app]) as server:
         status, _, body = await get(server, "/asgi/")
         assert (status, body) == (200, b"Hello, ASGI world!\n")
+
+
+async def raw_exchange(server, data: bytes, *, until_close: bool = True) -> bytes:
+    """Send raw bytes on a fresh connection; read until the server closes it."""
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(data)
+    try:
+        return await asyncio.wait_for(reader.read(-1), 10) if until_close else b""
+    finally:
+        writer.close()
+
+
+async def test_pipelined_requests_are_answered_in_order():
+    async with running([{"name": "app"}]) as server:
+        data = (b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                b"GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = await raw_exchange(server, data)
+        assert reply.count(b"HTTP/1.1 200 OK") == 3
+        assert reply.index(b'"path": "/first"') < reply.index(b'"size": 3') \
+            < reply.index(b'"path": "/third"')
+        assert reply.endswith(b"}") and b"Connection: close" in reply
+
+
+async def test_http10_client_gets_close_delimited_response():
+    async with running([{"name": "app"}]) as server:
+        reply = await raw_exchange(server, b"GET /stream HTTP/1.0\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+        assert b"Transfer-Encoding" not in head
+        assert body == b"".join(f"chunk {i}\n".encode() * 100 for i in range(50))
+
+
+async def test_chunked_request_body_reaches_the_worker_with_a_length():
+    async with running([{"name": "app"}]) as server:
+        reply = await raw_exchange(server, b"POST /upload HTTP/1.1\r\nHost: x\r\n"
+                                           b"Transfer-Encoding: chunked\r\nConnection: close\r\n"
+                                           b"\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        body = json.loads(reply.partition(b"\r\n\r\n")[2])
+        assert body == {"size": 11, "sha256": hashlib.sha256(b"hello world").hexdigest()}
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"400"),
+    (b"BREW /pot HTCPCP/1.0\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", b"431"),
+])
+async def test_bad_requests_never_reach_a_worker(data, status):
+    async with running([{"name": "app"}]) as server:
+        reply = await raw_exchange(server, data)
+        assert reply.startswith(b"HTTP/1.1 " + status)
+        assert server.pool.groups["app"].processes[0].processed == 0
+        assert (await get(server, "/"))[0] == 200  # and the server keeps serving
+
+
+async def test_client_that_leaves_the_queue_is_withdrawn():
+    sink, slow_started = started_event("slow request started")
+    app = {"name": "app", "min_instances": 1, "max_instances": 1}
+    async with running([app], on_output=sink) as server:
+        slow = asyncio.ensure_future(get(server, "/slow?0.5"))
+        await asyncio.wait_for(slow_started.wait(), 10)
+        group = server.pool.groups["app"]
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await wait_until(lambda: len(group.waiters) == 1)
+        writer.close()
+        await wait_until(lambda: not group.waiters)
+        assert (await slow)[0] == 200
+        assert group.processes[0].processed == 1

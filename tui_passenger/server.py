@@ -9,14 +9,12 @@ import asyncio
 import logging
 import socket
 
-from aiohttp import web
-
 from tui_passenger.config import Config
 from tui_passenger.engine import OutputSink, RuntimeDir, become_subreaper
 from tui_passenger.engine.output import log_line
 from tui_passenger.pool import Pool
 from tui_passenger.pool.pool import EventSink
-from tui_passenger.proxy import ProxyHandler
+from tui_passenger.proxy import FrontServer
 
 log = logging.getLogger("tui_passenger")
 
@@ -30,25 +28,20 @@ class Server:
         self.runtime = RuntimeDir()
         self.pool = Pool(config, self.runtime.path, on_output=on_output or log_line,
                          on_event=on_event)
-        self.proxy = ProxyHandler(config, self.pool)
-        self._runner: web.ServerRunner | None = None
-        self._site: web.SockSite | None = None
+        self.proxy = FrontServer(config, self.pool)
+        self._started = False
         self.address: tuple[str, int] | None = None
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
         """Bind the public address, start each app's minimum of workers."""
-        if self._runner is not None:
+        if self._started:
             raise RuntimeError("Server.start() called twice")
+        self._started = True
         become_subreaper()
-        server = web.Server(self.proxy, access_log=None)
-        self._runner = web.ServerRunner(server, handle_signals=False,
-                                        shutdown_timeout=self.config.server.shutdown_timeout)
-        await self._runner.setup()
         sock = self._bind()
         self.address = sock.getsockname()[:2]
-        self._site = web.SockSite(self._runner, sock)
-        await self._site.start()
+        await self.proxy.start(sock)
         self.pool.start()
         log.info("listening on http://%s:%d/", *self.address)
 
@@ -73,11 +66,9 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_timeout), stop all."""
         grace = self.config.server.shutdown_timeout
-        if self._site is not None:
-            await self._site.stop()  # closes the listening socket only
+        self.proxy.stop_accepting()
         await self.pool.close(grace)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.proxy.close(grace=1.0)
         self.runtime.close()
         self.stopped.set()
         log.info("stopped")

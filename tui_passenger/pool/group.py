@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections import deque
@@ -64,7 +63,7 @@ class Group:
         self.spawner: Spawner = make_spawner(app, socket_dir, on_output=on_output)
         self.processes: list[PoolProcess] = []
         self.spawning = 0
-        self.waiters: deque[asyncio.Future[PoolProcess]] = deque()
+        self.waiters: deque[Any] = deque()  # pool.Waiter entries, oldest first
         self.min_instances = app.min_instances
         self.spawn_failures = 0
         self.backoff_until = 0.0
@@ -115,6 +114,11 @@ class Group:
         for process in self.processes:
             return process.worker.interface
         return self.app.interface if self.app.interface != "auto" else "wsgi"
+
+    def at_max(self) -> bool:
+        """True when max_instances processes are up or coming (no point in reconciling)."""
+        limit = self.app.max_instances
+        return bool(limit) and self.live_count() >= limit
 
     def idle_candidates(self) -> list[PoolProcess]:
         """Ready processes with no session, idle longest first."""

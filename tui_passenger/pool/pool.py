@@ -31,6 +31,17 @@ class PoolClosed(Exception):
 
 
 EventSink = Callable[[str, dict[str, Any]], None]
+WaiterCallback = Callable[[PoolProcess | None, BaseException | None], None]
+
+
+class Waiter:
+    """A request waiting in a group's queue; cancelled when its client goes away."""
+
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: WaiterCallback) -> None:
+        self.callback = callback
+        self.cancelled = False
 
 
 class Pool:
@@ -76,10 +87,7 @@ class Pool:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._sessions_done(), grace)
         for group in self.groups.values():
-            while group.waiters:
-                waiter = group.waiters.popleft()
-                if not waiter.done():
-                    waiter.set_exception(PoolClosed("shutting down"))
+            self._fail_waiters(group, PoolClosed("shutting down"))
         for task in list(self._tasks):
             if not task.done():
                 task.cancel()
@@ -102,8 +110,12 @@ class Pool:
 
     # -- requests ------------------------------------------------------------------------
 
-    async def checkout(self, group: Group) -> PoolProcess:
-        """A process of ``group`` with a free slot, waiting in the group's queue if needed."""
+    def try_checkout(self, group: Group) -> PoolProcess | None:
+        """A process of ``group`` with a free slot right now, or None (then queue).
+
+        Raises PoolClosed while shutting down, and the group's last SpawnError while it
+        has no process and is backing off after failed spawns.
+        """
         if self.closing:
             raise PoolClosed("shutting down")
         process = group.pick()
@@ -113,21 +125,52 @@ class Pool:
         if group.last_error is not None and not group.processes and not group.spawning \
                 and time.monotonic() < group.backoff_until:
             raise group.last_error
+        return None
+
+    def enqueue(self, group: Group, callback: WaiterCallback) -> Waiter:
+        """Queue for the next free process of ``group``: ``callback(process, None)``.
+
+        If none can come (spawn failure with no process left, shutdown), the callback gets
+        ``(None, error)``. Raises QueueFull when ``max_request_queue_size`` are waiting.
+        """
         if len(group.waiters) >= group.app.max_request_queue_size:
             raise QueueFull(f"{group.name}: request queue full "
                             f"({group.app.max_request_queue_size} waiting)")
-        waiter: asyncio.Future[PoolProcess] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(callback)
         group.waiters.append(waiter)
-        self.reconcile()
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release(waiter.result())  # got one just as the client went away
+        if not group.at_max():
+            self.reconcile()
+        return waiter
+
+    async def checkout(self, group: Group) -> PoolProcess:
+        """A process of ``group`` with a free slot, waiting in the group's queue if needed."""
+        process = self.try_checkout(group)
+        if process is not None:
+            return process
+        future: asyncio.Future[PoolProcess] = asyncio.get_running_loop().create_future()
+
+        def deliver(process: PoolProcess | None, error: BaseException | None) -> None:
+            if future.done():
+                if process is not None:
+                    self.release(process)
+            elif error is not None:
+                future.set_exception(error)
             else:
-                with contextlib.suppress(ValueError):
-                    group.waiters.remove(waiter)
+                future.set_result(process)
+
+        waiter = self.enqueue(group, deliver)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.withdraw(group, waiter)
             raise
+
+    @staticmethod
+    def withdraw(group: Group, waiter: Waiter) -> None:
+        """Take a waiter out of the queue (its client went away)."""
+        waiter.cancelled = True
+        with contextlib.suppress(ValueError):
+            group.waiters.remove(waiter)
 
     def release(self, process: PoolProcess) -> None:
         """A request on ``process`` has finished."""
@@ -151,10 +194,17 @@ class Pool:
             if process is None:
                 return
             waiter = group.waiters.popleft()
-            if waiter.done():
+            if waiter.cancelled:
                 continue
             process.sessions += 1
-            waiter.set_result(process)
+            waiter.callback(process, None)
+
+    @staticmethod
+    def _fail_waiters(group: Group, error: BaseException) -> None:
+        while group.waiters:
+            waiter = group.waiters.popleft()
+            if not waiter.cancelled:
+                waiter.callback(None, error)
 
     # -- desired state -------------------------------------------------------------------
 
@@ -231,10 +281,7 @@ class Pool:
             log.error("%s\n(next spawn of %s in %.1f s)", error.details(), group.name, delay)
             self._event("spawn_error", group=group, error=error, backoff=delay)
             if not group.processes:
-                while group.waiters:
-                    waiter = group.waiters.popleft()
-                    if not waiter.done():
-                        waiter.set_exception(error)
+                self._fail_waiters(group, error)
             self.reconcile()
             return
         group.spawning -= 1

@@ -1,5 +1,5 @@
-"""The front proxy: an aiohttp server that routes requests to the pool's workers."""
+"""The front proxy: takes public HTTP requests and relays them to the pool's workers."""
 
-from tui_passenger.proxy.front import ProxyHandler, Stats
+from tui_passenger.proxy.front import FrontServer, Stats
 
-__all__ = ["ProxyHandler", "Stats"]
+__all__ = ["FrontServer", "Stats"]

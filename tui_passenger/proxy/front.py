@@ -1,28 +1,25 @@
-"""The public side: an aiohttp low-level server that hands each request to a worker.
+"""The public side: accept connections, route requests to apps, keep the counters.
 
-Per request: route to an app, receive the body completely, check out the least busy worker
-(waiting in the app's queue if all are busy), send the request over a persistent keep-alive
-connection to the worker's Unix socket, stream the response back.
+The per-connection protocol is :class:`~tui_passenger.proxy.client.ClientConnection` and
+the per-request logic :class:`~tui_passenger.proxy.exchange.Exchange`; both are plain
+callback code on the event loop (uvloop when installed), with httptools parsing both the
+client's requests and the workers' responses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import logging
 import os
+import socket
 import time
 from collections.abc import Callable
-
-from aiohttp import web
-from multidict import CIMultiDict
+from urllib.parse import unquote
 
 from tui_passenger.config import Config
-from tui_passenger.engine import SpawnError
-from tui_passenger.pool import Group, Pool, PoolClosed, PoolProcess, QueueFull
-from tui_passenger.pool.group import READY
-from tui_passenger.proxy import pages
-from tui_passenger.proxy.body import BodyTooLarge, RequestBody, receive_body
+from tui_passenger.pool import Group, Pool
+from tui_passenger.proxy.client import ClientConnection, Request
 from tui_passenger.proxy.headers import (
     FORWARDED,
     HOP_BY_HOP,
@@ -32,199 +29,121 @@ from tui_passenger.proxy.headers import (
     connection_tokens,
 )
 from tui_passenger.proxy.routing import Router
-from tui_passenger.proxy.upstream import UpstreamConnection, UpstreamError
 
-access_log = logging.getLogger("tui_passenger.access")
-log = logging.getLogger("tui_passenger.proxy")
+#: Idle keep-alive client connections are closed after this many seconds.
+KEEPALIVE_TIMEOUT = 75.0
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-REQUEST_ID = "X-Request-Id"
+RequestObserver = Callable[[str, int, float], None]
 
 
 class Stats:
     """Counters the dashboard and /metrics read."""
 
-    __slots__ = ("requests", "responses_by_class", "retries", "errors_502", "errors_503",
-                 "in_flight")
+    __slots__ = ("requests", "by_class", "retries", "errors_502", "errors_503")
 
     def __init__(self) -> None:
         self.requests = 0
-        self.responses_by_class = [0] * 6
+        self.by_class = [0] * 6  # index = status // 100
         self.retries = 0
         self.errors_502 = 0
         self.errors_503 = 0
-        self.in_flight = 0
+
+    def count(self, status: int) -> None:
+        """One response with ``status`` was sent."""
+        self.requests += 1
+        self.by_class[min(status // 100, 5)] += 1
 
 
-class ProxyHandler:
-    """The request handler given to ``aiohttp.web.Server``."""
+def request_path(url: bytes) -> str:
+    """The decoded path of a request target (no query), for routing."""
+    path = url.partition(b"?")[0].decode("latin-1")
+    if not path.startswith("/"):  # absolute form: http://host/path
+        after_scheme = path.partition("//")[2]
+        path = "/" + after_scheme.partition("/")[2]
+    return unquote(path) if "%" in path else path
+
+
+class FrontServer:
+    """Listens on the public address and hands each request to an Exchange."""
 
     def __init__(self, config: Config, pool: Pool,
-                 on_request: Callable[[str, int, float], None] | None = None) -> None:
+                 on_request: RequestObserver | None = None) -> None:
         self.config = config
         self.pool = pool
+        self.on_request = on_request
+        self.access_log = config.server.access_log
         self.router: Router[Group] = Router(
             (app.hosts, app.base_uri, app.default, pool.groups[app.name])
             for app in config.apps)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         self.stats = Stats()
-        self.on_request = on_request
+        self.connections: set[ClientConnection] = set()
+        self.closing = False
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
-        self._id_prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}"
-        self._access = config.server.access_log
+        self._id_prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}-"
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        started = time.perf_counter()
-        stats = self.stats
-        stats.requests += 1
-        stats.in_flight += 1
-        request_id = request.headers.get(REQUEST_ID) if request.remote in self.trusted else None
-        request_id = request_id or f"{self._id_prefix}-{next(self._ids)}"
-        group_name, pid = "-", 0
-        try:
-            routed = self.router.route(request.host, request.path)
-            if routed is None:
-                response = pages.not_found(request)
-            else:
-                group, script_name = routed
-                group_name = group.name
-                response, pid = await self._proxy(request, group, script_name, request_id)
-        finally:
-            stats.in_flight -= 1
-        response.headers[REQUEST_ID] = request_id
-        stats.responses_by_class[min(response.status // 100, 5)] += 1
-        elapsed = time.perf_counter() - started
-        if self._access:
-            access_log.info('%s "%s %s HTTP/%d.%d" %d app=%s pid=%d %.2fms id=%s',
-                            request.remote, request.method, request.raw_path,
-                            request.version.major, request.version.minor, response.status,
-                            group_name, pid, elapsed * 1000, request_id)
-        if self.on_request is not None:
-            self.on_request(group_name, response.status, elapsed)
-        return response
+    async def start(self, sock: socket.socket) -> None:
+        """Serve connections arriving on the listening socket ``sock``."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: ClientConnection(self), sock=sock,
+                                                backlog=1024)
+        self._sweeper = asyncio.ensure_future(self._sweep_idle())
 
-    async def _proxy(self, request: web.BaseRequest, group: Group, script_name: str,
-                     request_id: str) -> tuple[web.StreamResponse, int]:
-        try:
-            body = await receive_body(request, self.config.server.client_max_body_size,
-                                      self.config.server.client_body_buffer_size)
-        except BodyTooLarge as exc:
-            return pages.error(413, str(exc), close=True), 0
-        except asyncio.IncompleteReadError:
-            return pages.error(400, "request body ended early", close=True), 0
-        try:
-            head = self._upstream_head(request, script_name, request_id, body)
-            return await self._exchange(request, group, head, body)
-        finally:
-            body.close()
+    def stop_accepting(self) -> None:
+        """Close the listening socket; open connections go on."""
+        if self._server is not None:
+            self._server.close()
 
-    async def _exchange(self, request: web.BaseRequest, group: Group, head: bytes,
-                        body: RequestBody) -> tuple[web.StreamResponse, int]:
-        head_only = request.method == "HEAD"
-        for attempt in (1, 2):
-            try:
-                process = await self.pool.checkout(group)
-            except QueueFull as exc:
-                self.stats.errors_503 += 1
-                return pages.error(503, str(exc)), 0
-            except PoolClosed:
-                self.stats.errors_503 += 1
-                return pages.error(503, "server is shutting down"), 0
-            except SpawnError as exc:
-                return pages.spawn_error(exc, group.app.environment), 0
-            try:
-                connection = await self._connection(process)
-                if body.file is None:
-                    await connection.send(head, body.data, head_only=head_only)
-                else:
-                    await connection.send_stream(head, body.chunks(), head_only=head_only)
-            except (UpstreamError, OSError) as exc:
-                # A worker that drops a request is not trusted with another one (it has
-                # usually died; its exit may not have been seen yet).
-                self.pool.drain(process, f"dropped a request: {exc}")
-                self.pool.release(process)
-                sent = getattr(exc, "sent", False)
-                if attempt == 1 and (not sent or request.method in IDEMPOTENT):
-                    self.stats.retries += 1
-                    log.warning("%s: worker %d failed before responding (%s); retrying",
-                                group.name, process.pid, exc)
-                    continue
-                self.stats.errors_502 += 1
-                return pages.error(502, f"worker {process.pid} of {group.name} failed "
-                                        f"before responding: {exc}"), process.pid
-            try:
-                return await self._respond(request, process, connection), process.pid
-            finally:
-                self.pool.release(process)
-        raise AssertionError("unreachable")
+    async def close(self, grace: float) -> None:
+        """Close idle connections now, busy ones when their response is done."""
+        self.closing = True
+        self.stop_accepting()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        deadline = time.monotonic() + grace
+        while self.connections and time.monotonic() < deadline:
+            for connection in list(self.connections):
+                if connection.idle:
+                    connection.close()
+            if self.connections:
+                await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.abort()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
-    async def _connection(self, process: PoolProcess) -> UpstreamConnection:
-        while process.connections:
-            connection = process.connections.pop()
-            if connection.usable:
-                return connection
-        path = process.worker.socket_path
-        assert path is not None
-        try:
-            return await UpstreamConnection.open(path)
-        except OSError as exc:
-            raise UpstreamError(f"cannot connect to {path}: {exc}", sent=False) from exc
+    async def _sweep_idle(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_TIMEOUT / 5)
+            limit = time.monotonic() - KEEPALIVE_TIMEOUT
+            for connection in list(self.connections):
+                if connection.idle and connection.last_active < limit:
+                    connection.close()
 
-    async def _respond(self, request: web.BaseRequest, process: PoolProcess,
-                       connection: UpstreamConnection) -> web.StreamResponse:
-        headers = self._response_headers(connection.headers)
-        reason = connection.reason.decode("latin-1") or None
-        if connection.complete:
-            body = connection.take_body()
-            self._recycle(process, connection)
-            if request.method == "HEAD":
-                response = web.StreamResponse(status=connection.status, reason=reason,
-                                              headers=headers)
-                await response.prepare(request)
-                return response
-            return web.Response(status=connection.status, reason=reason, headers=headers,
-                                body=body)
-        response = web.StreamResponse(status=connection.status, reason=reason, headers=headers)
-        await response.prepare(request)
-        try:
-            while (chunk := await connection.next_chunk()) is not None:
-                await response.write(chunk)
-        except UpstreamError as exc:
-            log.warning("%s: worker %d died mid-response (%s); closing the client connection",
-                        process.group.name, process.pid, exc)
-            connection.close()
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        self._recycle(process, connection)
-        await response.write_eof()
-        return response
+    # -- per request ---------------------------------------------------------------------
 
-    @staticmethod
-    def _recycle(process: PoolProcess, connection: UpstreamConnection) -> None:
-        if connection.keep_alive and connection.usable and process.state is READY:
-            process.connections.append(connection)
-        else:
-            connection.close()
+    def route(self, request: Request) -> tuple[Group, str] | None:
+        """The app (group) for a request and its SCRIPT_NAME."""
+        return self.router.route(request.host, request_path(request.url))
 
-    @staticmethod
-    def _response_headers(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-        dropped = HOP_BY_HOP | connection_tokens(raw)
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in raw:
-            lower = name.lower()
-            if lower in dropped:
-                continue
-            headers.add(name.decode("latin-1"), value.decode("latin-1"))
-        return headers
+    def request_id(self, client: ClientConnection, request: Request) -> bytes:
+        """The request's id: a trusted proxy's X-Request-Id, else a new one."""
+        if client.ip in self.trusted:
+            for name, value in request.headers:
+                if name.lower() == b"x-request-id":
+                    return value
+        return (self._id_prefix + str(next(self._ids))).encode()
 
-    def _upstream_head(self, request: web.BaseRequest, script_name: str, request_id: str,
-                       body: RequestBody) -> bytes:
-        raw = request.raw_headers
+    def upstream_head(self, client: ClientConnection, request: Request, script_name: str,
+                      request_id: bytes) -> bytes:
+        """The request line and headers sent to the worker."""
+        raw = request.headers
         dropped = HOP_BY_HOP | REFRAMED | connection_tokens(raw)
-        peer = request.remote or ""
-        trusted = peer in self.trusted
-        lines = [f"{request.method} {request.raw_path} HTTP/1.1".encode("latin-1")]
+        trusted = client.ip in self.trusted
+        parts = [request.method.encode(), b" ", request.url, b" HTTP/1.1\r\n"]
         forwarded: dict[bytes, bytes] = {}
         for name, value in raw:
             lower = name.lower()
@@ -236,29 +155,21 @@ class ProxyHandler:
                     previous = forwarded.get(lower)
                     forwarded[lower] = previous + b", " + value if previous else value
                 continue
-            lines.append(name + b": " + value)
-        client = peer.encode("latin-1")
+            parts += (name, b": ", value, b"\r\n")
+        ip = client.ip.encode()
         chain = forwarded.get(b"x-forwarded-for")
-        scheme = forwarded.get(b"x-forwarded-proto") or (b"https" if request.secure else b"http")
-        lines.append(b"X-Forwarded-For: " + (chain + b", " + client if chain else client))
-        lines.append(b"X-Forwarded-Proto: " + scheme)
-        lines.append(b"X-Forwarded-Host: " + (forwarded.get(b"x-forwarded-host")
-                                              or request.host.encode("latin-1")))
-        lines.append(b"X-Request-Id: " + request_id.encode("latin-1"))
-        lines.append(b"X-Passenger-Remote-Addr: " + self._peer_address(request))
-        lines.append(b"X-Passenger-Scheme: " + scheme)
+        scheme = forwarded.get(b"x-forwarded-proto") or b"http"
+        parts += (b"X-Forwarded-For: ", chain + b", " + ip if chain else ip,
+                  b"\r\nX-Forwarded-Proto: ", scheme,
+                  b"\r\nX-Forwarded-Host: ",
+                  forwarded.get(b"x-forwarded-host") or request.host.encode("latin-1"),
+                  b"\r\nX-Request-Id: ", request_id,
+                  b"\r\nX-Passenger-Remote-Addr: ", client.address,
+                  b"\r\nX-Passenger-Scheme: ", scheme, b"\r\n")
         if script_name:
-            lines.append(b"X-Passenger-Script-Name: " + script_name.encode("latin-1"))
-        if body.length or request.body_exists:
-            lines.append(b"Content-Length: " + str(body.length).encode())
-        lines.append(b"\r\n")
-        return b"\r\n".join(lines)
-
-    @staticmethod
-    def _peer_address(request: web.BaseRequest) -> bytes:
-        transport = request.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            host = peer[0]
-            return (f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}").encode()
-        return (request.remote or "").encode("latin-1")
+            parts += (b"X-Passenger-Script-Name: ", script_name.encode("latin-1"), b"\r\n")
+        body = request.body
+        if body is not None:
+            parts += (b"Content-Length: ", str(body.length).encode(), b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)

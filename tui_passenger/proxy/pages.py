@@ -1,57 +1,67 @@
-"""The proxy's own responses: 404, 413, 502, 503 and the spawn-error page."""
+"""The proxy's own responses: 400, 404, 413, 431, 502, 503 and the spawn-error page."""
 
 from __future__ import annotations
 
 import html
 import logging
 import secrets
-
-from aiohttp import web
+from http import HTTPStatus
 
 from tui_passenger.engine import SpawnError
 
 log = logging.getLogger("tui_passenger.proxy")
 
-REASONS = {400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
-           413: "Content Too Large", 431: "Request Header Fields Too Large",
-           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-           504: "Gateway Timeout"}
+
+class Page:
+    """A complete response the proxy makes itself."""
+
+    __slots__ = ("status", "content_type", "body", "close")
+
+    def __init__(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8",
+                 close: bool = False) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.close = close
 
 
-def error(status: int, reason: str, *, close: bool = False) -> web.Response:
-    """A short plain-text error: the status line, then why."""
-    text = f"{status} {REASONS.get(status, '')}: {reason}\n"
-    response = web.Response(status=status, text=text)
-    if close:
-        response.force_close()
-    return response
+def reason(status: int) -> str:
+    """The standard reason phrase."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
-def not_found(request: web.BaseRequest) -> web.Response:
+def error(status: int, why: str, *, close: bool = False) -> Page:
+    """A short plain-text error: the status, then why."""
+    return Page(status, f"{status} {reason(status)}: {why}\n".encode(), close=close)
+
+
+def not_found(host: str, path: str) -> Page:
     """No app takes this host and path."""
-    return error(404, f"no application is configured for host {request.host!r} "
-                      f"and path {request.path!r}")
+    return error(404, f"no application is configured for host {host!r} and path {path!r}")
 
 
-def spawn_error(exc: SpawnError, environment: str) -> web.Response:
+def spawn_error(exc: SpawnError, environment: str) -> Page:
     """HTTP 500 for an app that cannot start.
 
     In development the page shows the error category, the traceback and what the app
-    printed; in production it shows only an error id, which is in the log with the details.
+    printed; in production only an error id, which is logged with the details.
     """
     if environment == "development":
-        body = (
+        text = (
             f"<!doctype html><title>{html.escape(exc.app)} could not be started</title>"
-            f"<h1>The application {html.escape(exc.app)!s} could not be started</h1>"
+            f"<h1>The application {html.escape(exc.app)} could not be started</h1>"
             f"<p>Error category: <b>{html.escape(exc.category)}</b></p>"
             f"<p>{html.escape(exc.message)}</p>"
             f"<h2>Traceback</h2><pre>{html.escape(exc.traceback or '(none)')}</pre>"
-            f"<h2>Output</h2><pre>{html.escape(chr(10).join(exc.output) or '(none)')}</pre>"
-        )
-        return web.Response(status=500, text=body, content_type="text/html")
-    error_id = secrets.token_hex(6)
-    log.error("error id %s: %s", error_id, exc)
-    return web.Response(status=500, content_type="text/html", text=(
-        "<!doctype html><title>We're sorry, but something went wrong</title>"
-        "<h1>We're sorry, but something went wrong.</h1>"
-        f"<p>The application could not be started. Error id: <code>{error_id}</code></p>"))
+            f"<h2>Output</h2><pre>{html.escape(chr(10).join(exc.output) or '(none)')}</pre>")
+    else:
+        error_id = secrets.token_hex(6)
+        log.error("error id %s: %s", error_id, exc)
+        text = ("<!doctype html><title>We're sorry, but something went wrong</title>"
+                "<h1>We're sorry, but something went wrong.</h1>"
+                "<p>The application could not be started. "
+                f"Error id: <code>{error_id}</code></p>")
+    return Page(500, text.encode(), b"text/html; charset=utf-8")

@@ -1,59 +1,52 @@
 """Persistent HTTP/1.1 connections from the proxy to a worker's Unix socket.
 
-One request at a time per connection; the response is parsed with httptools (llhttp). The
-body is handed over chunk by chunk with flow control: reading from the worker pauses while
-more than ``HIGH_WATER`` bytes wait for the client.
+One exchange at a time per connection. The response is parsed with httptools (llhttp) and
+handed to the exchange through plain method calls (no task or future per request: this is
+the hot path). Reading from the worker pauses while the client cannot take more.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from typing import Protocol
 
 import httptools
 
-HIGH_WATER = 256 * 1024
 
+class ResponseSink(Protocol):
+    """What an upstream connection reports to (the exchange it serves)."""
 
-class UpstreamError(Exception):
-    """The worker failed before its response head was complete.
-
-    ``sent`` tells whether the request may have reached the worker (then only idempotent
-    requests may be retried elsewhere).
-    """
-
-    def __init__(self, message: str, *, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
+    def upstream_head(self, connection: UpstreamConnection) -> None: ...
+    def upstream_body(self, chunk: bytes) -> None: ...
+    def upstream_done(self, connection: UpstreamConnection) -> None: ...
+    def upstream_failed(self, connection: UpstreamConnection, reason: str) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """A keep-alive connection to one worker, reused request after request."""
+    """A keep-alive connection to one worker, reused exchange after exchange."""
 
-    __slots__ = ("transport", "_parser", "_head_only", "status", "reason", "headers",
-                 "keep_alive", "complete", "failed", "_chunks", "_buffered", "_waiter",
-                 "_got_bytes", "_paused", "_can_write")
+    __slots__ = ("transport", "_parser", "sink", "head_only", "status", "reason", "headers",
+                 "keep_alive", "complete", "failed", "body", "streaming", "_can_write")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._chunks: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self.sink: ResponseSink | None = None
+        self.failed: str | None = None
         self._can_write: asyncio.Future[None] | None = None
-        self._reset(head_only=False)
+        self._reset(False)
 
     def _reset(self, head_only: bool) -> None:
-        self._head_only = head_only
+        self.head_only = head_only
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = False
         self.complete = False
-        self.failed: str | None = None
-        self._chunks.clear()
-        self._buffered = 0
-        self._got_bytes = False
-        self._paused = False
+        #: Body bytes received before the head was handed over (usually the whole body).
+        self.body: list[bytes] = []
+        #: True once the head went to the sink: body chunks then go straight through.
+        self.streaming = False
 
     @classmethod
     async def open(cls, path: str) -> UpstreamConnection:
@@ -64,8 +57,49 @@ class UpstreamConnection(asyncio.Protocol):
     @property
     def usable(self) -> bool:
         """True when the connection can carry another request."""
-        return self.transport is not None and not self.transport.is_closing() \
-            and self.failed is None
+        return (self.transport is not None and self.failed is None and self.sink is None
+                and not self.transport.is_closing())
+
+    # -- driving an exchange -------------------------------------------------------------
+
+    def send(self, sink: ResponseSink, data: bytes, *, head_only: bool = False) -> None:
+        """Send a whole request (head and body); the response goes to ``sink``."""
+        self._begin(sink, head_only)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    async def send_stream(self, sink: ResponseSink, head: bytes, chunks) -> None:
+        """Send a request whose (spooled) body comes from an async iterator."""
+        self._begin(sink, False)
+        transport = self.transport
+        assert transport is not None
+        transport.write(head)
+        async for chunk in chunks:
+            if self.failed is not None or self.sink is not sink:
+                return
+            transport.write(chunk)
+            if self._can_write is not None:
+                await self._can_write
+
+    def _begin(self, sink: ResponseSink, head_only: bool) -> None:
+        if not self.usable:
+            raise ConnectionError(self.failed or "connection to the worker is closed")
+        self._reset(head_only)
+        self.sink = sink
+
+    def pause(self) -> None:
+        """The client is not keeping up: stop reading the worker's response for now."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        """The client can take more again."""
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close the connection (the worker is going away, or it is no longer reusable)."""
+        if self.transport is not None:
+            self.transport.close()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -73,21 +107,31 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self._got_bytes = True
+        if self.sink is None:
+            self._fail("worker sent data nobody asked for")
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(f"bad response from worker: {exc}")
-        if self._head_only and self.status:
-            # llhttp cannot be told that a HEAD response has no body: start afresh.
-            self._parser = httptools.HttpResponseParser(self)
-            self.complete = True
-            self._wake()
+            return
+        if self.status and not self.streaming:
+            if self.head_only:
+                # llhttp cannot be told that a HEAD response has no body: start afresh.
+                self._parser = httptools.HttpResponseParser(self)
+                self.complete = True
+            self.streaming = True
+            sink = self.sink
+            sink.upstream_head(self)
+            if self.complete and self.sink is sink:
+                self._finish()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.complete:
-            self._fail("worker closed the connection" + (f" ({exc})" if exc else ""))
         self.transport = None
+        if self.sink is not None and not self.complete:
+            self._fail("worker closed the connection" + (f" ({exc})" if exc else ""))
+        else:
+            self.failed = self.failed or "closed"
         if self._can_write is not None and not self._can_write.done():
             self._can_write.set_result(None)
 
@@ -110,99 +154,38 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            # Interim response (we never send Expect, so this is unusual): skip it.
+            # An interim response (we never send Expect, so this is unusual): skip it.
             self.headers = []
             self.reason = b""
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
-        self._wake()
 
     def on_body(self, body: bytes) -> None:
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
+        if self.streaming:
+            self.sink.upstream_body(body)  # type: ignore[union-attr]
+        else:
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self.status:
-            self.complete = True
-            self._wake()
+        if not self.status:
+            return  # the end of an interim response
+        self.complete = True
+        if self.streaming:
+            self._finish()
 
-    # -- used by the proxy ---------------------------------------------------------------
+    # -- internals -----------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.upstream_done(self)
 
     def _fail(self, reason: str) -> None:
         if self.failed is None:
             self.failed = reason
         if self.transport is not None:
             self.transport.close()
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    async def send(self, head: bytes, body: bytes | None, *, head_only: bool = False) -> None:
-        """Send a request and wait for the response head; raises UpstreamError."""
-        if not self.usable:
-            raise UpstreamError(self.failed or "connection closed", sent=False)
-        assert self.transport is not None
-        self._reset(head_only)
-        self.transport.write(head + body if body else head)
-        while not self.status:
-            if self.failed is not None:
-                raise UpstreamError(self.failed, sent=True)
-            await self._wait()
-
-    async def send_stream(self, head: bytes, chunks, *, head_only: bool = False) -> None:
-        """Like :meth:`send`, with a body read from an async iterator of chunks."""
-        if not self.usable:
-            raise UpstreamError(self.failed or "connection closed", sent=False)
-        assert self.transport is not None
-        self._reset(head_only)
-        self.transport.write(head)
-        async for chunk in chunks:
-            if self.failed is not None or self.transport is None:
-                break
-            self.transport.write(chunk)
-            if self._can_write is not None:
-                await self._can_write
-        while not self.status:
-            if self.failed is not None:
-                raise UpstreamError(self.failed, sent=True)
-            await self._wait()
-
-    def take_body(self) -> bytes:
-        """All body bytes received so far (the whole body once ``complete``)."""
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
-        return data
-
-    async def next_chunk(self) -> bytes | None:
-        """The next piece of the body; None at the end. Raises UpstreamError mid-body."""
-        while not self._chunks:
-            if self.complete:
-                return None
-            if self.failed is not None:
-                raise UpstreamError(self.failed, sent=True)
-            await self._wait()
-        return self.take_body()
-
-    def close(self) -> None:
-        """Close the connection (the worker is going away, or it is no longer reusable)."""
-        if self.transport is not None:
-            self.transport.close()
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.upstream_failed(self, reason)

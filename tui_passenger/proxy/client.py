@@ -1,0 +1,265 @@
+"""One client connection on the public port: parse requests, run them one after another.
+
+Parsing is httptools (llhttp). Requests on a keep-alive connection are answered in order;
+pipelined ones wait in a short queue. A request's body is received completely (and
+bounded) before its :class:`~tui_passenger.proxy.exchange.Exchange` asks for a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from tui_passenger.proxy import pages
+from tui_passenger.proxy.body import RequestBody
+from tui_passenger.proxy.exchange import Exchange, write_page
+
+if TYPE_CHECKING:
+    from tui_passenger.proxy.front import FrontServer
+
+#: Request line plus headers beyond this size are refused with 431.
+MAX_HEAD_SIZE = 64 * 1024
+#: Pipelined requests held per connection before reading pauses.
+MAX_PIPELINED = 16
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing (the connection is being closed)."""
+
+
+class Request:
+    """A request as received from the client."""
+
+    __slots__ = ("method", "url", "version", "headers", "host", "keep_alive", "body",
+                 "error", "head_size", "received")
+
+    def __init__(self) -> None:
+        self.method = "GET"
+        self.url = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.host = ""
+        self.keep_alive = True
+        self.body: RequestBody | None = None
+        self.error: pages.Page | None = None
+        self.head_size = 0
+        self.received = 0.0
+
+
+class ClientConnection(asyncio.Protocol):
+    """The protocol of one public connection."""
+
+    __slots__ = ("front", "transport", "parser", "ip", "address", "queue", "current",
+                 "request", "closed", "paused_writing", "last_active", "_reading_paused")
+
+    def __init__(self, front: FrontServer) -> None:
+        self.front = front
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.ip = ""
+        self.address = b""
+        self.queue: deque[Request] = deque()
+        self.current: Exchange | None = None
+        self.request: Request | None = None
+        self.closed = False
+        self.paused_writing = False
+        self.last_active = time.monotonic()
+        self._reading_paused = False
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.ip = peer[0]
+            self.address = (f"[{peer[0]}]:{peer[1]}" if ":" in peer[0]
+                            else f"{peer[0]}:{peer[1]}").encode()
+        self.front.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades (WebSocket) are not proxied: the request is answered as a plain one
+            # and the connection then closes; nothing after it is read.
+            if self.request is not None:
+                self.request.keep_alive = False
+                self._complete()
+            self.pause_reading()
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Stop):
+                raise
+        except httptools.HttpParserError as exc:
+            self.reject(pages.error(400, f"malformed request: {exc}", close=True))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.front.connections.discard(self)
+        if self.current is not None:
+            self.current.client_gone()
+        for request in self.queue:
+            if request.body is not None:
+                request.body.close()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.paused_writing = True
+        if self.current is not None:
+            self.current.client_paused()
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        if self.current is not None:
+            self.current.client_resumed()
+
+    # -- httptools callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.request = Request()
+
+    def on_url(self, url: bytes) -> None:
+        request = self.request
+        request.url += url  # type: ignore[union-attr]
+        self._count(request, len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.request
+        request.headers.append((name, value))  # type: ignore[union-attr]
+        self._count(request, len(name) + len(value) + 4)
+
+    def _count(self, request: Request | None, size: int) -> None:
+        assert request is not None
+        request.head_size += size
+        if request.head_size > MAX_HEAD_SIZE:
+            self.reject(pages.error(431, f"request head larger than {MAX_HEAD_SIZE} bytes",
+                                    close=True))
+            raise _Stop
+
+    def on_headers_complete(self) -> None:
+        request = self.request
+        assert request is not None
+        parser = self.parser
+        request.method = parser.get_method().decode("ascii", "replace")
+        request.version = parser.get_http_version()
+        request.keep_alive = parser.should_keep_alive()
+        server = self.front.config.server
+        declared = -1
+        expect = False
+        for name, value in request.headers:
+            lower = name.lower()
+            if lower == b"host":
+                request.host = value.decode("latin-1")
+            elif lower == b"content-length":
+                declared = int(value) if value.strip().isdigit() else -1
+            elif lower == b"expect":
+                expect = value.strip().lower() == b"100-continue"
+            elif lower == b"transfer-encoding":
+                declared = max(declared, 0)
+        if declared > server.client_max_body_size:
+            request.error = pages.error(
+                413, f"request body of {declared} bytes exceeds {server.client_max_body_size}",
+                close=True)
+            if self.current is None and not self.queue:
+                self.reject(request.error)
+                raise _Stop
+            return
+        if declared >= 0:
+            request.body = RequestBody(server.client_body_buffer_size)
+            if expect and request.version == "1.1" and self.current is None and not self.queue:
+                self.write(CONTINUE)
+
+    def on_body(self, chunk: bytes) -> None:
+        request = self.request
+        assert request is not None
+        if request.error is not None or request.body is None:
+            return
+        request.body.append(chunk)
+        limit = self.front.config.server.client_max_body_size
+        if request.body.length > limit:
+            request.body.close()
+            request.error = pages.error(413, f"request body exceeds {limit} bytes", close=True)
+            if self.current is None and not self.queue:
+                self.reject(request.error)
+                raise _Stop
+
+    def on_message_complete(self) -> None:
+        self._complete()
+
+    # -- running requests ----------------------------------------------------------------
+
+    def _complete(self) -> None:
+        request, self.request = self.request, None
+        if request is None:
+            return
+        request.received = time.perf_counter()
+        self.queue.append(request)
+        if len(self.queue) > MAX_PIPELINED:
+            self.pause_reading()
+        self.next()
+
+    def next(self) -> None:
+        """Start the next queued request unless one is running."""
+        if self.current is not None or self.closed or not self.queue:
+            return
+        request = self.queue.popleft()
+        if self._reading_paused and len(self.queue) < MAX_PIPELINED // 2:
+            self.resume_reading()
+        if request.error is not None:
+            self.reject(request.error)
+            return
+        self.current = Exchange(self.front, self, request)
+        self.current.start()
+
+    def finished(self, keep_alive: bool) -> None:
+        """The current exchange has written its whole response."""
+        self.current = None
+        self.last_active = time.monotonic()
+        if not keep_alive or self.front.closing:
+            self.close()
+        else:
+            self.next()
+
+    def reject(self, page: pages.Page) -> None:
+        """Answer with one of the proxy's own pages and close the connection."""
+        self.front.stats.count(page.status)
+        write_page(self, page, b"", keep_alive=False)
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the client (dropped once the connection is gone)."""
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close after what was written has been sent."""
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once (a response cannot be completed)."""
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self._reading_paused and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    @property
+    def idle(self) -> bool:
+        """No request running, queued or half received."""
+        return self.current is None and not self.queue and self.request is None

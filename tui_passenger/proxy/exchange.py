@@ -1,0 +1,313 @@
+"""One request's way through the proxy: route, queue for a worker, relay, answer.
+
+Everything here is driven by callbacks from the client connection, the pool and the
+upstream connection: on the hot path (a free worker with an idle keep-alive connection)
+no task or future is created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from tui_passenger.engine import SpawnError
+from tui_passenger.pool import PoolClosed, PoolProcess, QueueFull
+from tui_passenger.pool.group import READY
+from tui_passenger.proxy import pages
+from tui_passenger.proxy.headers import HOP_BY_HOP, connection_tokens
+from tui_passenger.proxy.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from tui_passenger.pool import Group
+    from tui_passenger.pool.pool import Waiter
+    from tui_passenger.proxy.client import ClientConnection, Request
+    from tui_passenger.proxy.front import FrontServer
+
+log = logging.getLogger("tui_passenger.proxy")
+access_log = logging.getLogger("tui_passenger.access")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+NO_BODY_STATUS = frozenset({204, 304})
+
+
+def write_page(client: ClientConnection, page: pages.Page, request_id: bytes, *,
+               keep_alive: bool, head_only: bool = False) -> None:
+    """Write one of the proxy's own responses."""
+    head = [f"HTTP/1.1 {page.status} {pages.reason(page.status)}\r\n".encode(),
+            b"Content-Type: ", page.content_type, b"\r\n",
+            b"Content-Length: ", str(len(page.body)).encode(), b"\r\n"]
+    if request_id:
+        head += [b"X-Request-Id: ", request_id, b"\r\n"]
+    head.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    if not head_only:
+        head.append(page.body)
+    client.write(b"".join(head))
+
+
+class Exchange:
+    """The life of one proxied request."""
+
+    __slots__ = ("front", "client", "request", "group", "head", "process", "upstream",
+                 "waiter", "attempt", "status", "chunked", "keep_alive", "head_only",
+                 "request_id", "finished")
+
+    def __init__(self, front: FrontServer, client: ClientConnection, request: Request) -> None:
+        self.front = front
+        self.client = client
+        self.request = request
+        self.group: Group | None = None
+        self.head = b""
+        self.process: PoolProcess | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.waiter: Waiter | None = None
+        self.attempt = 1
+        self.status = 0
+        self.chunked = False
+        self.keep_alive = request.keep_alive
+        self.head_only = request.method == "HEAD"
+        self.request_id = front.request_id(client, request)
+        self.finished = False
+
+    # -- getting a worker ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Route the request and ask the pool for a worker."""
+        request = self.request
+        routed = self.front.route(request)
+        if routed is None:
+            self.answer(pages.not_found(request.host, request.url.decode("latin-1")))
+            return
+        self.group, script_name = routed
+        self.head = self.front.upstream_head(self.client, request, script_name,
+                                             self.request_id)
+        self._acquire()
+
+    def _acquire(self) -> None:
+        pool = self.front.pool
+        group = self.group
+        assert group is not None
+        try:
+            process = pool.try_checkout(group)
+            if process is None:
+                self.waiter = pool.enqueue(group, self._on_process)
+                return
+        except QueueFull as exc:
+            self.front.stats.errors_503 += 1
+            self.answer(pages.error(503, str(exc)))
+            return
+        except PoolClosed:
+            self.front.stats.errors_503 += 1
+            self.answer(pages.error(503, "server is shutting down"))
+            return
+        except SpawnError as exc:
+            self.answer(pages.spawn_error(exc, group.app.environment))
+            return
+        self._send(process)
+
+    def _on_process(self, process: PoolProcess | None, error: BaseException | None) -> None:
+        self.waiter = None
+        if process is None:
+            if isinstance(error, SpawnError):
+                assert self.group is not None
+                self.answer(pages.spawn_error(error, self.group.app.environment))
+            else:
+                self.front.stats.errors_503 += 1
+                self.answer(pages.error(503, str(error) or "no worker available"))
+            return
+        if self.client.closed:
+            self.front.pool.release(process)
+            return
+        self._send(process)
+
+    def _send(self, process: PoolProcess) -> None:
+        self.process = process
+        connections = process.connections
+        while connections:
+            upstream = connections.pop()
+            if upstream.usable:
+                self._send_on(upstream)
+                return
+        asyncio.ensure_future(self._connect_and_send(process))
+
+    async def _connect_and_send(self, process: PoolProcess) -> None:
+        path = process.worker.socket_path
+        try:
+            upstream = await UpstreamConnection.open(path or "")
+        except OSError as exc:
+            self._upstream_lost(f"cannot connect to {path}: {exc}", sent=False)
+            return
+        if self.process is process:
+            self._send_on(upstream)
+        else:
+            upstream.close()
+
+    def _send_on(self, upstream: UpstreamConnection) -> None:
+        try:
+            self._write_request(upstream)
+        except ConnectionError as exc:
+            self._upstream_lost(str(exc), sent=False)
+
+    def _write_request(self, upstream: UpstreamConnection) -> None:
+        self.upstream = upstream
+        body = self.request.body
+        if body is None:
+            upstream.send(self, self.head, head_only=self.head_only)
+        elif body.file is None:
+            upstream.send(self, self.head + body.data, head_only=self.head_only)
+        else:
+            asyncio.ensure_future(upstream.send_stream(self, self.head, body.chunks()))
+
+    # -- the worker's response (called by UpstreamConnection) ----------------------------
+
+    def upstream_head(self, upstream: UpstreamConnection) -> None:
+        self.status = upstream.status
+        head = self._response_head(upstream)
+        if upstream.complete:
+            self.client.write(head + b"".join(upstream.body) if not self.head_only else head)
+            return
+        if upstream.body:
+            data = b"".join(upstream.body)
+            self.client.write(head + (self._frame(data) if data else b""))
+        else:
+            self.client.write(head)
+        if self.client.paused_writing:
+            upstream.pause()
+
+    def upstream_body(self, chunk: bytes) -> None:
+        if chunk and not self.head_only:
+            self.client.write(self._frame(chunk))
+
+    def upstream_done(self, upstream: UpstreamConnection) -> None:
+        if self.chunked:
+            self.client.write(b"0\r\n\r\n")
+        process = self.process
+        self.process = None
+        self.upstream = None
+        if process is not None:
+            if upstream.keep_alive and upstream.usable and process.state is READY:
+                process.connections.append(upstream)
+            else:
+                upstream.close()
+            self.front.pool.release(process)
+        self._finish(self.keep_alive)
+
+    def upstream_failed(self, upstream: UpstreamConnection, reason: str) -> None:
+        self._upstream_lost(reason, sent=True)
+
+    def _upstream_lost(self, reason: str, *, sent: bool) -> None:
+        process, self.process = self.process, None
+        self.upstream = None
+        group = self.group
+        assert group is not None
+        pid = process.pid if process is not None else 0
+        if process is not None:
+            # A worker that dropped a request gets no other one (it has usually died and
+            # its exit may not have been seen yet); a replacement is spawned.
+            self.front.pool.drain(process, f"dropped a request: {reason}")
+            self.front.pool.release(process)
+        if self.status:
+            log.warning("%s: worker %d failed mid-response (%s); closing the client "
+                        "connection", group.name, pid, reason)
+            self.client.abort()
+            self._finish(False)
+            return
+        if self.attempt == 1 and (not sent or self.request.method in IDEMPOTENT) \
+                and not self.client.closed:
+            self.attempt = 2
+            self.front.stats.retries += 1
+            log.warning("%s: worker %d failed before responding (%s); retrying", group.name,
+                        pid, reason)
+            self._acquire()
+            return
+        self.front.stats.errors_502 += 1
+        self.answer(pages.error(502, f"worker {pid} of {group.name} failed before "
+                                     f"responding: {reason}"))
+
+    # -- the client side -----------------------------------------------------------------
+
+    def client_gone(self) -> None:
+        """The client disconnected: leave the queue; a running upstream finishes alone."""
+        if self.waiter is not None and self.group is not None:
+            self.front.pool.withdraw(self.group, self.waiter)
+            self.waiter = None
+            self._finish(False)
+
+    def client_paused(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause()
+
+    def client_resumed(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume()
+
+    def answer(self, page: pages.Page) -> None:
+        """Answer with one of the proxy's own pages."""
+        self.status = page.status
+        keep_alive = self.keep_alive and not page.close
+        write_page(self.client, page, self.request_id, keep_alive=keep_alive,
+                   head_only=self.head_only)
+        self._finish(keep_alive)
+
+    # -- framing -------------------------------------------------------------------------
+
+    def _response_head(self, upstream: UpstreamConnection) -> bytes:
+        status = upstream.status
+        raw = upstream.headers
+        dropped = HOP_BY_HOP | connection_tokens(raw) if len(raw) else HOP_BY_HOP
+        parts = [b"HTTP/1.1 ", str(status).encode(), b" ", upstream.reason, b"\r\n"]
+        has_length = False
+        for name, value in raw:
+            lower = name.lower()
+            if lower in dropped:
+                continue
+            if lower == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        no_body = status < 200 or status in NO_BODY_STATUS
+        if not has_length and not no_body:
+            if upstream.complete:
+                if not self.head_only:
+                    parts += (b"Content-Length: ",
+                              str(sum(map(len, upstream.body))).encode(), b"\r\n")
+            elif self.request.version == "1.1":
+                self.chunked = not self.head_only
+                if self.chunked:
+                    parts.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # HTTP/1.0 client: the end of the body is the close
+        parts += (b"X-Request-Id: ", self.request_id, b"\r\n")
+        if not self.keep_alive or self.front.closing:
+            self.keep_alive = False
+            parts.append(b"Connection: close\r\n\r\n")
+        elif self.request.version == "1.0":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _frame(self, data: bytes) -> bytes:
+        if self.chunked:
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        return data
+
+    def _finish(self, keep_alive: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        request = self.request
+        if request.body is not None:
+            request.body.close()
+        front = self.front
+        front.stats.count(self.status)
+        elapsed = time.perf_counter() - request.received
+        group_name = self.group.name if self.group is not None else "-"
+        if front.access_log:
+            access_log.info('%s "%s %s HTTP/%s" %d app=%s %.2fms id=%s', self.client.ip,
+                            request.method, request.url.decode("latin-1"), request.version,
+                            self.status, group_name, elapsed * 1000,
+                            self.request_id.decode())
+        if front.on_request is not None:
+            front.on_request(group_name, self.status, elapsed)
+        self.client.finished(keep_alive and not self.client.closed)

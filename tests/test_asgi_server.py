@@ -15,87 +15,14 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from tests.helpers import WAIT, Client, UnixHTTPConnection, make_listener
 from tui_passenger.runtime.asgi_server import ASGIServer, LifespanError
-
-WAIT = 5.0  # upper bound for anything to happen; only reached when a test fails
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """``http.client`` over a Unix socket."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=WAIT)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-def read_response(f: io.BufferedReader, *, head: bool = False) -> Response:
-    """Read one response from a socket file, honouring its framing exactly."""
-    line = f.readline()
-    assert line.startswith(b"HTTP/1.1 "), line
-    status = int(line.split()[1])
-    headers = {}
-    while (line := f.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if head or status in (204, 304) or status < 200:
-        body = b""
-    elif headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while size := int(f.readline().split(b";")[0], 16):
-            body += f.read(size)
-            assert f.read(2) == b"\r\n"
-        assert f.readline() == b"\r\n"
-    elif "content-length" in headers:
-        body = f.read(int(headers["content-length"]))
-    else:
-        body = f.read()
-    return Response(status, headers, body)
-
-
-class Client:
-    """A raw socket connection with a buffered reader for responses."""
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(WAIT)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rb")
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def response(self, *, head: bool = False) -> Response:
-        return read_response(self.file, head=head)
-
-    def at_eof(self) -> bool:
-        """Whether the server closed the connection (a reset after the data counts)."""
-        try:
-            return self.file.read(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 @dataclass
@@ -118,14 +45,6 @@ class Running:
         return response, data
 
 
-def make_listener() -> tuple[socket.socket, str, str]:
-    # AF_UNIX paths must stay under 108 bytes, which pytest's tmp_path may not.
-    directory = tempfile.mkdtemp(prefix="tp-")
-    path = os.path.join(directory, "a.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
-    return listener, path, directory
 
 
 @contextlib.contextmanager

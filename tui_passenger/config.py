@@ -340,20 +340,43 @@ _LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
 _HOST_RE = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
 
 
-def _hosts(t: _Table, key: str, value: Any) -> tuple[str, ...]:
+def _string_list(t: _Table, key: str, value: Any, what: str,
+                 normalise: Callable[[str], str | None], problem: str) -> tuple[str, ...]:
+    """An array of strings, each normalised (None = invalid: ``problem`` says why)."""
     if not isinstance(value, list):
-        t.fail(key, f"expected an array of host names, got {_show(value)}")
-    hosts: list[str] = []
+        t.fail(key, f"expected an array of {what}, got {_show(value)}")
+    items: list[str] = []
     for item in value:
         if not isinstance(item, str):
-            t.fail(key, f"expected host names (strings), got {_show(item)}")
-        host = item.strip().lower()
-        if not _HOST_RE.fullmatch(host):
-            t.fail(key, f'{json.dumps(item)} is not a host name or "*." + host name '
-                   "(give no scheme, port or path)")
-        if host not in hosts:
-            hosts.append(host)
-    return tuple(hosts)
+            t.fail(key, f"expected {what} (strings), got {_show(item)}")
+        normal = normalise(item.strip())
+        if normal is None:
+            t.fail(key, f"{json.dumps(item)} is not {problem}")
+        if normal not in items:
+            items.append(normal)
+    return tuple(items)
+
+
+def _host(text: str) -> str | None:
+    host = text.lower()
+    return host if _HOST_RE.fullmatch(host) else None
+
+
+def _network(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        return None
+
+
+def _hosts(t: _Table, key: str, value: Any) -> tuple[str, ...]:
+    return _string_list(t, key, value, "host names", _host,
+                        'a host name or "*." + host name (give no scheme, port or path)')
+
+
+def _networks(t: _Table, key: str, value: Any) -> tuple[str, ...]:
+    return _string_list(t, key, value, "addresses or networks", _network,
+                        "an IP address or network (e.g. 10.0.0.0/8)")
 
 
 def _base_uri(t: _Table, key: str, value: Any) -> str:
@@ -391,20 +414,6 @@ _INHERITABLE: dict[str, Check] = {
     "concurrency": _int(),
     "environment": _string,
 }
-def _networks(t: _Table, key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        t.fail(key, f"expected an array of addresses or networks, got {_show(value)}")
-    networks: list[str] = []
-    for item in value:
-        if not isinstance(item, str):
-            t.fail(key, f"expected addresses (strings), got {_show(item)}")
-        try:
-            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
-        except ValueError:
-            t.fail(key, f"{json.dumps(item)} is not an IP address or network (e.g. 10.0.0.0/8)")
-    return tuple(networks)
-
-
 _APP_ONLY: dict[str, Check] = {"hosts": _hosts, "base_uri": _base_uri, "default": _bool}
 _SERVER_ONLY: dict[str, Check] = {
     "address": _string,

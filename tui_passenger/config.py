@@ -121,6 +121,8 @@ class AppConfig:
     start_timeout: float = 90.0
     concurrency: int = 0
     environment: str = "production"
+    #: Smart spawning: gc.collect() + gc.freeze() in the preloader before each fork.
+    gc_freeze: bool = True
     hosts: tuple[str, ...] = ()
     base_uri: str = "/"
     default: bool = False
@@ -413,6 +415,7 @@ _INHERITABLE: dict[str, Check] = {
     "start_timeout": _seconds(positive=True),
     "concurrency": _int(),
     "environment": _string,
+    "gc_freeze": _bool,
 }
 _APP_ONLY: dict[str, Check] = {"hosts": _hosts, "base_uri": _base_uri, "default": _bool}
 _SERVER_ONLY: dict[str, Check] = {

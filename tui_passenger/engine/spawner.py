@@ -29,6 +29,7 @@ def worker_spec(app: AppConfig, socket_dir: Path, spawn_method: str) -> WorkerSp
         socket_dir=str(socket_dir),
         spawn_method=spawn_method,
         max_preloader_idle_time=float(app.max_preloader_idle_time),
+        gc_freeze=app.gc_freeze,
     )
 
 

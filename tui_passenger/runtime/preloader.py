@@ -115,7 +115,8 @@ class Preloader:
         worker_control, stdout_w, stderr_w = fds
         threads = tuple(forkprep.live_thread_names())
         protocol.flush_stdio()
-        forkprep.before_fork()
+        if self.spec.gc_freeze:
+            forkprep.before_fork()
         try:
             pid = os.fork()
         except OSError as exc:

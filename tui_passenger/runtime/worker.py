@@ -41,6 +41,7 @@ class WorkerSpec:
     socket_dir: str = "."
     spawn_method: str = "direct"
     max_preloader_idle_time: float = 300.0
+    gc_freeze: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

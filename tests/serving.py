@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -30,7 +32,9 @@ def toml_value(value: object) -> str:
 
 
 def config_text(server: dict, apps: list[dict]) -> str:
-    """A passenger.toml document."""
+    """A passenger.toml document (admin socket in a fresh private directory)."""
+    server = {"admin_socket": os.path.join(tempfile.mkdtemp(prefix="tp-admin-"), "admin.sock"),
+              **server}
     lines = ["[server]", 'address = "127.0.0.1"', "port = 0", "access_log = false"]
     lines += [f"{k} = {toml_value(v)}" for k, v in server.items()]
     for app in apps:

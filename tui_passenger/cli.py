@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for running tui-passenger."""
     parser = argparse.ArgumentParser(
         prog="tui-passenger",
-        description="Serve Python web apps with direct or smart (preload + fork) spawning.")
+        description="Serve Python web apps with direct or smart (preload + fork) spawning.",
+        epilog="Also: tui-passenger status [--json] | memory | ctl scale|kill|restart|"
+               "spawn-method ... (see tui-passenger ctl --help).")
     parser.add_argument("-c", "--config", default="passenger.toml",
                         help="configuration file (default: ./passenger.toml)")
     parser.add_argument("--port", type=int, help="public port (overrides [server] port)")
@@ -41,6 +43,13 @@ def setup_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run tui-passenger; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from tui_passenger.admin.cli import COMMANDS
+
+    if argv and argv[0] in COMMANDS:
+        from tui_passenger.admin.cli import main as admin_main
+
+        return admin_main(argv)
     from tui_passenger.config import ConfigError, apply_overrides, load_config
 
     args = build_parser().parse_args(argv)

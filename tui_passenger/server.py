@@ -1,4 +1,5 @@
-"""The core as one object: pool + front proxy, with a start → stop lifecycle.
+"""The core as one object: pool + front proxy + sampler + admin API, with a start → stop
+lifecycle.
 
 The headless runner, the dashboard and the tests all drive this; it imports no UI code.
 """
@@ -7,11 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import time
+from typing import Any
 
+from tui_passenger.admin.api import AdminServer
+from tui_passenger.admin.paths import admin_socket_path
 from tui_passenger.config import Config
 from tui_passenger.engine import OutputSink, RuntimeDir, become_subreaper
 from tui_passenger.engine.output import log_line
+from tui_passenger.inspect.fds import ProcessInfo
+from tui_passenger.inspect.sampler import Sampler
 from tui_passenger.pool import Pool
 from tui_passenger.pool.pool import EventSink
 from tui_passenger.proxy import FrontServer
@@ -23,26 +31,40 @@ class Server:
     """Serves every app of a config on one public address."""
 
     def __init__(self, config: Config, *, on_output: OutputSink | None = None,
-                 on_event: EventSink | None = None) -> None:
+                 on_event: EventSink | None = None, admin: bool = True,
+                 sample_interval: float = 1.0, smaps_interval: float = 5.0) -> None:
         self.config = config
         self.runtime = RuntimeDir()
+        self._on_event = on_event
         self.pool = Pool(config, self.runtime.path, on_output=on_output or log_line,
-                         on_event=on_event)
+                         on_event=self._event)
         self.proxy = FrontServer(config, self.pool)
+        self.admin = AdminServer(self, admin_socket_path(config)) if admin else None
+        self.sampler: Sampler | None = Sampler(self._targets, interval=sample_interval,
+                                               smaps_interval=smaps_interval)
+        self._target_map: dict[int, ProcessInfo] = {}
+        self._refresher: asyncio.Task[None] | None = None
         self._started = False
+        self.started_at = time.time()
         self.address: tuple[str, int] | None = None
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
-        """Bind the public address, start each app's minimum of workers."""
+        """Bind the public address and the admin socket, start each app's minimum."""
         if self._started:
             raise RuntimeError("Server.start() called twice")
         self._started = True
         become_subreaper()
         sock = self._bind()
         self.address = sock.getsockname()[:2]
+        if self.admin is not None:
+            await self.admin.start()
         await self.proxy.start(sock)
         self.pool.start()
+        self.refresh_targets()
+        if self.sampler is not None:
+            self.sampler.start()
+            self._refresher = asyncio.ensure_future(self._refresh_forever())
         log.info("listening on http://%s:%d/", *self.address)
 
     def _bind(self) -> socket.socket:
@@ -67,8 +89,56 @@ class Server:
         """Stop accepting, let in-flight requests finish (up to shutdown_timeout), stop all."""
         grace = self.config.server.shutdown_timeout
         self.proxy.stop_accepting()
+        if self._refresher is not None:
+            self._refresher.cancel()
+        if self.sampler is not None:
+            await asyncio.to_thread(self.sampler.stop)
         await self.pool.close(grace)
         await self.proxy.close(grace=1.0)
+        if self.admin is not None:
+            await self.admin.stop()
         self.runtime.close()
         self.stopped.set()
         log.info("stopped")
+
+    # -- what the sampler looks at -------------------------------------------------------
+
+    def refresh_targets(self) -> None:
+        """Rebuild the set of processes to sample (on the loop; the sampler thread reads the
+        latest map, which is replaced, never changed in place)."""
+        targets = {os.getpid(): ProcessInfo("manager", None, frozenset())}
+        for group in self.pool.groups.values():
+            preloader = getattr(group.spawner, "preloader", None)
+            if preloader is not None and preloader.pid and preloader.state != "gone":
+                targets[preloader.pid] = ProcessInfo("preloader", group.name,
+                                                     preloader.own_fds)
+            for process in group.processes:
+                targets[process.pid] = ProcessInfo("worker", group.name,
+                                                   process.worker.own_fds)
+        self._target_map = targets
+
+    async def _refresh_forever(self) -> None:
+        # Preloaders come and go outside the pool's events (idle exit, restart).
+        assert self.sampler is not None
+        while True:
+            await asyncio.sleep(self.sampler.interval)
+            self.refresh_targets()
+
+    def _targets(self) -> dict[int, ProcessInfo]:
+        return self._target_map
+
+    async def sample_now(self) -> None:
+        """A full sample (memory and fds included) of every process, off the event loop."""
+        self.refresh_targets()
+        if self.sampler is not None:
+            await asyncio.to_thread(self.sampler.sample_now)
+
+    def _event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind in ("spawned", "exited", "crashed", "spawn_method"):
+            self.refresh_targets()
+        if kind == "spawned" and self.admin is not None:
+            worker = data["process"].worker
+            self.admin.metrics.observe_spawn(worker.app, worker.spawn_method,
+                                             worker.spawn_duration or 0.0)
+        if self._on_event is not None:
+            self._on_event(kind, data)

@@ -80,6 +80,7 @@ class WorkerProcess:
         self.concurrency = 1
         self.lost_threads: tuple[str, ...] = ()
         self.reconnected: tuple[str, ...] = ()
+        self.own_fds: frozenset[int] = frozenset((0, 1, 2))
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[ExitStatus] = loop.create_future()
         self._reported: ExitStatus | None = None
@@ -201,6 +202,7 @@ class WorkerProcess:
         self.ppid = int(message.get("ppid", self.ppid))
         self.lost_threads = tuple(message.get("lost_threads", ()))
         self.reconnected = tuple(message.get("reconnected", ()))
+        self.own_fds = frozenset(message.get("own_fds", (0, 1, 2)))
 
     async def _wait_exit_after_error(self) -> None:
         # A child that reported an error exits by itself; make sure of it.

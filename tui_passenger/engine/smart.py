@@ -56,6 +56,7 @@ class Preloader:
         self.started_at = time.time()
         self.load_seconds: float | None = None
         self.threads: tuple[str, ...] = ()
+        self.own_fds: frozenset[int] = frozenset((0, 1, 2))
         self.idle_exited = False
         self.output: OutputPump | None = None
         self._control: socket.socket | None = None
@@ -109,6 +110,7 @@ class Preloader:
                                       message.get("traceback", ""))
         self.load_seconds = message.get("load_seconds")
         self.threads = tuple(message.get("threads", ()))
+        self.own_fds = frozenset(message.get("own_fds", (0, 1, 2)))
         self.state = "ready"
         self._reader = asyncio.ensure_future(self._read_loop())
 

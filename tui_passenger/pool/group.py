@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import deque
@@ -70,6 +71,9 @@ class Group:
         self.last_error: SpawnError | None = None
         self.spawned = 0
         self.restarts = 0
+        self.requests = 0
+        #: The rolling restart in progress, if any (one at a time per group).
+        self.rolling: asyncio.Task[int] | None = None
 
     @property
     def spawn_method(self) -> str:

@@ -34,6 +34,10 @@ EventSink = Callable[[str, dict[str, Any]], None]
 WaiterCallback = Callable[[PoolProcess | None, BaseException | None], None]
 
 
+async def _nothing() -> int:
+    return 0
+
+
 class Waiter:
     """A request waiting in a group's queue; cancelled when its client goes away."""
 
@@ -264,14 +268,14 @@ class Pool:
         group.spawning += 1
         self._track(self._spawn_one(group))
 
-    async def _spawn_one(self, group: Group) -> None:
+    async def _spawn_one(self, group: Group) -> PoolProcess | None:
         try:
-            await self._spawn_and_register(group)
+            return await self._spawn_and_register(group)
         finally:
             async with self._spawns_settled:
                 self._spawns_settled.notify_all()
 
-    async def _spawn_and_register(self, group: Group) -> None:
+    async def _spawn_and_register(self, group: Group) -> PoolProcess | None:
         spawner = group.spawner
         try:
             worker = await spawner.spawn()
@@ -283,7 +287,7 @@ class Pool:
             if not group.processes:
                 self._fail_waiters(group, error)
             self.reconcile()
-            return
+            return None
         group.spawning -= 1
         group.note_spawn_success()
         process = PoolProcess(worker, group)
@@ -293,9 +297,75 @@ class Pool:
         if self.closing or spawner is not group.spawner:
             # Shutting down, or the spawn method changed while this one was on its way.
             self._stop(process, "not needed")
-            return
+            return None
         self._dispatch(group)
         self.reconcile()
+        return process
+
+    # -- live operations -----------------------------------------------------------------
+
+    def find(self, pid: int) -> PoolProcess | None:
+        """The process with ``pid``, in any group."""
+        for group in self.groups.values():
+            for process in group.processes:
+                if process.pid == pid:
+                    return process
+        return None
+
+    def kill(self, process: PoolProcess, *, force: bool = False) -> None:
+        """Remove one worker: drain and stop it (SIGKILL at once with ``force``).
+
+        The pool spawns a replacement if the group falls below its minimum.
+        """
+        if force:
+            process.state = STOPPING
+            process.stop_reason = "killed by operator"
+            self._event("stopping", process=process, reason=process.stop_reason)
+            self._track(process.worker.kill())
+        else:
+            self.drain(process, "stopped by operator")
+        self.reconcile()
+
+    def restart(self, group: Group, reason: str = "rolling restart") -> asyncio.Task[int]:
+        """Replace every worker of ``group``, one at a time; returns the task (→ count)."""
+        previous = group.rolling
+        task = asyncio.ensure_future(self._roll(group, reason, previous))
+        group.rolling = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def set_spawn_method(self, group: Group, method: str) -> asyncio.Task[int]:
+        """Spawn ``group``'s workers with ``method`` from now on, replacing the running ones
+        one at a time (the old preloader stops once they are gone)."""
+        if method == group.spawn_method:
+            return asyncio.ensure_future(_nothing())
+        old = group.set_spawn_method(method)
+        self._event("spawn_method", group=group, method=method)
+        task = self.restart(group, f"switching to {method} spawning")
+        task.add_done_callback(lambda _t: self._track(old.close()))
+        return task
+
+    async def _roll(self, group: Group, reason: str, previous: asyncio.Task[int] | None) -> int:
+        if previous is not None and not previous.done():
+            await asyncio.gather(previous, return_exceptions=True)
+        replaced = 0
+        for old in [p for p in group.processes if p.state is READY]:
+            if self.closing:
+                break
+            if old.state is not READY:
+                continue  # it went away meanwhile
+            # Start the new one first: capacity never drops during the roll.
+            group.spawning += 1
+            new = await self._spawn_one(group)
+            if new is None:
+                log.error("%s: %s stopped: could not spawn a replacement", group.name, reason)
+                break
+            self.drain(old, reason)
+            await asyncio.shield(old.worker.exited)
+            replaced += 1
+        self._event("restarted", group=group, reason=reason, count=replaced)
+        return replaced
 
     def _stop(self, process: PoolProcess, reason: str = "") -> None:
         if process.state is STOPPING:

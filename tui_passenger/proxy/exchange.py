@@ -302,7 +302,10 @@ class Exchange:
         front = self.front
         front.stats.count(self.status)
         elapsed = time.perf_counter() - request.received
-        group_name = self.group.name if self.group is not None else "-"
+        group_name = "-"
+        if self.group is not None:
+            group_name = self.group.name
+            self.group.requests += 1
         if front.access_log:
             access_log.info('%s "%s %s HTTP/%s" %d app=%s %.2fms id=%s', self.client.ip,
                             request.method, request.url.decode("latin-1"), request.version,

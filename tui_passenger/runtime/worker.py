@@ -147,6 +147,8 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         "lost_threads": list(fork.lost_threads) if fork else [],
         "reconnected": list(fork.reconnected) if fork else [],
         "startup_seconds": time.monotonic() - started,
+        # Descriptors of our runtime (shown, never flagged as inherited by the app).
+        "own_fds": [0, 1, 2, control.fileno(), listener.fileno()],
     })
     try:
         server.serve_forever()

@@ -1,0 +1,50 @@
+"""Talk to a running instance's admin API (used by the CLI; plain blocking HTTP)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+
+class AdminUnavailable(Exception):
+    """No instance answers on the admin socket."""
+
+
+class AdminClient:
+    """Blocking requests to the admin socket."""
+
+    def __init__(self, path: Path, timeout: float = 120.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def request(self, method: str, url: str, body: dict | None = None) -> tuple[int, bytes]:
+        """One request; returns the status and body. Raises AdminUnavailable."""
+        conn = http.client.HTTPConnection("localhost", timeout=self.timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise AdminUnavailable(f"no tui-passenger instance answers on {self.path} "
+                                   f"({exc.strerror}); is it running with this config?") from None
+        conn.sock = sock
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload else {}
+            conn.request(method, url, body=payload, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def json(self, method: str, url: str, body: dict | None = None) -> Any:
+        """A request whose answer is JSON; a 4xx/5xx raises RuntimeError with the reason."""
+        status, data = self.request(method, url, body)
+        reply = json.loads(data) if data else {}
+        if status >= 400:
+            raise RuntimeError(reply.get("error", f"HTTP {status}"))
+        return reply

@@ -1,0 +1,105 @@
+"""Text reports for ``tui-passenger status`` and ``tui-passenger memory``, from the snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def size(value: int | None) -> str:
+    """Bytes as MB with one decimal ("-" when unknown)."""
+    return "-" if value is None else f"{value / 1_000_000:.1f} MB"
+
+
+def duration(seconds: float | None) -> str:
+    """3s, 4m 10s, 2h 5m, 3d 4h."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    for unit, span, sub, subspan in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                     ("m", 60, "s", 1)):
+        if seconds >= span:
+            return f"{seconds // span}{unit} {seconds % span // subspan}{sub}"
+    return f"{seconds}s"
+
+
+def _mem(process: dict[str, Any], key: str) -> int | None:
+    memory = process.get("memory")
+    return memory.get(key) if memory else None
+
+
+def status_text(state: dict[str, Any]) -> str:
+    """Like passenger-status: general information, then each app and its processes."""
+    server = state["server"]
+    responses = server["responses"]
+    lines = [
+        "----------- General information -----------",
+        f"Address       : {server['url']}  (manager pid {server['pid']}, "
+        f"up {duration(server['uptime'])})",
+        f"Processes     : {server['processes']} / max_pool_size {server['max_pool_size']}",
+        f"Requests      : {server['requests']}  (2xx {responses['2xx']}, 4xx {responses['4xx']},"
+        f" 5xx {responses['5xx']}; 502 {server['errors_502']}, 503 {server['errors_503']}, "
+        f"retried {server['retries']})",
+        "",
+        "----------- Application groups -----------",
+    ]
+    for app in state["apps"]:
+        lines.append(f"{app['name']} ({app['spawn_method']} spawning, min {app['min_instances']}"
+                     f", max {app['max_instances'] or '-'}, {app['environment']}):")
+        lines.append(f"  Requests in queue: {app['queue']} / {app['queue_limit']}"
+                     f"   Spawning: {app['spawning']}   Restarts: {app['restarts']}")
+        if app["last_spawn_error"]:
+            error = app["last_spawn_error"]
+            lines.append(f"  Last spawn error ({error['category']}): {error['message']}")
+        preloader = app["preloader"]
+        if preloader:
+            lines.append(f"  Preloader: PID {preloader['pid']}  up {duration(preloader['uptime'])}"
+                         f"  loaded in {preloader['load_ms']:.0f} ms  "
+                         f"PSS {size(_mem(preloader, 'pss'))}")
+        elif app["spawn_method"] == "smart":
+            lines.append("  Preloader: not running (starts on the next spawn)")
+        for p in app["processes"]:
+            cpu = "-" if p["cpu"] is None else f"{p['cpu']:.0f}%"
+            lines.append(
+                f"  * PID {p['pid']:<7} PPID {p['ppid']:<7} {p['spawn_method']:<6} "
+                f"{p['state']:<8} Sessions {p['sessions']}/{p['concurrency']}  "
+                f"Processed {p['processed']:<6} Uptime {duration(p['uptime']):<7} CPU {cpu:<4} "
+                f"PSS {size(_mem(p, 'pss')):<9} Private {size(_mem(p, 'private_dirty')):<9} "
+                f"Last used {duration(p['last_used'])} ago")
+            lines.extend(f"      ! {warning}" for warning in p["warnings"])
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+COLUMNS = ("rss", "pss", "uss", "shared", "private_dirty", "swap")
+HEADER = f"{'App':<14} {'PID':>7} {'Role':<9} " + " ".join(
+    f"{h:>11}" for h in ("RSS", "PSS", "USS", "Shared", "Private", "Swap"))
+
+
+def _row(app: str, pid: Any, role: str, memory: dict | None) -> str:
+    cells = " ".join(f"{size(memory.get(c) if memory else None):>11}" for c in COLUMNS)
+    return f"{app:<14} {pid!s:>7} {role:<9} {cells}"
+
+
+def memory_text(state: dict[str, Any]) -> str:
+    """Like passenger-memory-stats: every process, totals, and the saving vs direct."""
+    lines = ["Memory (Private = private dirty, as passenger-memory-stats; Shared = RSS − USS)",
+             HEADER, "-" * len(HEADER)]
+    lines.append(_row("(manager)", state["manager"]["pid"], "manager", state["manager"]["memory"]))
+    for app in state["apps"]:
+        if app["preloader"]:
+            lines.append(_row(app["name"], app["preloader"]["pid"], "preloader",
+                              app["preloader"]["memory"]))
+        for p in app["processes"]:
+            lines.append(_row(app["name"], p["pid"], p["spawn_method"], p["memory"]))
+    lines.append("-" * len(HEADER))
+    for app in state["apps"]:
+        lines.append(_row(app["name"], "", "total", app["memory"]))
+    totals = state["totals"]
+    lines.append(_row("all apps", "", "total", totals))
+    lines.append("")
+    lines.append(f"Total PSS {size(totals['pss'])}; the same workers spawned directly: about "
+                 f"{size(totals['direct_estimate'])} — smart spawning saves "
+                 f"{size(totals['saving'])}.")
+    lines.append("(Estimate: a directly spawned worker would hold privately what it now shares, "
+                 "so its PSS would be about its RSS; and there would be no preloader.)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,179 @@
+"""The state of a running server as plain data: what ``status --json``, ``/metrics`` and the
+dashboard render.
+
+Schema (version 1, stable; new keys may be added, none removed or renamed):
+
+- ``schema`` (1), ``server`` {``pid``, ``url``, ``started``, ``uptime``, ``max_pool_size``,
+  ``processes``, ``requests``, ``responses`` {"1xx".."5xx"}, ``retries``, ``errors_502``,
+  ``errors_503``}, ``manager`` {``pid``, ``cpu``, ``threads``, ``memory``},
+  ``totals`` (memory summed over every app, as per app below).
+- ``apps``: one object per app: ``name``, ``spawn_method``, ``environment``,
+  ``min_instances``, ``max_instances``, ``queue``, ``queue_limit``, ``spawning``,
+  ``spawned``, ``restarts``, ``requests``, ``last_spawn_error`` (null or {``category``,
+  ``message``}), ``preloader`` (null, or a process object with ``load_ms`` and
+  ``threads_at_load``), ``processes`` (process objects), ``memory``.
+- process objects: ``pid``, ``ppid``, ``state`` (ready | busy | draining | stopping),
+  ``spawn_method``, ``spawn_ms``, ``sessions``, ``concurrency``, ``processed``,
+  ``started`` (epoch s), ``uptime`` (s), ``last_used`` (s ago), ``cpu`` (%, 100 = a core),
+  ``threads``, ``memory`` {``rss``, ``pss``, ``uss``, ``shared``, ``private_dirty``,
+  ``swap``} in bytes (null until first sampled), ``fds`` [{``fd``, ``kind``, ``target``,
+  ``inode``, ``cloexec``, ``shared_with``, ``level``, ``warning``, ``own``}],
+  ``lost_threads``, ``warnings`` [text].
+- ``memory`` (per app and ``totals``): ``rss``, ``pss``, ``uss``, ``shared``,
+  ``private_dirty``, ``swap`` summed over the workers and the preloader;
+  ``direct_estimate``: the PSS the same workers would take if spawned directly (see
+  :func:`tui_passenger.inspect.memory.direct_estimate`), and ``saving`` = direct_estimate
+  − pss (0 for directly spawned apps).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from tui_passenger.inspect.memory import MemoryUsage, direct_estimate
+from tui_passenger.pool.group import READY
+
+if TYPE_CHECKING:
+    from tui_passenger.inspect.sampler import ProcessSample
+    from tui_passenger.pool import Group, PoolProcess
+    from tui_passenger.server import Server
+
+SCHEMA = 1
+MEMORY_KEYS = ("rss", "pss", "uss", "shared", "private_dirty", "swap")
+LOST_THREADS = ("threads started while the app was loading did not survive the fork: {} — "
+                "start them again in a starting_worker_process hook")
+
+
+def _sampled(sample: ProcessSample | None) -> dict[str, Any]:
+    if sample is None:
+        return {"cpu": None, "threads": None, "memory": None, "fds": [], "warnings": []}
+    fds = [entry.as_dict() for entry in sample.fds]
+    return {
+        "cpu": round(sample.cpu, 1),
+        "threads": sample.status.threads if sample.status else None,
+        "memory": sample.memory.as_dict() if sample.memory else None,
+        "fds": fds,
+        "warnings": [f"fd {e['fd']}: {e['warning']}" for e in fds if e.get("warning")],
+    }
+
+
+def process_state(process: PoolProcess) -> str:
+    """ready | busy | draining | stopping."""
+    if process.state is READY:
+        return "busy" if process.sessions else "ready"
+    return process.state
+
+
+def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float,
+             mono: float) -> dict[str, Any]:
+    worker = process.worker
+    data = {
+        "pid": worker.pid,
+        "ppid": worker.ppid,
+        "app": process.group.name,
+        "state": process_state(process),
+        "spawn_method": worker.spawn_method,
+        "spawn_ms": round((worker.spawn_duration or 0) * 1000, 1),
+        "sessions": process.sessions,
+        "concurrency": worker.concurrency,
+        "processed": process.processed,
+        "max_requests": process.max_requests,
+        "started": round(worker.started_at, 3),
+        "uptime": round(now - worker.started_at, 1),
+        "last_used": round(mono - process.last_used, 1),
+        "lost_threads": list(worker.lost_threads),
+        **_sampled(samples.get(worker.pid)),
+    }
+    if worker.lost_threads:
+        data["warnings"].append(LOST_THREADS.format(", ".join(worker.lost_threads)))
+    return data
+
+
+def _preloader(group: Group, samples: dict[int, ProcessSample], now: float) -> dict | None:
+    preloader = getattr(group.spawner, "preloader", None)
+    if preloader is None or preloader.pid is None or preloader.state == "gone":
+        return None
+    return {
+        "pid": preloader.pid,
+        "ppid": os.getpid(),
+        "state": preloader.state,
+        "started": round(preloader.started_at, 3),
+        "uptime": round(now - preloader.started_at, 1),
+        "load_ms": round((preloader.load_seconds or 0) * 1000, 1),
+        "threads_at_load": list(preloader.threads),
+        **_sampled(samples.get(preloader.pid)),
+    }
+
+
+def memory_summary(workers: list[dict | None], preloader: dict | None,
+                   smart: bool) -> dict[str, int]:
+    """Sum the memory of an app's processes and estimate the saving against direct."""
+    usages = [MemoryUsage(**m) for m in workers if m]
+    total = {key: sum(getattr(u, key) for u in usages) for key in MEMORY_KEYS}
+    preload = MemoryUsage(**preloader) if preloader else None
+    if preload is not None:
+        for key in MEMORY_KEYS:
+            total[key] += getattr(preload, key)
+    estimate = direct_estimate(usages, preload) if smart else total["pss"]
+    total["direct_estimate"] = estimate
+    total["saving"] = max(0, estimate - total["pss"])
+    return total
+
+
+def _app(group: Group, samples: dict[int, ProcessSample], now: float,
+         mono: float) -> dict[str, Any]:
+    app = group.app
+    processes = [_process(p, samples, now, mono) for p in group.processes]
+    preloader = _preloader(group, samples, now)
+    error = group.last_error
+    return {
+        "name": group.name,
+        "spawn_method": group.spawn_method,
+        "environment": app.environment,
+        "min_instances": group.min_instances,
+        "max_instances": app.max_instances,
+        "queue": len(group.waiters),
+        "queue_limit": app.max_request_queue_size,
+        "spawning": group.spawning,
+        "spawned": group.spawned,
+        "restarts": group.restarts,
+        "requests": group.requests,
+        "last_spawn_error": None if error is None else {
+            "category": error.category, "message": error.message},
+        "preloader": preloader,
+        "processes": processes,
+        "memory": memory_summary([p["memory"] for p in processes],
+                                 preloader["memory"] if preloader else None,
+                                 group.spawn_method == "smart"),
+    }
+
+
+def snapshot(server: Server) -> dict[str, Any]:
+    """The whole state as JSON-ready data."""
+    now, mono = time.time(), time.monotonic()
+    samples = server.sampler.latest if server.sampler is not None else {}
+    apps = [_app(g, samples, now, mono) for g in server.pool.groups.values()]
+    stats = server.proxy.stats
+    totals = {key: sum(a["memory"][key] for a in apps)
+              for key in (*MEMORY_KEYS, "direct_estimate", "saving")}
+    return {
+        "schema": SCHEMA,
+        "server": {
+            "pid": os.getpid(),
+            "url": server.url if server.address else None,
+            "started": round(server.started_at, 3),
+            "uptime": round(now - server.started_at, 1),
+            "max_pool_size": server.pool.max_pool_size,
+            "processes": server.pool.total(),
+            "requests": stats.requests,
+            "responses": {f"{i}xx": stats.by_class[i] for i in range(1, 6)},
+            "retries": stats.retries,
+            "errors_502": stats.errors_502,
+            "errors_503": stats.errors_503,
+        },
+        "manager": {"pid": os.getpid(), **_sampled(samples.get(os.getpid()))},
+        "apps": apps,
+        "totals": totals,
+    }

@@ -6,6 +6,7 @@ state real apps have: ORM mappings, a compiled template, lookup tables.
 """
 
 import os
+import tempfile
 
 import django
 import numpy as np
@@ -47,7 +48,9 @@ class Book(Base):
     author: Mapped[Author] = relationship(back_populates="books")
 
 
-engine = create_engine("sqlite://")
+# A database file, not "sqlite://": an in-memory SQLite database lives in one connection,
+# and every forked worker (rightly) opens connections of its own.
+engine = create_engine(f"sqlite:///{tempfile.mkdtemp(prefix='heavy-db-')}/books.db")
 Base.metadata.create_all(engine)
 with Session(engine) as session:
     session.add_all(

@@ -26,10 +26,16 @@ def live_thread_names() -> list[str]:
     return [t.name for t in threading.enumerate() if t is not main]
 
 
-def before_fork() -> None:
-    """Collect, then move every surviving object to the permanent generation."""
+def before_fork(freeze: bool = True) -> None:
+    """Collect, then (unless told not to) move every survivor to the permanent generation.
+
+    The collection matters even without freezing: the preloader imports with the collector
+    off, and a child whose first collection walks every import-time object would copy
+    nearly all of its pages.
+    """
     gc.collect()
-    gc.freeze()
+    if freeze:
+        gc.freeze()
 
 
 class SharedConnections:

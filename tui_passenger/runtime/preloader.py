@@ -73,6 +73,7 @@ class Preloader:
             "interface": interface,
             "load_seconds": time.monotonic() - started,
             "threads": forkprep.live_thread_names(),
+            "own_fds": [0, 1, 2, self.control.fileno(), self._wake_r, self._wake_w],
         })
         return None
 
@@ -115,8 +116,7 @@ class Preloader:
         worker_control, stdout_w, stderr_w = fds
         threads = tuple(forkprep.live_thread_names())
         protocol.flush_stdio()
-        if self.spec.gc_freeze:
-            forkprep.before_fork()
+        forkprep.before_fork(freeze=self.spec.gc_freeze)
         try:
             pid = os.fork()
         except OSError as exc:

@@ -17,7 +17,8 @@ from tui_passenger.admin.api import AdminServer
 from tui_passenger.admin.paths import admin_socket_path
 from tui_passenger.config import Config
 from tui_passenger.engine import OutputSink, RuntimeDir, become_subreaper
-from tui_passenger.engine.output import log_line
+from tui_passenger.engine.output import OutputLine, log_line
+from tui_passenger.eventlog import EventLog, Traffic
 from tui_passenger.inspect.fds import ProcessInfo
 from tui_passenger.inspect.sampler import Sampler
 from tui_passenger.pool import Pool
@@ -36,14 +37,17 @@ class Server:
         self.config = config
         self.runtime = RuntimeDir()
         self._on_event = on_event
-        self.pool = Pool(config, self.runtime.path, on_output=on_output or log_line,
+        self.events = EventLog()
+        self.traffic = Traffic()
+        self._on_output = on_output or log_line
+        self.pool = Pool(config, self.runtime.path, on_output=self._output,
                          on_event=self._event)
-        self.proxy = FrontServer(config, self.pool)
+        self.proxy = FrontServer(config, self.pool, on_request=self.traffic.record)
         self.admin = AdminServer(self, admin_socket_path(config)) if admin else None
         self.sampler: Sampler | None = Sampler(self._targets, interval=sample_interval,
                                                smaps_interval=smaps_interval)
         self._target_map: dict[int, ProcessInfo] = {}
-        self._refresher: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._started = False
         self.started_at = time.time()
         self.address: tuple[str, int] | None = None
@@ -64,7 +68,7 @@ class Server:
         self.refresh_targets()
         if self.sampler is not None:
             self.sampler.start()
-            self._refresher = asyncio.ensure_future(self._refresh_forever())
+        self._ticker = asyncio.ensure_future(self._tick_forever())
         log.info("listening on http://%s:%d/", *self.address)
 
     def _bind(self) -> socket.socket:
@@ -89,8 +93,8 @@ class Server:
         """Stop accepting, let in-flight requests finish (up to shutdown_timeout), stop all."""
         grace = self.config.server.shutdown_timeout
         self.proxy.stop_accepting()
-        if self._refresher is not None:
-            self._refresher.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self.sampler is not None:
             await asyncio.to_thread(self.sampler.stop)
         await self.pool.close(grace)
@@ -117,11 +121,11 @@ class Server:
                                                    process.worker.own_fds)
         self._target_map = targets
 
-    async def _refresh_forever(self) -> None:
-        # Preloaders come and go outside the pool's events (idle exit, restart).
-        assert self.sampler is not None
+    async def _tick_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.sampler.interval)
+            await asyncio.sleep(1.0)
+            self.traffic.roll()
+            # Preloaders come and go outside the pool's events (idle exit, restart).
             self.refresh_targets()
 
     def _targets(self) -> dict[int, ProcessInfo]:
@@ -133,7 +137,13 @@ class Server:
         if self.sampler is not None:
             await asyncio.to_thread(self.sampler.sample_now)
 
+    def _output(self, line: OutputLine) -> None:
+        self.events.add("output", line.text, app=line.app, pid=line.pid, role=line.role,
+                        stream=line.stream, level="warning" if line.stream == "stderr" else "info")
+        self._on_output(line)
+
     def _event(self, kind: str, data: dict[str, Any]) -> None:
+        self._log_event(kind, data)
         if kind in ("spawned", "exited", "crashed", "spawn_method"):
             self.refresh_targets()
         if kind == "spawned" and self.admin is not None:
@@ -142,3 +152,33 @@ class Server:
                                              worker.spawn_duration or 0.0)
         if self._on_event is not None:
             self._on_event(kind, data)
+
+    def _log_event(self, kind: str, data: dict[str, Any]) -> None:
+        process = data.get("process")
+        group = data.get("group") or (process.group if process is not None else None)
+        app = group.name if group is not None else None
+        pid = process.pid if process is not None else None
+        level = "info"
+        if kind == "spawn_error":
+            text, level = f"spawn failed: {data['error'].details()}", "error"
+        elif kind == "crashed":
+            text, level = f"worker {pid} crashed ({data['status'].describe()})", "error"
+        elif kind == "spawned":
+            worker = process.worker
+            text = (f"worker {pid} ready in {(worker.spawn_duration or 0) * 1000:.1f} ms "
+                    f"({worker.spawn_method})")
+            if worker.lost_threads:
+                self.events.add("event", f"worker {pid}: threads lost in the fork: "
+                                f"{', '.join(worker.lost_threads)}", level="warning",
+                                app=app, pid=pid)
+        elif kind == "exited":
+            text = f"worker {pid} exited ({data['status'].describe()})"
+        elif kind in ("stopping", "draining"):
+            text = f"worker {pid} {kind} ({data.get('reason') or 'requested'})"
+        elif kind == "spawn_method":
+            text = f"switching to {data['method']} spawning"
+        elif kind == "restarted":
+            text = f"{data['reason']}: {data['count']} worker(s) replaced"
+        else:
+            text = kind
+        self.events.add("event", text, level=level, app=app, pid=pid)

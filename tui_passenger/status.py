@@ -6,7 +6,9 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
 - ``schema`` (1), ``server`` {``pid``, ``url``, ``started``, ``uptime``, ``max_pool_size``,
   ``processes``, ``requests``, ``responses`` {"1xx".."5xx"}, ``retries``, ``errors_502``,
   ``errors_503``}, ``manager`` {``pid``, ``cpu``, ``threads``, ``memory``},
-  ``totals`` (memory summed over every app, as per app below).
+  ``totals`` (memory summed over every app, as per app below), ``traffic`` {``rps``,
+  ``p50_ms``, ``p99_ms``: one value per second, oldest first}, ``events_seq`` (the newest
+  log entry, see ``/events``), ``sampling`` (false while paused).
 - ``apps``: one object per app: ``name``, ``spawn_method``, ``environment``,
   ``min_instances``, ``max_instances``, ``queue``, ``queue_limit``, ``spawning``,
   ``spawned``, ``restarts``, ``requests``, ``last_spawn_error`` (null or {``category``,
@@ -176,4 +178,7 @@ def snapshot(server: Server) -> dict[str, Any]:
         "manager": {"pid": os.getpid(), **_sampled(samples.get(os.getpid()))},
         "apps": apps,
         "totals": totals,
+        "traffic": server.traffic.as_dict(),
+        "events_seq": server.events.last,
+        "sampling": server.sampler is not None and not server.sampler.paused,
     }

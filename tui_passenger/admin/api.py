@@ -1,7 +1,8 @@
 """The admin API: HTTP on a Unix socket, mode 0600, for this user only (``SO_PEERCRED``).
 
 GET ``/status`` (the :mod:`tui_passenger.status` snapshot), GET ``/metrics`` (Prometheus
-text); POST ``/apps/{app}/scale`` {"count": N}, ``/apps/{app}/restart``,
+text), GET ``/events?since=N`` (log entries); POST ``/sampling`` {"paused": bool},
+``/apps/{app}/scale`` {"count": N}, ``/apps/{app}/restart``,
 ``/apps/{app}/spawn-method`` {"method": "smart"|"direct"}, ``/processes/{pid}/kill``
 {"force": false}. Errors are JSON ``{"error": reason}`` with a 4xx status.
 """
@@ -88,6 +89,8 @@ class AdminServer:
             web.post("/apps/{app}/restart", self.restart),
             web.post("/apps/{app}/spawn-method", self.spawn_method),
             web.post("/processes/{pid}/kill", self.kill),
+            web.get("/events", self.get_events),
+            web.post("/sampling", self.sampling),
         ])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -137,6 +140,24 @@ class AdminServer:
     async def get_metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def get_events(self, request: web.Request) -> web.Response:
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            raise AdminError(400, "since must be a number") from None
+        last, entries = self.server.events.since(since)
+        return web.json_response({"seq": last, "events": entries})
+
+    async def sampling(self, request: web.Request) -> web.Response:
+        paused = (await self._body(request)).get("paused")
+        if not isinstance(paused, bool):
+            raise AdminError(400, "paused must be true or false")
+        sampler = self.server.sampler
+        if sampler is None:
+            raise AdminError(409, "sampling is disabled in this instance")
+        sampler.pause() if paused else sampler.resume()
+        return web.json_response({"paused": paused})
 
     async def scale(self, request: web.Request) -> web.Response:
         group = self._group(request)

@@ -90,6 +90,11 @@ class Sampler:
         self._running.set()
 
     @property
+    def paused(self) -> bool:
+        """Whether sampling is paused."""
+        return not self._running.is_set()
+
+    @property
     def running(self) -> bool:
         """Whether the thread is alive."""
         return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,54 @@
+"""What the dashboard talks to: the core embedded in this process, or a running instance
+over its admin socket. Both give the same snapshot (see :mod:`tui_passenger.status`) and
+take the same intents. No UI code here.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+
+class Core(abc.ABC):
+    """The dashboard's view of a tui-passenger instance."""
+
+    #: True when quitting the dashboard shuts the server down.
+    embedded: bool
+    #: One line for the header: what the dashboard is showing.
+    description: str
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start serving (embedded) or connect (attached)."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Shut down gracefully (embedded) or just disconnect (attached)."""
+
+    @abc.abstractmethod
+    async def snapshot(self) -> dict[str, Any]:
+        """The current state: the status schema plus ``traffic``."""
+
+    @abc.abstractmethod
+    async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
+        """Log entries after sequence number ``since``: (last seq, entries)."""
+
+    @abc.abstractmethod
+    async def scale(self, app: str, count: int) -> str:
+        """Keep ``count`` workers of ``app`` warm; returns a message for the operator."""
+
+    @abc.abstractmethod
+    async def kill(self, pid: int, force: bool = False) -> str:
+        """Stop one worker (the pool replaces it if below the minimum)."""
+
+    @abc.abstractmethod
+    async def restart(self, app: str) -> str:
+        """Rolling restart of ``app``."""
+
+    @abc.abstractmethod
+    async def set_spawn_method(self, app: str, method: str) -> str:
+        """Switch ``app`` to ``smart`` or ``direct`` spawning (rolling)."""
+
+    @abc.abstractmethod
+    async def pause_sampling(self, paused: bool) -> None:
+        """Stop or resume reading /proc (memory, fds, CPU)."""

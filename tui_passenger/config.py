@@ -141,6 +141,8 @@ class Config:
     path: Path | None
     server: ServerConfig
     apps: tuple[AppConfig, ...]
+    #: Dashboard key remapping: action id → key (the ``[keys]`` table).
+    keys: EnvMap = dataclasses.field(default_factory=lambda: EnvMap({}))
 
     def app(self, name: str) -> AppConfig:
         """The app called ``name``; KeyError if there is none."""
@@ -465,8 +467,8 @@ def parse_config(text: str, *, path: str | os.PathLike[str] = _STRING_SOURCE,
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise _syntax_error(str(exc), name, text) from None
     top = _Table(name, _Locator(text), Path(os.path.abspath(base_dir)), None, ())
-    for key in [k for k in data if k not in ("server", "app")]:
-        close = difflib.get_close_matches(key, ["server", "app"], n=1)
+    for key in [k for k in data if k not in ("server", "app", "keys")]:
+        close = difflib.get_close_matches(key, ["server", "app", "keys"], n=1)
         hint = (f"did you mean [{close[0]}]?" if close else "it belongs in [server]"
                 if key in SERVER_KEYS else "it belongs in an [[app]] table" if key in APP_KEYS
                 else "only [server] and [[app]] tables may be at the top level")
@@ -482,7 +484,25 @@ def parse_config(text: str, *, path: str | os.PathLike[str] = _STRING_SOURCE,
         raise ConfigError("no [[app]] tables: nothing to serve", path=name)
     apps = tuple(_parse_app(top, i, raw, defaults) for i, raw in enumerate(apps_raw))
     _check_apps(top, apps)
-    return Config(None if from_string else Path(os.path.abspath(name)), server, apps)
+    keys = _keys(dataclasses.replace(top, label="[keys]", loc=("keys",)), data.get("keys", {}))
+    return Config(None if from_string else Path(os.path.abspath(name)), server, apps, keys)
+
+
+#: Dashboard actions whose key can be remapped in ``[keys]``.
+KEY_ACTIONS = frozenset({
+    "scale_up", "scale_down", "kill", "toggle_spawn_method", "restart", "pause_sampling",
+    "filter", "sort", "theme", "help", "quit",
+})
+
+
+def _keys(t: _Table, raw: Any) -> EnvMap:
+    if not isinstance(raw, dict):
+        t.fail(None, f"[keys] must be a table of action = \"key\", got {_show(raw)}")
+    t.check_keys(raw, KEY_ACTIONS, (frozenset(), ""))
+    for action, key in raw.items():
+        if not isinstance(key, str) or not key.strip():
+            t.fail(action, f'expected a key name such as "f5" or "ctrl+k", got {_show(key)}')
+    return EnvMap(raw)
 
 
 def _syntax_error(message: str, path: str, text: str) -> ConfigError:

@@ -3,12 +3,14 @@
 
 Every system serves ``sample_apps/hello_wsgi`` with the same number of worker processes and
 is started once, on its own loopback port; then ``wrk`` loads one system at a time, the
-order rotating from round to round so machine noise is spread over all of them. Afterwards a
-c=1 run compares a request through tui-passenger's proxy with one sent straight to a
-worker's Unix socket. Prints medians, the spread and tui-passenger/baseline ratios.
+order rotating from round to round so machine noise is spread over all of them. tui-passenger
+runs twice: headless (``tp``) and with its dashboard open in a real terminal (``tpdash``, a
+detached session on a private tmux server). Afterwards a c=1 run compares a request through
+headless tui-passenger's proxy with one sent straight to a worker's Unix socket. Prints
+medians, the spread, tui-passenger/baseline ratios and the dashboard/headless ratio.
 
     python3 dev.py bench throughput [--workers 2] [--connections 16] [--duration 5]
-                                    [--rounds 3] [--only tp,sync,gthread,passenger]
+                                    [--rounds 3] [--only tp,tpdash,sync,gthread,passenger]
                                     [--json results.json] [--install]
 """
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -38,8 +42,10 @@ APP_DIR = ROOT / "sample_apps" / "hello_wsgi"
 _VENV_PY = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
 GTHREAD_THREADS = 4
-SYSTEMS = {"tp": "tui-passenger", "sync": "gunicorn sync", "gthread": "gunicorn gthread",
-           "passenger": "passenger"}
+SYSTEMS = {"tp": "tui-passenger", "tpdash": "tui-passenger dashboard",
+           "sync": "gunicorn sync", "gthread": "gunicorn gthread", "passenger": "passenger"}
+W = max(map(len, SYSTEMS.values()))  # width of the system-name column
+DASHBOARD_TARGET = 0.85  # the dashboard open must keep this share of headless req/s
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
@@ -165,6 +171,139 @@ class Server:
                 pass
 
 
+@dataclass
+class TmuxServer(Server):
+    """tui-passenger with its dashboard open: run in a detached session of a private tmux
+    server (without a terminal it would fall back to headless). ``proc`` is the tmux client
+    that creates the session; the dashboard's processes are found by ``marker`` (the TOML
+    path, in the manager's cmdline) and their descendants."""
+
+    tmux_socket: str = ""
+    session: str = "bench"
+    socket_path: str = ""  # the tmux server's socket file (tmux 3.3 leaves it behind)
+
+    def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """One tmux command on the private server (bounded; a hang counts as a failure)."""
+        argv = ["tmux", "-L", self.tmux_socket, "-f", os.devnull, *args]
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=10,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(argv, 124, "", "tmux did not answer in 10 s")
+
+    def pane(self, fmt: str) -> str:
+        """A tmux format (``#{pane_dead}``…) for the session's pane; '' if there is none."""
+        done = self.tmux("display-message", "-p", "-t", self.session, fmt)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    def screen(self, lines: int = 4) -> str:
+        """The last non-blank lines on the pane, joined with ' | ' ('' if unavailable)."""
+        done = self.tmux("capture-pane", "-p", "-t", self.session)
+        text = [ln.strip() for ln in done.stdout.splitlines() if ln.strip()]
+        return " | ".join(ln[:160] for ln in text[-lines:]) if done.returncode == 0 else ""
+
+    def start(self) -> None:
+        # remain-on-exit is set by the same client call, before the dashboard can exit, so a
+        # crash's last screen (a traceback goes to the terminal, not the log) survives.
+        command = shlex.join(self.argv)
+        with open(self.log.with_name("tmux.out"), "wb") as out:
+            self.proc = subprocess.Popen(
+                ["tmux", "-L", self.tmux_socket, "-f", os.devnull, "new-session", "-d",
+                 "-s", self.session, "-x", "120", "-y", "40", "-c", str(self.cwd), command,
+                 ";", "set-option", "-t", self.session, "remain-on-exit", "on"],
+                cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})}, start_new_session=True)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        self.socket_path = self.tmux("display-message", "-p", "#{socket_path}").stdout.strip()
+
+    def died(self) -> str:
+        if self.proc is None or self.proc.poll() is None:
+            return ""
+        if self.proc.returncode != 0:
+            return (f"tmux new-session failed with code {self.proc.returncode} "
+                    f"({tail(self.log.with_name('tmux.out')) or 'no output'})")
+        gone = self.tmux("has-session", "-t", self.session).returncode != 0
+        if not gone and self.pane("#{pane_dead}") != "1":
+            return ""
+        status = "" if gone else self.pane("#{pane_dead_status}")
+        screen = "" if gone else self.screen()
+        return (f"dashboard exited{f' with code {status}' if status else ''}: "
+                f"log: {tail(self.log) or 'empty'}" + (f"; pane: {screen}" if screen else ""))
+
+    def wait_ready(self, timeout: float) -> None:
+        """HTTP 200 on GET /, then the dashboard on screen (the pane in the alternate screen:
+        a headless fallback would answer HTTP too)."""
+        super().wait_ready(timeout)
+        deadline = time.monotonic() + 10
+        while self.pane("#{alternate_on}") != "1":
+            if self.died():
+                raise Skip(self.died())
+            if time.monotonic() > deadline:
+                raise Skip(f"answers HTTP but no dashboard on screen within 10 s "
+                           f"(pane: {self.screen() or 'empty'}; log: {tail(self.log) or 'empty'})")
+            time.sleep(0.2)
+
+    def remember(self) -> None:
+        try:
+            import psutil
+        except ImportError:
+            return
+        for p in psutil.process_iter(["cmdline"]):
+            if p.pid == os.getpid() or not self.marker:
+                continue
+            if any(self.marker in arg for arg in p.info["cmdline"] or ()):
+                self.seen.append(p)  # the manager (and the tmux server: its argv has the path)
+                with contextlib.suppress(psutil.Error):
+                    self.seen += p.children(recursive=True)  # preloaders, workers
+
+    def ended(self) -> bool:
+        return (self.tmux("has-session", "-t", self.session).returncode != 0
+                or self.pane("#{pane_dead}") == "1")
+
+    def stop(self) -> None:
+        """``q`` (the dashboard stops the embedded server gracefully), up to 20 s for it to
+        exit, then kill the tmux server and whatever of ours is still alive."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        self.remember()
+        if not self.ended():
+            self.tmux("send-keys", "-t", self.session, "q")
+            deadline = time.monotonic() + 20
+            while not self.ended() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        self.tmux("kill-server")
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(ImportError):
+            import psutil
+
+            alive = [p for p in self.seen if p.pid != os.getpid() and p.is_running()]
+            for p in alive:
+                with contextlib.suppress(psutil.Error):
+                    p.terminate()
+            for p in psutil.wait_procs(alive, timeout=5)[1]:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+        if self.socket_path and self.tmux("has-session").returncode != 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+
+
+def tp_toml(work: Path, port: int, workers: int) -> Path:
+    """The tui-passenger config, the same for headless and dashboard (admin socket in work)."""
+    toml = work / "bench.toml"
+    toml.write_text(
+        f'[server]\naddress = "127.0.0.1"\nport = {port}\nmax_pool_size = {workers}\n'
+        f'admin_socket = {json.dumps(str(work / "admin.sock"))}\n\n'
+        f'[[app]]\nname = "hello"\nroot = {json.dumps(str(APP_DIR))}\n'
+        f'entry = "app:application"\nspawn_method = "smart"\nmin_instances = {workers}\n'
+        f'max_instances = {workers}\ndefault = true\n')
+    return toml
+
+
 def make_servers(keys: list[str], workers: int, tmp: Path) -> dict[str, Server]:
     """Build (not start) every requested system, each in its own scratch directory."""
     servers: dict[str, Server] = {}
@@ -173,16 +312,17 @@ def make_servers(keys: list[str], workers: int, tmp: Path) -> dict[str, Server]:
         work.mkdir()
         log = work / "server.log"
         if key == "tp":
-            toml = work / "bench.toml"
-            toml.write_text(
-                f'[server]\naddress = "127.0.0.1"\nport = {port}\nmax_pool_size = {workers}\n\n'
-                f'[[app]]\nname = "hello"\nroot = {json.dumps(str(APP_DIR))}\n'
-                f'entry = "app:application"\nspawn_method = "smart"\nmin_instances = {workers}\n'
-                f'max_instances = {workers}\ndefault = true\n')
+            toml = tp_toml(work, port, workers)
             # warning: no per-request access log (gunicorn and passenger keep none either)
             argv = [PYTHON, "-m", "tui_passenger", "--headless", "-c", str(toml),
                     "--port", str(port), "--log-level", "warning"]
             servers[key] = Server(key, argv, port, ROOT, log)
+        elif key == "tpdash":
+            toml = tp_toml(work, port, workers)
+            argv = [PYTHON, "-m", "tui_passenger", "-c", str(toml), "--port", str(port),
+                    "--log-file", str(log), "--log-level", "warning"]
+            servers[key] = TmuxServer(key, argv, port, ROOT, log, marker=str(toml),
+                                      tmux_socket=f"{tmp.name}-{os.getpid()}")
         elif key in ("sync", "gthread"):
             argv = [PYTHON, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
                     "--chdir", str(APP_DIR), "-k", key]
@@ -449,19 +589,24 @@ def summarize(runs: list[Run | None]) -> dict[str, Any]:
             "p99_ms": statistics.median(r.p99_ms for r in good)}
 
 
+def ratio(results: dict[str, list[Run | None]], top: str, bottom: str) -> dict[str, float]:
+    """top / bottom (req/s and p50), per round where both ran cleanly, then the median;
+    {} when no round has both."""
+    rounds = max(len(results.get(top, [])), len(results.get(bottom, [])))
+    pairs = [(a, b) for a, b in zip(results.get(top, [None] * rounds),
+                                    results.get(bottom, [None] * rounds), strict=True)
+             if a and b and a.ok and b.ok]
+    if not pairs:
+        return {}
+    return {"rps": statistics.median(a.rps / b.rps for a, b in pairs),
+            "p50": statistics.median(a.p50_ms / b.p50_ms for a, b in pairs),
+            "rounds": len(pairs)}
+
+
 def ratios(results: dict[str, list[Run | None]]) -> dict[str, dict[str, float]]:
-    """tui-passenger / baseline, per round where both ran cleanly, then the median."""
-    out: dict[str, dict[str, float]] = {}
-    for key, runs in results.items():
-        if key == "tp":
-            continue
-        pairs = [(a, b) for a, b in zip(results.get("tp", [None] * len(runs)), runs, strict=True)
-                 if a and b and a.ok and b.ok]
-        if pairs:
-            out[key] = {"rps": statistics.median(a.rps / b.rps for a, b in pairs),
-                        "p50": statistics.median(a.p50_ms / b.p50_ms for a, b in pairs),
-                        "rounds": len(pairs)}
-    return out
+    """tui-passenger (headless) / each baseline (not the dashboard: see ``ratio``)."""
+    return {key: r for key in results if key not in ("tp", "tpdash")
+            if (r := ratio(results, "tp", key))}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -484,7 +629,7 @@ def start_all(servers: dict[str, Server], status: dict[str, str], timeout: float
             server.remember()
         except Skip as exc:
             status[server.key] = f"failed: {exc}"
-        print(f"{server.name:<17} port {server.port:<6} {status[server.key]}")
+        print(f"{server.name:<{W}} port {server.port:<6} {status[server.key]}")
     return [k for k in servers if status.get(k, "").startswith(("ok", "warm-up"))]
 
 
@@ -500,7 +645,7 @@ def measure(servers: dict[str, Server], running: list[str], args: argparse.Names
                 run.problem = f"server {servers[key].died()}"
             results[key].append(run)
             note = f"  FAILED: {run.problem}" if not run.ok else ""
-            print(f"round {rnd + 1} {SYSTEMS[key]:<17} {run.rps:>10.0f} req/s  "
+            print(f"round {rnd + 1} {SYSTEMS[key]:<{W}} {run.rps:>10.0f} req/s  "
                   f"p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms{note}")
     return results
 
@@ -509,21 +654,27 @@ def report(keys: list[str], status: dict[str, str], results: dict[str, list[Run 
            c1: dict[str, Any], rounds: int) -> dict[str, Any]:
     """Print the summary table, the ratios and the c=1 figures; return them for --json."""
     summary = {k: summarize(v) for k, v in results.items()}
-    print(f"\n{'system':<17} {'req/s (median)':>14} {'min–max':>17} {'p50 ms':>8} {'p99 ms':>8}"
+    print(f"\n{'system':<{W}} {'req/s (median)':>14} {'min–max':>17} {'p50 ms':>8} {'p99 ms':>8}"
           f"  rounds ok")
     for key in keys:
         s = summary.get(key)
         if not s or not s["ok_rounds"]:
             why = status.get(key, "no clean round")
-            print(f"{SYSTEMS[key]:<17} {why if why.startswith('skipped') else 'failed, see above'}")
+            why = why if why.startswith("skipped") else "failed, see above"
+            print(f"{SYSTEMS[key]:<{W}} {why}")
             continue
         spread = f"{s['rps_min']:.0f}–{s['rps_max']:.0f}"
-        print(f"{SYSTEMS[key]:<17} {s['rps_median']:>14.0f} {spread:>17} {s['p50_ms']:>8.3f} "
+        print(f"{SYSTEMS[key]:<{W}} {s['rps_median']:>14.0f} {spread:>17} {s['p50_ms']:>8.3f} "
               f"{s['p99_ms']:>8.3f}  {s['ok_rounds']}/{rounds}")
-    ratio = ratios(results)
-    for key, r in ratio.items():
-        print(f"tui-passenger / {SYSTEMS[key]:<17} req/s ×{r['rps']:.2f}   p50 ×{r['p50']:.2f}"
+    vs_tp = ratios(results)
+    for key, r in vs_tp.items():
+        print(f"tui-passenger / {SYSTEMS[key]:<{W}} req/s ×{r['rps']:.2f}   p50 ×{r['p50']:.2f}"
               f"   (median of {r['rounds']} per-round ratios)")
+    dash = ratio(results, "tpdash", "tp")
+    if dash:
+        print(f"tui-passenger dashboard / tui-passenger headless  req/s ×{dash['rps']:.2f}   "
+              f"p50 ×{dash['p50']:.2f}   (median of {dash['rounds']} per-round ratios; "
+              f"target ≥ ×{DASHBOARD_TARGET:.2f})")
     if c1:
         print("\nc=1, sequential keep-alive GETs (python client unless noted):")
         for name, value in c1.items():
@@ -534,7 +685,7 @@ def report(keys: list[str], status: dict[str, str], results: dict[str, list[Run 
                       + (f"  ({value['rps']:.0f} req/s)" if "rps" in value else ""))
         if "added_p50_ms" in c1:
             print(f"  added by the proxy (p50): {c1['added_p50_ms'] * 1000:.0f} µs")
-    return {"summary": summary, "ratios_vs_tp": ratio}
+    return {"summary": summary, "ratios_vs_tp": vs_tp, "ratio_dashboard_vs_headless": dash}
 
 
 def main() -> int:
@@ -548,12 +699,12 @@ def main() -> int:
     parser.add_argument("--startup-timeout", type=float, default=30.0)
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--install", action="store_true",
-                        help="first run 'apt-get install -y wrk passenger' (needs root)")
+                        help="first run 'apt-get install -y wrk passenger tmux' (needs root)")
     args = parser.parse_args()
     keys = [k for k in SYSTEMS if k in args.only.split(",")]
     if args.install:
         subprocess.run(["apt-get", "update"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "wrk", "passenger"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "wrk", "passenger", "tmux"], check=False)
     if not shutil.which("wrk"):
         print("wrk not found: install it with 'apt-get install wrk' (or rerun with --install)")
         return 2
@@ -569,6 +720,12 @@ def main() -> int:
         if "passenger" in servers and not shutil.which("passenger"):
             status["passenger"] = ("skipped: Debian package 'passenger' not installed "
                                    "(apt-get install passenger, or rerun with --install)")
+        if "tpdash" in servers and not shutil.which("tmux"):
+            status["tpdash"] = ("skipped: tmux not installed, the dashboard needs a terminal "
+                                "(apt-get install tmux, or rerun with --install)")
+        elif "tpdash" in servers and importlib.util.find_spec("psutil") is None:
+            status["tpdash"] = (f"skipped: psutil not importable by {sys.executable}, needed "
+                                "to find and stop the dashboard's processes")
         if {"sync", "gthread"} & servers.keys():
             try:
                 ensure_gunicorn()
@@ -579,7 +736,7 @@ def main() -> int:
         print(f"load: wrk -t1 -c{args.connections} -d{args.duration:g}s, {args.rounds} rounds, "
               f"{args.workers} workers each, app sample_apps/hello_wsgi\n")
         for key, why in status.items():
-            print(f"{SYSTEMS[key]:<17} {why}")
+            print(f"{SYSTEMS[key]:<{W}} {why}")
         running = start_all(servers, status, args.startup_timeout, args.connections)
         results = measure(servers, running, args)
         tp = servers.get("tp")

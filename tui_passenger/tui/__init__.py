@@ -1,0 +1,1 @@
+"""The terminal dashboard: renders core snapshots and sends intents (see :mod:`.app`)."""

@@ -1,0 +1,369 @@
+"""The dashboard: one snapshot a second rendered into a header, a process tree, a detail
+panel and a log; keys send intents to the core.
+
+Only this App touches the terminal. It renders the plain snapshot dicts of
+:mod:`tui_passenger.status` and calls the :class:`~tui_passenger.core.Core` intents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Input
+
+from tui_passenger.core import Core
+from tui_passenger.tui.commands import DashboardCommands
+from tui_passenger.tui.rows import SORTS, Selection, build_rows, select
+from tui_passenger.tui.screens.confirm import Confirm
+from tui_passenger.tui.screens.help import HelpScreen
+from tui_passenger.tui.theme_picker import ThemePicker
+from tui_passenger.tui.themes import APP_VARIABLES, DEFAULT_THEME, fallback_theme, load_themes
+from tui_passenger.tui.widgets.detail import DetailPanel
+from tui_passenger.tui.widgets.header import DashboardHeader
+from tui_passenger.tui.widgets.logs import LogPanel
+from tui_passenger.tui.widgets.process_table import ProcessTable
+
+#: Errors an intent may raise with a reason for the operator.
+INTENT_ERRORS = (KeyError, ConnectionError, ValueError, RuntimeError, OSError)
+KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
+             "question_mark": "?", "escape": "Esc", "enter": "Enter"}
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+class FilterInput(Input):
+    """The row filter; Esc clears it and gives the keys back to the table."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear_filter", "Clear filter", id="filter.clear"),
+        Binding("enter", "done", "Keep filter", show=False, id="filter.done"),
+    ]
+
+    def action_clear_filter(self) -> None:
+        """Empty the filter and hide it."""
+        self.value = ""
+        self.app.query_one(ProcessTable).focus()
+
+    def action_done(self) -> None:
+        """Keep the filter, go back to the table."""
+        self.app.query_one(ProcessTable).focus()
+
+
+class Dashboard(App[None]):
+    """The tui-passenger dashboard for one :class:`~tui_passenger.core.Core`."""
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "tui-passenger"
+    COMMANDS = App.COMMANDS | {DashboardCommands}
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("plus,equals_sign", "scale_up", "Scale+", id="scale_up"),
+        Binding("minus", "scale_down", "Scale-", id="scale_down"),
+        Binding("k,f9", "kill", "Kill", id="kill"),
+        Binding("r", "restart", "Restart", id="restart"),
+        Binding("m", "spawn_method", "Smart/direct", id="spawn_method"),
+        Binding("p", "pause", "Pause", id="pause"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("s", "sort", "Sort", id="sort"),
+        Binding("f", "detail_tab", "Mem/fds", id="detail_tab"),
+        Binding("t", "theme", "Theme", id="theme", show=False),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    class Refreshed(Message):
+        """One tick's data: a snapshot and the log entries since the last tick."""
+
+        def __init__(self, snapshot: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+            super().__init__()
+            self.snapshot = snapshot
+            self.entries = entries
+
+    def __init__(self, core: Core, *, keymap: dict[str, str] | None = None,
+                 theme_dir: Path | None = None, interval: float = 1.0) -> None:
+        super().__init__()
+        self.core = core
+        self.keymap = dict(keymap or {})
+        self.theme_dir = theme_dir
+        self.interval = interval
+        self.snapshot: dict[str, Any] = {}
+        self.sort_mode = SORTS[0]
+        self._seq = 0
+        self._fetching = False
+        self._quitting = False
+        self._timer: Timer | None = None
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
+        return dict(APP_VARIABLES)
+
+    def compose(self) -> ComposeResult:
+        # The widgets a tick renders into are held, not queried: a tick may land while the
+        # app is closing and its widgets are being removed.
+        self.header = DashboardHeader(self.core.description, id="header")
+        self.filter_input = FilterInput(
+            placeholder="filter: app name or pid  (Enter keeps, Esc clears)", id="filter")
+        self.table = ProcessTable(id="processes")
+        self.detail = DetailPanel(id="detail")
+        self.log_panel = LogPanel(id="log")
+        yield self.header
+        yield self.filter_input
+        with Horizontal(id="main"):
+            yield self.table
+            yield self.detail
+        yield self.log_panel
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._load_themes()
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        table = self.table
+        table.border_title = "processes"
+        table.border_subtitle = f"sort: {self.sort_mode}"
+        self.log_panel.border_title = "log"
+        table.focus()
+        self._timer = self.set_interval(self.interval, self.tick)
+        self.call_later(self.tick)
+
+    def _load_themes(self) -> None:
+        themes, errors = load_themes(self.theme_dir)
+        for theme in themes:
+            self.register_theme(theme)
+        for error in errors:
+            self.notify(error, title="theme", severity="warning", markup=False)
+        if DEFAULT_THEME not in self.available_themes:
+            self.register_theme(fallback_theme())
+        self.theme = DEFAULT_THEME
+
+    # -- the tick ---------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Fetch one snapshot and the new log entries, and post them as one message."""
+        if self._fetching or self._quitting:
+            return
+        self._fetching = True
+        try:
+            snap = await self.core.snapshot()
+            seq, entries = await self.core.events(self._seq)
+        except INTENT_ERRORS as exc:
+            self.header.set_class(True, "-disconnected")
+            self.notify(f"no snapshot: {_reason(exc)}", severity="error", markup=False)
+            return
+        finally:
+            self._fetching = False
+        if seq < self._seq:  # the instance restarted: its log starts again
+            seq, entries = await self.core.events(0)
+        self._seq = seq
+        self.post_message(self.Refreshed(snap, entries))
+
+    def on_dashboard_refreshed(self, message: Refreshed) -> None:
+        """Render one snapshot into every widget, in one batch."""
+        if not self._attached():
+            return  # the app is closing: its widgets are being removed
+        self.snapshot = message.snapshot
+        with self.batch_update():
+            self.header.set_class(False, "-disconnected")
+            self.header.show(self.snapshot)
+            self.set_class(not self.snapshot.get("sampling", True), "-paused")
+            self._show_rows()
+            self._show_detail()
+            self.log_panel.add_entries(message.entries)
+            self.log_panel.add_warnings(self.snapshot)
+
+    def _attached(self) -> bool:
+        leaves = (self.header, self.table, self.log_panel, *self.detail.query("*"))
+        return all(widget.is_attached for widget in leaves)
+
+    def _show_rows(self) -> None:
+        needle = self.filter_input.value
+        self.table.show(build_rows(self.snapshot, self.sort_mode, needle))
+
+    def _show_detail(self) -> None:
+        self.detail.show(self.selection())
+
+    def selection(self) -> Selection | None:
+        """What the cursor is on, in the latest snapshot."""
+        return select(self.snapshot, self.table.selected_key)
+
+    @on(DataTable.RowHighlighted, "#processes")
+    def _row_highlighted(self) -> None:
+        if self._attached():
+            self._show_detail()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self) -> None:
+        self.filter_input.set_class(bool(self.filter_input.value),
+                                              "-active")
+        self._show_rows()
+
+    # -- intents ----------------------------------------------------------------------
+
+    def _intent(self, label: str, call: Callable[[], Awaitable[str | None]]) -> None:
+        async def run() -> None:
+            try:
+                result = await call()
+            except INTENT_ERRORS as exc:
+                self.notify(f"{label}: {_reason(exc)}", severity="error", markup=False)
+                return
+            if result:
+                self.notify(result, markup=False)
+            await self.tick()
+
+        self.run_worker(run(), exclusive=False, group="intents", exit_on_error=False)
+
+    def _selected_app(self) -> dict[str, Any] | None:
+        selection = self.selection()
+        if selection is None:
+            self.notify("select an app or a process first", severity="warning")
+            return None
+        return selection.app
+
+    def action_scale_up(self) -> None:
+        """Keep one more worker of the selected app warm."""
+        if (app := self._selected_app()) is not None:
+            name, count = app["name"], app["min_instances"] + 1
+            self._intent(f"scale {name}", lambda: self.core.scale(name, count))
+
+    def action_scale_down(self) -> None:
+        """Keep one worker fewer of the selected app warm (not below 0)."""
+        if (app := self._selected_app()) is not None:
+            name, count = app["name"], max(0, app["min_instances"] - 1)
+            self._intent(f"scale {name}", lambda: self.core.scale(name, count))
+
+    def action_kill(self) -> None:
+        """Ask, then stop the selected worker (the pid is fixed when the key is pressed)."""
+        selection = self.selection()
+        if selection is None or selection.kind != "worker" or selection.process is None:
+            self.notify("select a worker row to stop one", severity="warning")
+            return
+        pid, app = selection.process["pid"], selection.app["name"]
+        question = (f"Stop worker {pid} of app {app}? It is drained first; "
+                    "the pool replaces it if below the minimum.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._intent(f"kill {pid}", lambda: self.core.kill(pid))
+
+        self.push_screen(Confirm(question, title="Stop worker"), answered)
+
+    def action_restart(self) -> None:
+        """Rolling restart of the selected app."""
+        if (app := self._selected_app()) is not None:
+            name = app["name"]
+            self.notify(f"{name}: restarting, one worker at a time…")
+            self._intent(f"restart {name}", lambda: self.core.restart(name))
+
+    def action_spawn_method(self) -> None:
+        """Switch the selected app between smart and direct spawning (rolling)."""
+        if (app := self._selected_app()) is not None:
+            name = app["name"]
+            method = "direct" if app.get("spawn_method") == "smart" else "smart"
+            self.notify(f"{name}: switching to {method} spawning…")
+            self._intent(f"spawn method {name}",
+                         lambda: self.core.set_spawn_method(name, method))
+
+    def action_pause(self) -> None:
+        """Pause or resume reading /proc."""
+        pause = bool(self.snapshot.get("sampling", True))
+
+        async def call() -> str:
+            await self.core.pause_sampling(pause)
+            return "sampling paused" if pause else "sampling resumed"
+
+        self._intent("sampling", call)
+
+    # -- view -------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        """Show the filter input and focus it."""
+        self.filter_input.focus()
+
+    def action_sort(self) -> None:
+        """Cycle the sort order within each app."""
+        self.sort_mode = SORTS[(SORTS.index(self.sort_mode) + 1) % len(SORTS)]
+        self.table.border_subtitle = f"sort: {self.sort_mode}"
+        self._show_rows()
+
+    def action_detail_tab(self) -> None:
+        """Switch the detail panel between memory and fds."""
+        self.detail.toggle()
+
+    def action_theme(self) -> None:
+        """Pick a theme."""
+
+        def picked(name: str | None) -> None:
+            if name:
+                self.theme = name
+
+        self.push_screen(ThemePicker(), picked)
+
+    def key_help(self) -> list[tuple[str, str]]:
+        """(keys, description) for every binding, as currently mapped."""
+        rows = []
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            keys = self.keymap.get(binding.id or "", binding.key)
+            shown = ", ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
+            action = getattr(self, f"action_{binding.action}", None)
+            doc = (action.__doc__ or binding.description).strip().splitlines()[0]
+            rows.append((shown, doc))
+        rows.append(("Ctrl+P", "Command palette: every action by name"))
+        return rows
+
+    def action_help(self) -> None:
+        """Show every key and what it does."""
+        self.push_screen(HelpScreen(self.key_help()))
+
+    async def action_quit(self) -> None:
+        """Quit; an embedded server first shuts down gracefully."""
+        if self._quitting:
+            return
+        self._quitting = True
+        if self._timer is not None:
+            self._timer.stop()
+        if not self.core.embedded:
+            self.exit()
+            return
+        self.notify("shutting down… (in-flight requests may finish)", timeout=60)
+
+        async def shutdown() -> None:
+            try:
+                await self.core.stop()
+            finally:
+                self.exit()
+
+        self.run_worker(shutdown(), group="quit", exit_on_error=False)
+
+
+async def run_dashboard(core: Core, *, keymap: dict[str, str] | None = None,
+                        theme_dir: Path | None = None,
+                        stop: asyncio.Event | None = None) -> None:
+    """Start the core, run the dashboard until the operator quits (or ``stop`` is set, e.g.
+    on SIGTERM: the same as the quit key), then stop the core."""
+    await core.start()
+    app = Dashboard(core, keymap=keymap, theme_dir=theme_dir)
+    watcher = None
+    if stop is not None:
+        async def quit_on_stop() -> None:
+            await stop.wait()
+            await app.run_action("quit")
+
+        watcher = asyncio.ensure_future(quit_on_stop())
+    try:
+        await app.run_async()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        await core.stop()

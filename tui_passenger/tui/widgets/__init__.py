@@ -1,0 +1,1 @@
+"""The dashboard's widgets; each one renders part of a snapshot."""

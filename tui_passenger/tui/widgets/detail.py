@@ -1,0 +1,207 @@
+"""The panel for the selected row: memory (numbers and a shared/private bar) and fds."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widget import Widget
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
+
+from tui_passenger.tui import format as fmt
+from tui_passenger.tui.rows import Selection
+
+MEMORY_ROWS = (("PSS", "pss"), ("USS", "uss"), ("shared", "shared"),
+               ("private dirty", "private_dirty"), ("swap", "swap"))
+
+
+class MemoryBar(Widget):
+    """One line: the shared part of a process's memory, then its private part."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"memory-bar--shared", "memory-bar--private"}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._shared = 0
+        self._private = 0
+
+    def set_parts(self, shared: int, private: int) -> None:
+        """Shared and private bytes."""
+        if (shared, private) != (self._shared, self._private):
+            self._shared, self._private = shared, private
+            self.refresh()
+
+    def render(self) -> Text:
+        width = max(1, self.size.width)
+        total = self._shared + self._private
+        if total <= 0:
+            return Text("·" * width, style="dim")
+        shared = round(width * self._shared / total)
+        text = Text(no_wrap=True)
+        text.append("█" * shared, style=self.get_component_rich_style("memory-bar--shared"))
+        text.append("█" * (width - shared),
+                    style=self.get_component_rich_style("memory-bar--private"))
+        return text
+
+
+def _memory_text(title: str, memory: dict[str, Any] | None) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(title + "\n", style="bold")
+    if not memory:
+        text.append("not sampled yet")
+        return text
+    for label, key in MEMORY_ROWS:
+        text.append(f"{label:<14}{fmt.size(memory.get(key)):>7}\n")
+    text.rstrip()
+    return text
+
+
+def _legend(memory: dict[str, Any] | None, bar: MemoryBar) -> Text:
+    if not memory:
+        return Text("")
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("■", style=bar.get_component_rich_style("memory-bar--shared"))
+    text.append(f" shared {fmt.size(memory.get('shared'))}   ")
+    text.append("■", style=bar.get_component_rich_style("memory-bar--private"))
+    text.append(f" private {fmt.size(memory.get('private_dirty'))}")
+    return text
+
+
+def _saving_text(app: dict[str, Any]) -> Text:
+    memory = app.get("memory") or {}
+    text = Text()
+    text.append(f"app {app['name']}: PSS {fmt.megabytes(memory.get('pss'))}\n", style="bold")
+    if app.get("spawn_method") == "smart":
+        text.append(f"saving vs direct: {fmt.megabytes(memory.get('saving'))}\n")
+        text.append("(estimated: a direct worker would hold its RSS privately)", style="dim")
+    else:
+        text.append("direct spawning: nothing shared, no saving", style="dim")
+    return text
+
+
+class MemoryView(Widget):
+    """Numbers, bar and app totals for the selection."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Held, not queried: a tick may land while the app is closing and children go.
+        self._numbers = Static(id="memory-numbers")
+        self._legend = Static(id="memory-legend")
+        self._bar = MemoryBar(id="memory-bar")
+        self._app = Static(id="memory-app")
+
+    def compose(self) -> ComposeResult:
+        yield self._numbers
+        with Vertical(id="memory-side"):
+            yield self._legend
+            yield self._bar
+            yield self._app
+
+    def show(self, selection: Selection | None) -> None:
+        """Render the selection (None: nothing selected)."""
+        numbers = self._numbers
+        if selection is None:
+            numbers.update("nothing selected")
+            return
+        if selection.process is None:
+            title, memory = f"{selection.app['name']} (app total)", selection.app.get(
+                "memory")
+        else:
+            title = f"{selection.kind} {selection.process['pid']}"
+            memory = selection.process.get("memory")
+        numbers.update(_memory_text(title, memory))
+        bar = self._bar
+        self._legend.update(_legend(memory, bar))
+        memory = memory or {}
+        bar.set_parts(memory.get("shared") or 0,
+                                            memory.get("private_dirty") or 0)
+        self._app.update(_saving_text(selection.app))
+
+
+class FdTable(DataTable):
+    """The selected process's file descriptors; warnings stand out, info rows are dim."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"fd-table--warning", "fd-table--info"}
+
+
+class FdView(Widget):
+    """The fd table and, below it, the warning texts with their remedies."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._shown: tuple | None = None
+        #: What is shown: (fd, level) per row, and the warning texts.
+        self.levels: list[tuple[int, str]] = []
+        self.notes: list[str] = []
+        self._table = FdTable(id="fd-table", cursor_type="row")
+        self._notes = Static(id="fd-warnings")
+
+    def compose(self) -> ComposeResult:
+        yield self._table
+        yield self._notes
+
+    def on_mount(self) -> None:
+        table = self._table
+        for key, label, width in (("fd", "fd", 3), ("kind", "kind", 4), ("target", "target", 12),
+                                  ("shared", "shared", 7)):
+            table.add_column(label, key=key, width=width)
+
+    def show(self, selection: Selection | None) -> None:
+        """Render the selection's fds (rebuilt only when they change; the list is short)."""
+        fds = (selection.process or {}).get("fds", []) if selection else []
+        warnings = list((selection.process or {}).get("warnings", [])) if selection else []
+        state = (tuple((f.get("fd"), f.get("kind"), f.get("target"), str(f.get("shared_with")),
+                        f.get("level")) for f in fds), tuple(warnings))
+        if state == self._shown:
+            return
+        self._shown = state
+        self.levels = [(f.get("fd"), f.get("level") or "info") for f in fds]
+        self.notes = warnings
+        table = self._table
+        table.clear()
+        for entry in fds:
+            level = entry.get("level") or "info"
+            style = table.get_component_rich_style(f"fd-table--{level}", partial=True) \
+                if level in ("warning", "info") else None
+            shared = entry.get("shared_with") or ""
+            if isinstance(shared, list):
+                shared = ",".join(str(s) for s in shared)
+            table.add_row(*(Text(str(v), style=style or "", no_wrap=True)
+                            for v in (entry.get("fd"), entry.get("kind"),
+                                      entry.get("target") or "", shared)),
+                          key=f"fd:{entry.get('fd')}")
+        text = Text()
+        for line in warnings:
+            text.append("⚠ " + line + "\n")
+        text.rstrip()
+        notes = self._notes
+        notes.update(text if warnings else Text("no fd warnings", style="dim"))
+        notes.set_class(bool(warnings), "-warning")
+
+
+class DetailPanel(Vertical):
+    """Tabs for the selection: Memory and fds."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._memory = MemoryView(id="memory-view")
+        self._fds = FdView(id="fd-view")
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(initial="memory-tab", id="detail-tabs"):
+            with TabPane("Memory", id="memory-tab"):
+                yield self._memory
+            with TabPane("fds", id="fds-tab"):
+                yield self._fds
+
+    def show(self, selection: Selection | None) -> None:
+        """Render the selection in both tabs."""
+        self._memory.show(selection)
+        self._fds.show(selection)
+
+    def toggle(self) -> None:
+        """Switch between the two tabs."""
+        tabs = self.query_one(TabbedContent)
+        tabs.active = "fds-tab" if tabs.active == "memory-tab" else "memory-tab"

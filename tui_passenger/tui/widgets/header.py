@@ -1,0 +1,91 @@
+"""The top lines: address, uptime, traffic, memory saving, and two sparklines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Sparkline, Static
+
+from tui_passenger.tui import format as fmt
+
+#: Seconds of history the sparklines show.
+HISTORY = 60
+
+
+def _last(values: list[float]) -> float:
+    return values[-1] if values else 0
+
+
+class SparkRow(Horizontal):
+    """A label with the latest value, then a sparkline of the history."""
+
+    def __init__(self, label: str, unit: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._label, self._unit = label, unit
+        # Held, not queried: a tick may land while the app is closing and children go.
+        self._text = Static(label, classes="spark-label")
+        self._spark = Sparkline([], classes="spark")
+
+    def compose(self) -> ComposeResult:
+        yield self._text
+        yield self._spark
+
+    def show(self, values: list[float]) -> None:
+        """Show the last :data:`HISTORY` values."""
+        values = list(values[-HISTORY:])
+        latest = _last(values)
+        number = f"{latest:.0f}" if latest >= 10 or float(latest).is_integer() else f"{latest:.1f}"
+        self._text.update(f"{self._label} {number}{self._unit}")
+        if self._spark.data != values:
+            self._spark.data = values or [0]
+
+
+class DashboardHeader(Horizontal):
+    """Server address and uptime, req/s, queue, 503s, memory, and sparklines."""
+
+    def __init__(self, description: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._server = Static(description, id="header-server")
+        self._load = Static("connecting…", id="header-load")
+        self._rps = SparkRow("req/s", "", id="rps")
+        self._p99 = SparkRow("p99", "ms", id="p99")
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="summary"):
+            yield self._server
+            yield self._load
+        with Vertical(id="sparks"):
+            yield self._rps
+            yield self._p99
+
+    def show(self, snap: dict[str, Any]) -> None:
+        """Render one snapshot."""
+        server = snap.get("server", {})
+        traffic = snap.get("traffic", {})
+        totals = snap.get("totals", {})
+        paused = not snap.get("sampling", True)
+        self.set_class(paused, "-paused")
+        first = Text(no_wrap=True, overflow="ellipsis")
+        first.append(server.get("url") or "(no public address)", style="bold")
+        first.append(f"  up {fmt.long_duration(server.get('uptime'))}")
+        first.append(f"  {server.get('processes', 0)}/{server.get('max_pool_size', 0)} procs")
+        if paused:
+            first.append("  ⏸ sampling paused", style="bold reverse")
+        self._server.update(first)
+
+        queue = sum(app.get("queue", 0) for app in snap.get("apps", []))
+        second = Text(no_wrap=True, overflow="ellipsis")
+        second.append(f"req/s {_last(traffic.get('rps', [])):.0f}")
+        second.append(f"  queue {queue}")
+        second.append(f"  503s {server.get('errors_503', 0)}",
+                      style="bold" if server.get("errors_503") else "")
+        second.append(f"  PSS {fmt.size(totals.get('pss'))}")
+        if totals.get("saving"):
+            second.append(f"  saves {fmt.size(totals['saving'])}"
+                          f" of {fmt.size(totals.get('direct_estimate'))} direct")
+        self._load.update(second)
+        self._rps.show(traffic.get("rps", []))
+        self._p99.show(traffic.get("p99_ms", []))

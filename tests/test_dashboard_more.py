@@ -1,0 +1,80 @@
+"""The dashboard attached to a running instance, and with many workers at 80×24."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from tests.conftest import assert_no_children
+from tests.serving import running
+from tests.test_dashboard import FakeCore, fake_snapshot, row_keys, select, until
+from tui_passenger.cores import AttachedCore
+from tui_passenger.tui.app import Dashboard
+from tui_passenger.tui.screens.confirm import Confirm
+from tui_passenger.tui.widgets.process_table import ProcessTable
+
+
+async def test_attach_shows_and_operates_a_running_instance_and_leaves_it_running():
+    async with running([{"name": "app", "min_instances": 1, "max_instances": 3}],
+                       max_pool_size=3) as server:
+        group = server.pool.groups["app"]
+        worker_pid = group.processes[0].pid
+        core = AttachedCore(server.admin.path)
+        await core.start()
+        app = Dashboard(core, interval=0.1)
+        try:
+            async with app.run_test(size=(120, 40)) as pilot:
+                await select(pilot, app, f"pid:{worker_pid}")
+                await select(pilot, app, "app:app")
+                await pilot.press("plus")
+                await until(pilot, lambda: group.live_count() == 2, what="scaled to 2")
+                await until(pilot, lambda: len([k for k in row_keys(app)
+                                                 if k.startswith("pid:")]) >= 3,
+                            what="the new worker on screen")
+                await pilot.press("q")
+                await pilot.pause()
+        finally:
+            await core.stop()
+        # Quitting an attached dashboard leaves the instance serving.
+        assert not server.stopped.is_set()
+        assert group.processes and all(p.worker.alive for p in group.processes)
+    assert_no_children()
+
+
+def many_workers(count: int) -> dict:
+    """The fake snapshot with ``count`` workers under the smart app."""
+    snap = fake_snapshot()
+    hello = snap["apps"][0]
+    template = hello["processes"][1]
+    hello["processes"] = []
+    for i in range(count):
+        worker = copy.deepcopy(template)
+        worker.update(pid=2000 + i, processed=i * 10, cpu=float(i % 7))
+        hello["processes"].append(worker)
+    return snap
+
+
+async def test_32_workers_at_80x24_stay_usable():
+    core = FakeCore()
+    core.snap = many_workers(32)
+    app = Dashboard(core, interval=0.05)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(ProcessTable)
+        await until(pilot, lambda: "pid:2031" in row_keys(app), what="32 worker rows")
+        assert len([k for k in row_keys(app) if k.startswith("pid:20")]) == 32
+        await select(pilot, app, "pid:2031")
+        # Refreshes keep coming (values change) and the UI keeps up with keys.
+        started = time.monotonic()
+        for i in range(20):
+            snap = many_workers(32)
+            for worker in snap["apps"][0]["processes"]:
+                worker["processed"] += i
+            core.snap = snap
+            await pilot.pause(0.05)
+        assert table.selected_key == "pid:2031"
+        await pilot.press("k")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), what="the kill dialog")
+        assert "2031" in app.screen.question
+        await pilot.press("y")
+        await until(pilot, lambda: ("kill", 2031) in core.calls, what="the kill intent")
+        assert time.monotonic() - started < 20

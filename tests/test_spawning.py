@@ -276,3 +276,18 @@ async def test_many_workers_each_way_then_nothing_left(make_app, spawners):
     await asyncio.gather(*(w.stop(5) for w in workers))
     await smart.close()
     assert not [pid for pid in pids if psutil.pid_exists(pid)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_children_hold_nothing_of_the_managers(method, make_app, spawners):
+    from tui_passenger.inspect.fds import ProcessInfo, inventory
+
+    spawner = spawners(make_app(PROBE_APP), method)
+    worker = await spawner.spawn()
+    targets = {os.getpid(): ProcessInfo("manager"), worker.pid: ProcessInfo("worker")}
+    if method == "smart":
+        targets[spawner.preloader.pid] = ProcessInfo("preloader")
+    fds = await asyncio.to_thread(inventory, targets)
+    leaked = [(pid, fd.fd, fd.target) for pid, entries in fds.items() if pid != os.getpid()
+              for fd in entries if os.getpid() in fd.shared_with]
+    assert leaked == []

@@ -27,6 +27,7 @@ from tui_passenger.runtime.protocol import ExitCode
 from tui_passenger.runtime.worker import (
     ForkInfo,
     WorkerSpec,
+    close_inherited_fds,
     parse_args,
     run_worker,
     server_module,
@@ -166,6 +167,7 @@ class Preloader:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tui_passenger.preloader``."""
     args = parse_args(argv, "tui_passenger.preloader")
+    close_inherited_fds(args.control_fd)
     spec = WorkerSpec.from_json(args.spec)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)

@@ -166,6 +166,16 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
     return ExitCode.OK
 
 
+def close_inherited_fds(keep: int) -> None:
+    """Close every descriptor but stdio and ``keep`` (the control channel).
+
+    Whatever started us may have leaked descriptors of the manager (uvloop's subprocess
+    support does not close them all); a preloader would hand them on to every worker.
+    """
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+
+
 def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     """Arguments shared by the worker and preloader entry points."""
     parser = argparse.ArgumentParser(prog=prog)
@@ -177,6 +187,7 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a directly spawned worker."""
     args = parse_args(argv, "tui_passenger.worker")
+    close_inherited_fds(args.control_fd)
     spec = WorkerSpec.from_json(args.spec)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)

@@ -19,8 +19,9 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   ``started`` (epoch s), ``uptime`` (s), ``last_used`` (s ago), ``cpu`` (%, 100 = a core),
   ``threads``, ``memory`` {``rss``, ``pss``, ``uss``, ``shared``, ``private_dirty``,
   ``swap``} in bytes (null until first sampled), ``fds`` [{``fd``, ``kind``, ``target``,
-  ``inode``, ``cloexec``, ``shared_with``, ``level``, ``warning``, ``own``}],
-  ``lost_threads``, ``warnings`` [text].
+  ``inode``, ``cloexec``, ``shared_with``, ``level`` (null | info | warning), ``warning``
+  (the text for either level), ``own``}], ``lost_threads``, ``warnings`` [text: fds at level
+  warning, lost threads], ``notes`` [text: fds at level info].
 - ``memory`` (per app and ``totals``): ``rss``, ``pss``, ``uss``, ``shared``,
   ``private_dirty``, ``swap`` summed over the workers and the preloader;
   ``direct_estimate``: the PSS the same workers would take if spawned directly (see
@@ -50,14 +51,16 @@ LOST_THREADS = ("threads started while the app was loading did not survive the f
 
 def _sampled(sample: ProcessSample | None) -> dict[str, Any]:
     if sample is None:
-        return {"cpu": None, "threads": None, "memory": None, "fds": [], "warnings": []}
+        return {"cpu": None, "threads": None, "memory": None, "fds": [], "warnings": [],
+                "notes": []}
     fds = [entry.as_dict() for entry in sample.fds]
     return {
         "cpu": round(sample.cpu, 1),
         "threads": sample.status.threads if sample.status else None,
         "memory": sample.memory.as_dict() if sample.memory else None,
         "fds": fds,
-        "warnings": [f"fd {e['fd']}: {e['warning']}" for e in fds if e.get("warning")],
+        "warnings": [f"fd {e['fd']}: {e['warning']}" for e in fds if e["level"] == "warning"],
+        "notes": [f"fd {e['fd']}: {e['warning']}" for e in fds if e["level"] == "info"],
     }
 
 

@@ -146,29 +146,6 @@ class Pool:
             self.reconcile()
         return waiter
 
-    async def checkout(self, group: Group) -> PoolProcess:
-        """A process of ``group`` with a free slot, waiting in the group's queue if needed."""
-        process = self.try_checkout(group)
-        if process is not None:
-            return process
-        future: asyncio.Future[PoolProcess] = asyncio.get_running_loop().create_future()
-
-        def deliver(process: PoolProcess | None, error: BaseException | None) -> None:
-            if future.done():
-                if process is not None:
-                    self.release(process)
-            elif error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(process)
-
-        waiter = self.enqueue(group, deliver)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            self.withdraw(group, waiter)
-            raise
-
     @staticmethod
     def withdraw(group: Group, waiter: Waiter) -> None:
         """Take a waiter out of the queue (its client went away)."""

@@ -23,6 +23,9 @@ from typing import Any, TextIO
 import httptools
 
 from tui_passenger.runtime import http_common as hc
+from tui_passenger.runtime.asgi_cycle import Cycle
+from tui_passenger.runtime.asgi_lifespan import Lifespan
+from tui_passenger.runtime.http_framing import simple_response
 
 __all__ = ["ASGIServer", "LifespanError"]
 
@@ -31,183 +34,8 @@ HIGH_WATER = 64 * 1024
 #: Parsed requests allowed to wait behind the one in progress on a connection.
 MAX_PIPELINE = 16
 
-_RESPONSE_SPECIAL = frozenset({b"content-length", b"date", b"connection", b"keep-alive",
-                               b"transfer-encoding"})
-_DISCONNECT = {"type": "http.disconnect"}
-
 
 LifespanError = hc.LifespanError
-
-
-class _Cycle(hc.Framing):
-    """One request/response: the scope, ``receive`` and ``send`` for one app call."""
-
-    __slots__ = ("proto", "scope", "body", "body_complete", "delivered_all", "waiter",
-                 "expect_continue", "keep_alive", "head", "http11", "started", "flushed",
-                 "response_complete", "status", "headers", "chunked", "remaining", "no_body",
-                 "disconnected", "body_error", "discarded", "task", "websocket")
-
-    def __init__(self, proto: _HttpProtocol, scope: dict[str, Any], keep_alive: bool,
-                 head: bool, http11: bool) -> None:
-        self.proto = proto
-        self.scope = scope
-        self.body = bytearray()
-        self.keep_alive = keep_alive
-        self.head = head
-        self.http11 = http11
-        self.body_complete = self.delivered_all = self.expect_continue = False
-        self.started = self.flushed = self.response_complete = self.chunked = False
-        self.no_body = self.disconnected = self.body_error = self.websocket = False
-        self.waiter: asyncio.Future[None] | None = None
-        self.status = 200
-        self.headers: Any = ()
-        self.remaining: int | None = None
-        self.discarded = 0
-        self.task: asyncio.Task[None] | None = None
-
-    def wake(self) -> None:
-        """Let a ``receive()`` waiting for body or disconnect look again."""
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def receive(self) -> dict[str, Any]:
-        """ASGI ``receive``: ``http.request`` chunks, then ``http.disconnect``."""
-        if self.expect_continue:
-            self.expect_continue = False
-            if not (self.body_complete or self.flushed or self.disconnected):
-                self.proto.transport.write(hc.CONTINUE_RESPONSE)
-        while True:
-            if self.disconnected or self.response_complete or self.body_error:
-                return _DISCONNECT.copy()
-            if self.body or (self.body_complete and not self.delivered_all):
-                break
-            # Nothing new yet; after the whole body this waits for the end of the cycle.
-            self.waiter = self.proto.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        body = bytes(self.body)
-        self.body.clear()
-        more = not self.body_complete
-        if not more:
-            self.delivered_all = True
-        proto = self.proto
-        if proto.read_paused:
-            proto.maybe_resume()
-        return {"type": "http.request", "body": body, "more_body": more}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        """ASGI ``send``: ``http.response.start`` then ``http.response.body`` messages."""
-        kind = message["type"]
-        if kind == "http.response.body":
-            if not self.started:
-                raise RuntimeError("http.response.body sent before http.response.start")
-            if self.response_complete:
-                return  # further messages are ignored, as the spec says
-            if self.disconnected:
-                raise hc.ClientDisconnected("the client has disconnected")
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if self.flushed:
-                data = self.frame(body)
-            else:
-                # Headers and the first body chunk go out in one write.
-                data = self._head(None if more else len(body)) + self.frame(body)
-                self.flushed = True
-            proto = self.proto
-            if more:
-                if data:
-                    proto.transport.write(data)
-                if proto.write_paused:
-                    await proto.drain()
-                return
-            data += self.last_chunk()
-            self.response_complete = True
-            proto.transport.write(data)
-            self.wake()
-            proto.response_complete(self)
-        elif kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            self.started = True
-            self.status = message["status"]
-            self.headers = message.get("headers", ())
-        elif kind != "http.response.trailers":  # trailers are not supported; ignore them
-            raise RuntimeError(f"unexpected ASGI message {kind!r} for an HTTP request")
-
-    def _head(self, known_length: int | None) -> bytes:
-        """Status line and headers; decides framing and keep-alive."""
-        parts = [hc.status_line(int(self.status))]
-        length: int | None = None
-        has_date = close = False
-        count = 1
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname in _RESPONSE_SPECIAL:
-                if lname == b"content-length":
-                    length = int(value)
-                    if length < 0:
-                        raise ValueError(f"negative content-length {value!r}")
-                elif lname == b"date":
-                    has_date = True
-                else:
-                    # The server frames the response and manages the connection; an app's
-                    # "connection: close" is honoured, the rest dropped (as the spec says).
-                    close = close or (lname == b"connection" and b"close" in value.lower())
-                    continue
-            parts += (name, b": ", value, b"\r\n")
-            count += 1
-        block = b"".join(parts)
-        # One CR and one LF per line: anything else is an attempt at response splitting.
-        if block.count(b"\n") != count or block.count(b"\r") != count:
-            raise ValueError("line break in a response header")
-        keep_alive = self.keep_alive and not close and not self.proto.server._stopping
-        if self.expect_continue and not self.body_complete:
-            keep_alive = False  # the client may never send the body it was about to
-        return block + self.end_head(int(self.status), length, known_length, has_date,
-                                     keep_alive)
-
-    async def run(self) -> None:
-        """Call the app, and turn its failures into a 500 or a closed connection."""
-        server = self.proto.server
-        try:
-            await server.app(self.scope, self.receive, self.send)
-        except hc.ClientDisconnected:
-            pass
-        except Exception as exc:  # noqa: BLE001 - the app's errors become 500s, not crashes
-            self._failed(exc)
-        else:
-            if not self.response_complete and not self.disconnected:
-                what = "completing" if self.started else "starting"
-                self._failed(RuntimeError(f"ASGI app returned without {what} the response"))
-        finally:
-            server._task_done(self)
-
-    def _failed(self, exc: Exception) -> None:
-        proto = self.proto
-        if self.disconnected or proto.closed:
-            if not isinstance(exc, OSError):
-                hc.log(proto.server.error_log, f"Error handling {self._where()}:", exc)
-            return
-        if self.body_error:
-            code, text = 400, "Bad Request: malformed request body\n"
-        else:
-            hc.log(proto.server.error_log, f"Error handling {self._where()}:", exc)
-            code, text = 500, hc.error_text(exc, proto.server.development)
-        self.keep_alive = False
-        if not self.response_complete:
-            if not self.flushed:  # else the client sees a truncated response and EOF
-                self.flushed = True
-                proto.transport.write(hc.simple_response(code, text, head=self.head))
-            self.response_complete = True
-            self.wake()
-            proto.response_complete(self)
-
-    def _where(self) -> str:
-        query = self.scope["query_string"].decode("latin-1")
-        return f"{self.scope['method']} {self.scope['path']}{'?' if query else ''}{query}"
 
 
 class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
@@ -223,9 +51,9 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
         self.loop = server._loop
         self.transport: Any = None
         self.parser: Any = httptools.HttpRequestParser(self)
-        self.cycle: _Cycle | None = None  # the request being answered
-        self.parsing: _Cycle | None = None  # the request whose body is being parsed
-        self.pipeline: deque[_Cycle] = deque()
+        self.cycle: Cycle | None = None  # the request being answered
+        self.parsing: Cycle | None = None  # the request whose body is being parsed
+        self.pipeline: deque[Cycle] = deque()
         self.read_paused = self.write_paused = self.closed = self.upgraded = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.parse_error: BaseException | None = None
@@ -311,7 +139,7 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
         if state is not None:
             scope["state"] = state.copy()
         http11 = version == "1.1"
-        cycle = _Cycle(self, scope, parser.should_keep_alive(), method == "HEAD", http11)
+        cycle = Cycle(self, scope, parser.should_keep_alive(), method == "HEAD", http11)
         cycle.expect_continue = self.expect and http11
         if parser.should_upgrade():
             cycle.keep_alive = False
@@ -340,15 +168,15 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
         cycle.body_complete = True
         cycle.wake()
 
-    def _start(self, cycle: _Cycle) -> None:
+    def _start(self, cycle: Cycle) -> None:
         self.cycle = cycle
         if cycle.websocket:
-            self.transport.write(hc.simple_response(400, "WebSocket is not supported here.\n"))
+            self.transport.write(simple_response(400, "WebSocket is not supported here.\n"))
             self.transport.close()
             return
         self.server._schedule(cycle)
 
-    def response_complete(self, cycle: _Cycle) -> None:
+    def response_complete(self, cycle: Cycle) -> None:
         """The response to the current request is out: go on with the next, or close."""
         if self.cycle is cycle:
             self.cycle = None
@@ -362,7 +190,7 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
             self._start(self.pipeline.popleft())
         elif self.parse_error is not None:
             code, text = hc.parser_error_reason(self.parse_error)
-            self.transport.write(hc.simple_response(code, text))
+            self.transport.write(simple_response(code, text))
             self.transport.close()
             return
         self.maybe_resume()
@@ -395,7 +223,7 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
             self.transport.close()
         elif self.cycle is None:
             code, text = hc.parser_error_reason(exc)
-            self.transport.write(hc.simple_response(code, text))
+            self.transport.write(simple_response(code, text))
             self.transport.close()
 
     def shutdown(self) -> None:
@@ -427,10 +255,10 @@ class ASGIServer:
         self._stop_event = asyncio.Event()  # binds to the loop on first use (3.10+)
         self._connections: set[_HttpProtocol] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting: deque[_Cycle] = deque()
+        self._waiting: deque[Cycle] = deque()
         self._state: dict[str, Any] | None = None  # the lifespan state, once startup completed
         self._watched: dict[int, Callable[[], None]] = {}
-        self._lifespan: hc.Lifespan | None = None
+        self._lifespan: Lifespan | None = None
 
     def start(self) -> None:
         """Create the loop, run lifespan startup, and start accepting connections."""
@@ -444,7 +272,7 @@ class ASGIServer:
         loop.set_exception_handler(self._loop_exception)
         try:
             if self.lifespan != "off":
-                self._lifespan = hc.Lifespan(self.app, self.lifespan, self.error_log)
+                self._lifespan = Lifespan(self.app, self.lifespan, self.error_log)
                 loop.run_until_complete(self._lifespan.startup())
                 self._state = self._lifespan.state
             self._server = loop.run_until_complete(self._listen())
@@ -495,14 +323,14 @@ class ASGIServer:
         except Exception as exc:  # noqa: BLE001 - keep serving
             hc.log(self.error_log, f"fd {fd} callback failed:", exc)
 
-    def _schedule(self, cycle: _Cycle) -> None:
+    def _schedule(self, cycle: Cycle) -> None:
         if len(self._tasks) >= self.concurrency:
             self._waiting.append(cycle)  # runs when a slot frees (see _task_done)
             return
         task = cycle.task = self._loop.create_task(cycle.run())
         self._tasks.add(task)
 
-    def _task_done(self, cycle: _Cycle) -> None:
+    def _task_done(self, cycle: Cycle) -> None:
         self.requests_served += 1
         self._tasks.discard(cycle.task)
         while self._waiting and len(self._tasks) < self.concurrency:

@@ -26,6 +26,8 @@ from typing import Any, TextIO
 import httptools
 
 from tui_passenger.runtime import http_common as hc
+from tui_passenger.runtime.http_framing import simple_response
+from tui_passenger.runtime.wsgi_request import FileWrapper, Request
 
 __all__ = ["WSGIServer"]
 
@@ -34,8 +36,6 @@ _WAKE = object()
 #: Lower-cased header name -> environ key ("" = dropped). Bounded: names come from clients.
 _ENV_KEYS: dict[bytes, str] = {}
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
-# Response header names the server looks at; the rest pass straight through.
-_SPECIAL_RESPONSE = hc.HOP_BY_HOP | {"content-length", "date"}
 
 
 def _env_key(name: bytes) -> str:
@@ -54,151 +54,6 @@ def _env_key(name: bytes) -> str:
     return key
 
 
-def _as_bytes(data: Any) -> bytes:
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(f"WSGI response data must be bytes, not {type(data).__name__}")
-
-
-class _Request(hc.BodyReader, hc.Framing):
-    """One request: its environ, its streaming ``wsgi.input`` and its response state."""
-
-    __slots__ = ("conn", "sock", "env", "keep_alive", "head", "http11", "buf", "complete",
-                 "expect_continue", "continue_sent", "discarding", "drained", "status",
-                 "headers", "headers_sent", "finished", "chunked", "remaining", "no_body")
-
-    def __init__(self, conn: _Connection, env: dict[str, Any], keep_alive: bool, head: bool,
-                 http11: bool, expect_continue: bool) -> None:
-        self.conn = conn
-        self.sock = conn.sock
-        self.env = env
-        self.keep_alive = keep_alive
-        self.head = head
-        self.http11 = http11
-        self.expect_continue = expect_continue
-        self.buf = bytearray()
-        self.complete = self.continue_sent = self.discarding = False
-        self.drained = 0
-        self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
-        self.headers_sent = self.finished = self.chunked = self.no_body = False
-        self.remaining: int | None = None
-
-    def _pull(self) -> None:
-        """``wsgi.input`` wants more: block for the next piece of the body and parse it."""
-        conn = self.conn
-        if conn.error is not None:
-            raise hc.InvalidRequestBody(hc.parser_error_reason(conn.error)[1].strip())
-        if self.expect_continue and not self.continue_sent:
-            # The client waits for this before sending the body; only ask once the app reads.
-            self.continue_sent = True
-            self._send(hc.CONTINUE_RESPONSE)
-        try:
-            data = self.sock.recv(hc.RECV_SIZE)
-        except OSError as exc:
-            raise hc.ClientDisconnected(f"reading the request body failed: {exc}") from exc
-        if not data:
-            raise hc.ClientDisconnected("the client closed the connection in the request body")
-        conn.feed(data)
-        if conn.error is not None and not self.complete:
-            raise hc.InvalidRequestBody(hc.parser_error_reason(conn.error)[1].strip())
-
-    def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Callable[[bytes], None]:
-        """PEP 3333 ``start_response``; returns the ``write`` callable."""
-        if exc_info:
-            try:
-                if self.headers_sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None  # break the frame <-> traceback cycle
-        elif self.status is not None:
-            raise AssertionError("start_response() called again without exc_info")
-        if type(status) is not str or len(status) < 3 or not status[:3].isdigit():
-            raise ValueError(f"invalid WSGI status {status!r}")
-        self.status = status if len(status) > 3 else status + " "
-        self.headers = headers
-        return self.write
-
-    def _send(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            self.keep_alive = False
-            raise hc.ClientDisconnected(f"sending the response failed: {exc}") from exc
-
-    def _build_head(self, known_length: int | None) -> bytes:
-        """Status line and headers; decides framing (length, chunked or close) and keep-alive."""
-        status = self.status
-        if status is None:
-            raise AssertionError("the application sent a body before calling start_response()")
-        lines = ["HTTP/1.1 ", status, "\r\n"]
-        length: int | None = None
-        has_date = False
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname in _SPECIAL_RESPONSE:
-                if lname == "content-length":
-                    length = int(value)
-                    if length < 0:
-                        raise ValueError(f"negative Content-Length {value!r}")
-                elif lname == "date":
-                    has_date = True
-                else:
-                    raise ValueError(f"hop-by-hop header {name!r} is not allowed in a WSGI "
-                                     "response (PEP 3333); the server manages the connection")
-            lines += (name, ": ", value, "\r\n")
-        text = "".join(lines)
-        # One CR and one LF per line: anything else is an attempt at response splitting.
-        count = len(self.headers) + 1
-        if text.count("\n") != count or text.count("\r") != count:
-            raise ValueError("line break in a response status or header")
-        keep_alive = self.keep_alive and not self.conn.server._stopping
-        if self.expect_continue and not self.continue_sent and not self.complete:
-            keep_alive = False  # the client may never send the body it was about to
-        tail = self.end_head(int(status[:3]), length, known_length, has_date, keep_alive)
-        return text.encode("latin-1") + tail
-
-    def write(self, data: bytes) -> None:
-        """The ``write`` callable, and how each chunk of the app's iterable is sent."""
-        if data.__class__ is not bytes:
-            data = _as_bytes(data)
-        if self.headers_sent:
-            if data := self.frame(data):
-                self._send(data)
-        elif data:  # headers wait for the first non-empty chunk (PEP 3333)
-            head = self._build_head(None)
-            self.headers_sent = True
-            self._send(head + self.frame(data))
-
-    def send_sequence(self, result: list[bytes] | tuple[bytes, ...]) -> None:
-        """A list/tuple body has a known length: one send, with a Content-Length."""
-        if self.headers_sent:  # write() was used first
-            for chunk in result:
-                self.write(chunk)
-            return self.finish()
-        if len(result) == 1:
-            body = result[0]
-            if body.__class__ is not bytes:
-                body = _as_bytes(body)
-        else:
-            body = b"".join(result)
-        head = self._build_head(len(body))
-        self.headers_sent = True
-        self._send(head + self.frame(body))
-        self.last_chunk()
-        self.finished = True
-
-    def finish(self) -> None:
-        """End the response: headers if nothing was sent yet, else the last chunk."""
-        if not self.headers_sent:
-            head = self._build_head(0)
-            self.headers_sent = True
-            self._send(head)
-        if end := self.last_chunk():
-            self._send(end)
-        self.finished = True
-
 
 class _Connection(hc.HeadCollector):
     """A client connection: socket, parser, and the requests parsed but not yet answered."""
@@ -214,8 +69,8 @@ class _Connection(hc.HeadCollector):
         self.base_env = base_env
         self.peer = peer
         self.host_cache = hc.NO_HOST
-        self.queue: deque[_Request] = deque()
-        self.parsing: _Request | None = None
+        self.queue: deque[Request] = deque()
+        self.parsing: Request | None = None
         self.error: BaseException | None = None
         self.upgraded = False
         self.parser = httptools.HttpRequestParser(self)
@@ -263,7 +118,7 @@ class _Connection(hc.HeadCollector):
             name, port = self.server_address()
             env["SERVER_NAME"], env["SERVER_PORT"] = name, str(port)
         http11 = version == "1.1"
-        req = _Request(self, env, self.parser.should_keep_alive(), method == "HEAD", http11,
+        req = Request(self, env, self.parser.should_keep_alive(), method == "HEAD", http11,
                        self.expect and http11)
         env["wsgi.input"] = req
         self.parsing = req
@@ -308,7 +163,7 @@ class WSGIServer:
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
-            "wsgi.file_wrapper": hc.FileWrapper,
+            "wsgi.file_wrapper": FileWrapper,
             "SERVER_SOFTWARE": "tui-passenger",
             "SCRIPT_NAME": "",
             "SERVER_NAME": "localhost",
@@ -436,12 +291,12 @@ class WSGIServer:
                 return
             code, text = hc.parser_error_reason(conn.error)
             with contextlib.suppress(OSError):
-                conn.sock.sendall(hc.simple_response(code, text))
+                conn.sock.sendall(simple_response(code, text))
         self._close(conn)
 
     # --- requests -----------------------------------------------------------------------------
 
-    def _handle(self, req: _Request) -> bool:
+    def _handle(self, req: Request) -> bool:
         """Run the app for one request and answer it; whether the connection may be reused."""
         result = None
         try:
@@ -467,7 +322,7 @@ class WSGIServer:
             return False
         return req.complete or self._drain(req)
 
-    def _app_failed(self, req: _Request, exc: Exception) -> None:
+    def _app_failed(self, req: Request, exc: Exception) -> None:
         if isinstance(exc, hc.ClientDisconnected):
             req.keep_alive = False
             return
@@ -483,9 +338,9 @@ class WSGIServer:
             code, text = 500, hc.error_text(exc, self.development)
         if not req.headers_sent:  # else the client sees a truncated response and EOF
             with contextlib.suppress(OSError):
-                req.sock.sendall(hc.simple_response(code, text, head=req.head))
+                req.sock.sendall(simple_response(code, text, head=req.head))
 
-    def _drain(self, req: _Request) -> bool:
+    def _drain(self, req: Request) -> bool:
         """Read and drop the body the app left unread, so the next request can be parsed."""
         if self._stopping or (req.expect_continue and not req.continue_sent):
             return False  # a client still waiting for 100 Continue may never send the body

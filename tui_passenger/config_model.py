@@ -1,0 +1,123 @@
+"""The configuration's data model: the validated dataclasses and :class:`ConfigError`."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CONCURRENCY = {"wsgi": 1, "asgi": 100}
+
+
+class ConfigError(Exception):
+    """An invalid configuration; ``str()`` is a single human-readable line."""
+
+    def __init__(self, detail: str, *, path: str | None = None, table: str | None = None,
+                 key: str | None = None, line: int | None = None, column: int | None = None,
+                 key_in_detail: bool = False) -> None:
+        self.detail, self.path, self.table, self.key = detail, path, table, key
+        self.line, self.column = line, column
+        where = (path or "") + "".join(f":{n}" for n in (line, column) if n and path)
+        parts = [where, table, None if key_in_detail else key, detail]
+        message = ": ".join(p for p in parts if p)
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+
+
+class EnvMap(Mapping[str, str]):
+    """An immutable, hashable ``str -> str`` mapping (an app's environment variables)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, str] | None = None) -> None:
+        self._data = dict(data or {})
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self._data) == dict(other) if isinstance(other, Mapping) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"EnvMap({self._data!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The ``[server]`` table: where to listen and pool-wide limits."""
+
+    address: str = "127.0.0.1"
+    port: int = 3000
+    admin_socket: str | None = None
+    max_pool_size: int = 6
+    shutdown_timeout: float = 30.0
+    #: Largest request body accepted (bytes); larger → 413.
+    client_max_body_size: int = 1024 * 1024 * 1024
+    #: Request bodies above this many bytes are spooled to a temporary file.
+    client_body_buffer_size: int = 1024 * 1024
+    #: Peers (addresses or CIDR networks) whose X-Forwarded-* headers are kept.
+    trusted_proxies: tuple[str, ...] = ()
+    #: One log line per request on the ``tui_passenger.access`` logger.
+    access_log: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """One ``[[app]]`` table, with ``[server]`` defaults already applied."""
+
+    name: str
+    root: Path
+    entry: str | None = None
+    interface: str = "auto"
+    env: EnvMap = EnvMap()
+    python: str = sys.executable
+    spawn_method: str = "smart"
+    min_instances: int = 1
+    max_instances: int = 0
+    pool_idle_time: float = 300.0
+    max_preloader_idle_time: float = 300.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_request_queue_size: int = 100
+    start_timeout: float = 90.0
+    concurrency: int = 0
+    environment: str = "production"
+    #: Smart spawning: gc.collect() + gc.freeze() in the preloader before each fork.
+    gc_freeze: bool = True
+    hosts: tuple[str, ...] = ()
+    base_uri: str = "/"
+    default: bool = False
+
+    def effective_concurrency(self, interface: str) -> int:
+        """Requests one worker takes at once, given the detected ``"wsgi"``/``"asgi"``."""
+        if interface not in DEFAULT_CONCURRENCY:
+            raise ValueError(f"interface must be 'wsgi' or 'asgi', got {interface!r}")
+        return self.concurrency or DEFAULT_CONCURRENCY[interface]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole configuration file: the server settings and the apps, in file order."""
+
+    path: Path | None
+    server: ServerConfig
+    apps: tuple[AppConfig, ...]
+    #: Dashboard key remapping: action id → key (the ``[keys]`` table).
+    keys: EnvMap = dataclasses.field(default_factory=lambda: EnvMap({}))
+
+    def app(self, name: str) -> AppConfig:
+        """The app called ``name``; KeyError if there is none."""
+        for app in self.apps:
+            if app.name == name:
+                return app
+        raise KeyError(name)

@@ -351,3 +351,67 @@ async def test_client_that_leaves_the_queue_is_withdrawn():
         await wait_until(lambda: not group.waiters)
         assert (await slow)[0] == 200
         assert group.processes[0].processed == 1
+
+
+def _in_flight_upstreams(server):
+    return [c.current.upstream for c in server.proxy.connections
+            if c.current is not None and c.current.upstream is not None]
+
+
+async def test_slow_client_download_then_the_worker_serves_again():
+    app = {"name": "app", "min_instances": 1, "max_instances": 1}
+    async with running([app]) as server:
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET /big?512 HTTP/1.1\r\nHost: x\r\n\r\n")  # 32 MiB, chunked
+        # The client does not read: the proxy stops reading the worker.
+        await wait_until(lambda: any(u.paused for u in _in_flight_upstreams(server)))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head
+        size = 0
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            length = int(line, 16)
+            if length == 0:
+                await reader.readline()
+                break
+            size += len(await asyncio.wait_for(reader.readexactly(length + 2), 10)) - 2
+        assert size == 512 * 65536
+        writer.close()
+        # The same worker (and its pooled connection) takes the next requests at once.
+        for _ in range(3):
+            status, _, _ = await asyncio.wait_for(get(server, "/"), 10)
+            assert status == 200
+
+
+async def test_app_answering_before_a_spooled_upload_is_sent_stays_usable():
+    app = {"name": "app", "min_instances": 1, "max_instances": 1}
+    async with running([app], client_body_buffer_size=64 * 1024) as server:
+        status, _, body = await get(server, "/reject-early", method="POST",
+                                    data=b"y" * (8 * 1024 * 1024))
+        assert (status, body) == (401, b"no way")
+        for _ in range(3):
+            status, _, _ = await asyncio.wait_for(get(server, "/"), 10)
+            assert status == 200
+
+
+async def test_client_leaving_mid_response_frees_the_worker():
+    app = {"name": "app", "min_instances": 1, "max_instances": 1}
+    async with running([app]) as server:
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET /big?4096 HTTP/1.1\r\nHost: x\r\n\r\n")  # 256 MiB: never all read
+        await asyncio.wait_for(reader.readexactly(100_000), 10)
+        writer.close()
+        process = server.pool.groups["app"].processes[0]
+        await wait_until(lambda: process.sessions == 0)
+        status, _, _ = await asyncio.wait_for(get(server, "/"), 10)
+        assert status == 200
+
+
+async def test_upgrade_request_is_answered_and_the_connection_closed():
+    async with running([{"name": "app"}]) as server:
+        reply = await raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n"
+                                           b"Connection: Upgrade, HTTP2-Settings\r\n"
+                                           b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAA"
+                                           b"\r\n\r\n")
+        head = reply.partition(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head

@@ -92,7 +92,10 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_timeout), stop all."""
         grace = self.config.server.shutdown_timeout
+        # From now on responses say "Connection: close" and idle keep-alive clients are let
+        # go, so that they reconnect elsewhere instead of getting 503s during the drain.
         self.proxy.stop_accepting()
+        self.proxy.begin_closing()
         if self._ticker is not None:
             self._ticker.cancel()
         if self.sampler is not None:

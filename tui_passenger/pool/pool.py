@@ -105,7 +105,8 @@ class Pool:
 
     async def _sessions_done(self) -> None:
         def busy() -> bool:
-            return any(g.waiters and g.processes or any(p.sessions for p in g.processes)
+            return any(g.waiters and any(p.state is READY for p in g.processes)
+                       or any(p.sessions for p in g.processes)
                        for g in self.groups.values())
 
         while busy():
@@ -166,6 +167,11 @@ class Pool:
         group = process.group
         if group.waiters:
             self._dispatch(group)
+        elif process.sessions == 0 and len(self.groups) > 1 and any(
+                g.waiters for g in self.groups.values()):
+            # Another app may be waiting for room in a full pool, which this now idle
+            # process can give.
+            self.reconcile()
         if self.closing:
             self._idle.set()
 
@@ -353,6 +359,8 @@ class Pool:
         self._track(process.worker.stop(self.config.server.shutdown_timeout))
 
     def _on_exit(self, process: PoolProcess) -> None:
+        if self.closing:
+            self._idle.set()  # what close() waits for may have changed
         group = process.group
         if process in group.processes:
             group.processes.remove(process)

@@ -97,17 +97,19 @@ class ClientConnection(asyncio.Protocol):
             if not isinstance(exc.__context__, _Stop):
                 raise
         except httptools.HttpParserError as exc:
-            self.reject(pages.error(400, f"malformed request: {exc}", close=True))
+            self.reject_in_turn(pages.error(400, f"malformed request: {exc}", close=True))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.front.connections.discard(self)
         if self.current is not None:
             self.current.client_gone()
-        for request in self.queue:
+        half = [self.request] if self.request is not None else []
+        for request in [*self.queue, *half]:
             if request.body is not None:
-                request.body.close()
+                request.body.close()  # a spooled upload goes at once, not at the next GC
         self.queue.clear()
+        self.request = None
 
     def pause_writing(self) -> None:
         self.paused_writing = True
@@ -138,8 +140,8 @@ class ClientConnection(asyncio.Protocol):
         assert request is not None
         request.head_size += size
         if request.head_size > MAX_HEAD_SIZE:
-            self.reject(pages.error(431, f"request head larger than {MAX_HEAD_SIZE} bytes",
-                                    close=True))
+            self.reject_in_turn(pages.error(
+                431, f"request head larger than {MAX_HEAD_SIZE} bytes", close=True))
             raise _Stop
 
     def on_headers_complete(self) -> None:
@@ -148,7 +150,9 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         request.method = parser.get_method().decode("ascii", "replace")
         request.version = parser.get_http_version()
-        request.keep_alive = parser.should_keep_alive()
+        # An upgrade (WebSocket, h2c) is answered as a plain request, then the connection
+        # closes: nothing after it can be parsed as HTTP/1.1.
+        request.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         server = self.front.config.server
         declared = -1
         expect = False
@@ -226,6 +230,18 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.next()
 
+    def reject_in_turn(self, page: pages.Page) -> None:
+        """Answer with ``page`` and close, after the responses already owed (pipelining)."""
+        if self.current is None and not self.queue:
+            self.reject(page)
+            return
+        failed = Request()
+        failed.error = page
+        failed.keep_alive = False
+        self.request = None
+        self.queue.append(failed)
+        self.pause_reading()  # nothing after a broken request can be parsed
+
     def reject(self, page: pages.Page) -> None:
         """Answer with one of the proxy's own pages and close the connection."""
         self.front.stats.count(page.status)
@@ -263,3 +279,12 @@ class ClientConnection(asyncio.Protocol):
     def idle(self) -> bool:
         """No request running, queued or half received."""
         return self.current is None and not self.queue and self.request is None
+
+    def expire(self) -> None:
+        """Silent for too long: close; a half-received request gets a 408 first."""
+        if self.current is not None or self.queue:
+            return
+        if self.request is not None:
+            self.reject(pages.error(408, "request not received in time", close=True))
+        else:
+            self.close()

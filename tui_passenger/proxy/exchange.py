@@ -118,6 +118,7 @@ class Exchange:
             return
         if self.client.closed:
             self.front.pool.release(process)
+            self._finish(False)
             return
         self._send(process)
 
@@ -157,7 +158,8 @@ class Exchange:
         elif body.file is None:
             upstream.send(self, self.head + body.data, head_only=self.head_only)
         else:
-            asyncio.ensure_future(upstream.send_stream(self, self.head, body.chunks()))
+            upstream.send_head(self, self.head, head_only=self.head_only)
+            asyncio.ensure_future(upstream.send_body(body.chunks()))
 
     # -- the worker's response (called by UpstreamConnection) ----------------------------
 
@@ -186,6 +188,8 @@ class Exchange:
         self.process = None
         self.upstream = None
         if process is not None:
+            # Not reused while a streamed body is still being written (the app answered
+            # before reading it): the worker would take the next request for body bytes.
             if upstream.keep_alive and upstream.usable and process.state is READY:
                 process.connections.append(upstream)
             else:
@@ -203,9 +207,11 @@ class Exchange:
         assert group is not None
         pid = process.pid if process is not None else 0
         if process is not None:
-            # A worker that dropped a request gets no other one (it has usually died and
-            # its exit may not have been seen yet); a replacement is spawned.
-            self.front.pool.drain(process, f"dropped a request: {reason}")
+            if not self.status:
+                # A worker that dropped a request before answering gets no other one (it
+                # has usually died and its exit may not have been seen yet). One that cut
+                # a response short (the app failed mid-body) is healthy: not recycled.
+                self.front.pool.drain(process, f"dropped a request: {reason}")
             self.front.pool.release(process)
         if self.status:
             log.warning("%s: worker %d failed mid-response (%s); closing the client "
@@ -228,10 +234,20 @@ class Exchange:
     # -- the client side -----------------------------------------------------------------
 
     def client_gone(self) -> None:
-        """The client disconnected: leave the queue; a running upstream finishes alone."""
+        """The client disconnected: leave the queue, or stop relaying the response.
+
+        Closing the upstream connection tells the worker too (a WSGI app's write fails, an
+        ASGI app gets http.disconnect) instead of letting it stream into nowhere.
+        """
         if self.waiter is not None and self.group is not None:
             self.front.pool.withdraw(self.group, self.waiter)
             self.waiter = None
+            self._finish(False)
+        elif self.upstream is not None and self.process is not None:
+            upstream, process = self.upstream, self.process
+            self.upstream = self.process = None
+            upstream.detach()
+            self.front.pool.release(process)
             self._finish(False)
 
     def client_paused(self) -> None:

@@ -96,6 +96,13 @@ class FrontServer:
         if self._server is not None:
             self._server.close()
 
+    def begin_closing(self) -> None:
+        """Answer what is in flight with ``Connection: close``; let idle clients go now."""
+        self.closing = True
+        for connection in list(self.connections):
+            if connection.idle:
+                connection.close()
+
     async def close(self, grace: float) -> None:
         """Close idle connections now, busy ones when their response is done."""
         self.closing = True
@@ -120,8 +127,8 @@ class FrontServer:
             await asyncio.sleep(KEEPALIVE_TIMEOUT / 5)
             limit = time.monotonic() - KEEPALIVE_TIMEOUT
             for connection in list(self.connections):
-                if connection.idle and connection.last_active < limit:
-                    connection.close()
+                if connection.last_active < limit:
+                    connection.expire()
 
     # -- per request ---------------------------------------------------------------------
 

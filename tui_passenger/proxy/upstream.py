@@ -26,7 +26,8 @@ class UpstreamConnection(asyncio.Protocol):
     """A keep-alive connection to one worker, reused exchange after exchange."""
 
     __slots__ = ("transport", "_parser", "sink", "head_only", "status", "reason", "headers",
-                 "keep_alive", "complete", "failed", "body", "streaming", "_can_write")
+                 "keep_alive", "complete", "failed", "body", "streaming", "_can_write",
+                 "paused", "sending")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -34,6 +35,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink: ResponseSink | None = None
         self.failed: str | None = None
         self._can_write: asyncio.Future[None] | None = None
+        #: Reading is paused because the client is slow.
+        self.paused = False
+        #: A streamed request body is still being written (the connection is not reusable
+        #: until it is, whatever the response says).
+        self.sending = False
         self._reset(False)
 
     def _reset(self, head_only: bool) -> None:
@@ -58,7 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
     def usable(self) -> bool:
         """True when the connection can carry another request."""
         return (self.transport is not None and self.failed is None and self.sink is None
-                and not self.transport.is_closing())
+                and not self.sending and not self.transport.is_closing())
 
     # -- driving an exchange -------------------------------------------------------------
 
@@ -67,18 +73,25 @@ class UpstreamConnection(asyncio.Protocol):
         self._begin(sink, head_only)
         self.transport.write(data)  # type: ignore[union-attr]
 
-    async def send_stream(self, sink: ResponseSink, head: bytes, chunks) -> None:
-        """Send a request whose (spooled) body comes from an async iterator."""
-        self._begin(sink, False)
-        transport = self.transport
-        assert transport is not None
-        transport.write(head)
-        async for chunk in chunks:
-            if self.failed is not None or self.sink is not sink:
-                return
-            transport.write(chunk)
-            if self._can_write is not None:
-                await self._can_write
+    def send_head(self, sink: ResponseSink, head: bytes, *, head_only: bool = False) -> None:
+        """Send a request head whose (spooled) body follows with :meth:`send_body`."""
+        self._begin(sink, head_only)
+        self.sending = True
+        self.transport.write(head)  # type: ignore[union-attr]
+
+    async def send_body(self, chunks) -> None:
+        """Write the body that follows :meth:`send_head`; a failure fails the exchange."""
+        try:
+            async for chunk in chunks:
+                if self.transport is None or self.failed is not None:
+                    return
+                self.transport.write(chunk)
+                if self._can_write is not None:
+                    await self._can_write
+        except Exception as exc:  # noqa: BLE001 - e.g. the spool file could not be read
+            self._fail(f"could not send the request body: {exc}")
+        finally:
+            self.sending = False
 
     def _begin(self, sink: ResponseSink, head_only: bool) -> None:
         if not self.usable:
@@ -88,13 +101,20 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause(self) -> None:
         """The client is not keeping up: stop reading the worker's response for now."""
-        if self.transport is not None:
+        if self.transport is not None and not self.paused:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume(self) -> None:
         """The client can take more again."""
-        if self.transport is not None:
+        if self.transport is not None and self.paused:
+            self.paused = False
             self.transport.resume_reading()
+
+    def detach(self) -> None:
+        """Forget the exchange and close (its client went away mid-response)."""
+        self.sink = None
+        self.close()
 
     def close(self) -> None:
         """Close the connection (the worker is going away, or it is no longer reusable)."""
@@ -177,6 +197,9 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals -----------------------------------------------------------------------
 
     def _finish(self) -> None:
+        # Reading may have been paused for a slow client while llhttp went on to the end
+        # of the message: a reused connection must read again.
+        self.resume()
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.upstream_done(self)

@@ -35,6 +35,14 @@ def application(environ, start_response):
             for i in range(50):
                 yield f"chunk {i}\n".encode() * 100
         return chunks()
+    if path == "/big":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        chunk = b"x" * 65536
+        return (chunk for _ in range(int(query or 16)))
+    if path == "/reject-early":
+        start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                            ("Content-Length", "6")])
+        return [b"no way"]
     if path == "/die-once":
         marker = os.path.join(environ["PROBE_DIR"] if "PROBE_DIR" in environ
                               else os.environ["PROBE_DIR"], "died")

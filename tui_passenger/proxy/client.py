@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 #: Request line plus headers beyond this size are refused with 431.
 MAX_HEAD_SIZE = 64 * 1024
+#: More header fields than this are refused with 431 (gunicorn's default limit too).
+MAX_HEADERS = 100
 #: Pipelined requests held per connection before reading pauses.
 MAX_PIPELINED = 16
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -135,6 +137,13 @@ class ClientConnection(asyncio.Protocol):
         request = self.request
         request.headers.append((name, value))  # type: ignore[union-attr]
         self._count(request, len(name) + len(value) + 4)
+        if len(request.headers) > MAX_HEADERS:  # type: ignore[union-attr]
+            self._refuse(431, f"more than {MAX_HEADERS} header fields")
+
+    def _refuse(self, status: int, why: str) -> None:
+        """Refuse the request being parsed (after the responses owed) and stop parsing."""
+        self.reject_in_turn(pages.error(status, why, close=True))
+        raise _Stop
 
     def _count(self, request: Request | None, size: int) -> None:
         assert request is not None
@@ -155,29 +164,42 @@ class ClientConnection(asyncio.Protocol):
         request.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         server = self.front.config.server
         declared = -1
-        expect = False
+        expect = chunked = False
+        hosts = 0
         for name, value in request.headers:
             lower = name.lower()
             if lower == b"host":
                 request.host = value.decode("latin-1")
+                hosts += 1
             elif lower == b"content-length":
                 declared = int(value) if value.strip().isdigit() else -1
             elif lower == b"expect":
                 expect = value.strip().lower() == b"100-continue"
             elif lower == b"transfer-encoding":
                 declared = max(declared, 0)
+                chunked = True
+        self._check_framing(request, hosts, chunked)
         if declared > server.client_max_body_size:
-            request.error = pages.error(
-                413, f"request body of {declared} bytes exceeds {server.client_max_body_size}",
-                close=True)
-            if self.current is None and not self.queue:
-                self.reject(request.error)
-                raise _Stop
-            return
+            self._refuse(413, f"request body of {declared} bytes exceeds "
+                              f"{server.client_max_body_size}")
         if declared >= 0:
             request.body = RequestBody(server.client_body_buffer_size)
             if expect and request.version == "1.1" and self.current is None and not self.queue:
                 self.write(CONTINUE)
+
+    def _check_framing(self, request: Request, hosts: int, chunked: bool) -> None:
+        """What llhttp lets through but HTTP/1.1 (RFC 9112) forbids."""
+        if request.version not in ("1.0", "1.1"):
+            self._refuse(400, f"HTTP/{request.version} is not supported")
+        if request.version == "1.1" and hosts != 1:
+            self._refuse(400, "an HTTP/1.1 request needs exactly one Host header"
+                              f" (got {hosts})")
+        if chunked and request.version == "1.0":
+            self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if request.method == "CONNECT":
+            self._refuse(405, "CONNECT is not supported (this is not a forward proxy)")
+        if request.url == b"*" and request.method != "OPTIONS":
+            self._refuse(400, "the asterisk-form target is only for OPTIONS")
 
     def on_body(self, chunk: bytes) -> None:
         request = self.request
@@ -188,10 +210,7 @@ class ClientConnection(asyncio.Protocol):
         limit = self.front.config.server.client_max_body_size
         if request.body.length > limit:
             request.body.close()
-            request.error = pages.error(413, f"request body exceeds {limit} bytes", close=True)
-            if self.current is None and not self.queue:
-                self.reject(request.error)
-                raise _Stop
+            self._refuse(413, f"request body exceeds {limit} bytes")
 
     def on_message_complete(self) -> None:
         self._complete()

@@ -170,8 +170,12 @@ def _parse_app(top: _Table, index: int, raw: Any, defaults: dict[str, Any]) -> A
         if key not in raw:
             t.fail(key, "missing (every [[app]] needs a name and a root)", or_header=True)
     name = _name(t, "name", raw["name"])
-    root = (t.base_dir / os.path.expanduser(_string(t, "root", raw["root"]))).resolve()
-    if not root.is_dir():
+    try:
+        root = (t.base_dir / os.path.expanduser(_string(t, "root", raw["root"]))).resolve()
+        usable = root.is_dir()
+    except (OSError, ValueError) as exc:  # NUL byte, name too long, ...
+        t.fail("root", f"not a usable directory path: {exc}")
+    if not usable:
         t.fail("root", f"{root} {'is not a directory' if root.exists() else 'does not exist'}")
     values = {**defaults, "entry": _entry(t, root, raw.get("entry"))}
     for key, check in (_INHERITABLE | _APP_ONLY).items():
@@ -191,7 +195,11 @@ def _entry(t: _Table, root: Path, value: Any) -> str | None:
         return None
     value = _string(t, "entry", value).strip()
     if value.endswith(".py"):
-        if not (root / value).is_file():
+        try:
+            exists = (root / value).is_file()
+        except (OSError, ValueError) as exc:
+            t.fail("entry", f"not a usable file name: {exc}")
+        if not exists:
             t.fail("entry", f"startup file {root / value} does not exist")
     elif not _ENTRY_RE.fullmatch(value):
         t.fail("entry", 'must be "module:callable" (e.g. "app:application" or '

@@ -22,7 +22,10 @@ class ConfigError(Exception):
         where = (path or "") + "".join(f":{n}" for n in (line, column) if n and path)
         parts = [where, table, None if key_in_detail else key, detail]
         message = ": ".join(p for p in parts if p)
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+        # One line whatever the file holds: escape every non-printable character (line and
+        # paragraph separators, control characters, escape sequences).
+        super().__init__("".join(ch if ch.isprintable() else ascii(ch)[1:-1]
+                                 for ch in message))
 
 
 class EnvMap(Mapping[str, str]):

@@ -46,6 +46,7 @@ def config_text(server: dict, apps: list[dict]) -> str:
 
 @contextlib.asynccontextmanager
 async def running(apps: list[dict], on_output: Callable[[OutputLine], None] | None = None,
+                  server_options: dict | None = None,
                   **server: object) -> AsyncIterator[Server]:
     """A started server; stopped on exit."""
     config = parse_config(config_text(server, apps), path="test.toml")
@@ -54,7 +55,7 @@ async def running(apps: list[dict], on_output: Callable[[OutputLine], None] | No
         if on_output is not None:
             on_output(line)
 
-    srv = Server(config, on_output=sink)
+    srv = Server(config, on_output=sink, **(server_options or {}))
     await srv.start()
     await srv.pool.wait_started(30)
     try:

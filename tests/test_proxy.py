@@ -415,3 +415,38 @@ async def test_upgrade_request_is_answered_and_the_connection_closed():
                                            b"\r\n\r\n")
         head = reply.partition(b"\r\n\r\n")[0]
         assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+
+
+async def test_max_request_time_gives_504_and_replaces_the_worker():
+    app = {"name": "app", "min_instances": 1, "max_instances": 1, "max_request_time": 0.5}
+    async with running([app]) as server:
+        group = server.pool.groups["app"]
+        stuck = group.processes[0].pid
+        status, _, body = await asyncio.wait_for(get(server, "/slow?30"), 10)
+        assert status == 504 and b"max_request_time (0.5 s)" in body
+        await wait_until(lambda: group.live_count() == 1 and
+                         stuck not in {p.pid for p in group.processes})
+        status, _, body = await get(server, "/")
+        assert status == 200 and json.loads(body)["pid"] != stuck
+        assert group.restarts == 0  # a planned kill, not a crash
+
+
+async def test_memory_limit_recycles_a_bloated_worker_without_failures():
+    app = {"name": "app", "min_instances": 1, "max_instances": 2, "memory_limit": 40}
+    async with running([app], server_options={"smaps_interval": 0.2}) as server:
+        group = server.pool.groups["app"]
+        bloated = group.processes[0].pid
+        status, _, body = await get(server, "/grow?60")
+        assert status == 200 and json.loads(body)["pid"] == bloated
+        failures = []
+
+        async def client_loop() -> None:
+            while bloated in {p.pid for p in group.processes}:
+                status, _, _ = await get(server, "/")
+                if status != 200:
+                    failures.append(status)
+
+        await asyncio.wait_for(client_loop(), 30)
+        assert failures == []
+        await wait_until(lambda: group.live_count() == 1)
+        assert group.restarts == 0

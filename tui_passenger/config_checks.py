@@ -282,6 +282,8 @@ _INHERITABLE: dict[str, Check] = {
     "concurrency": _int(),
     "environment": _string,
     "gc_freeze": _bool,
+    "max_request_time": _seconds(),
+    "memory_limit": _int(),
 }
 _APP_ONLY: dict[str, Check] = {"hosts": _hosts, "base_uri": _base_uri, "default": _bool}
 _SERVER_ONLY: dict[str, Check] = {

@@ -97,6 +97,10 @@ class AppConfig:
     environment: str = "production"
     #: Smart spawning: gc.collect() + gc.freeze() in the preloader before each fork.
     gc_freeze: bool = True
+    #: Seconds a request may run; longer → 504 and the worker is killed and replaced (0 = off).
+    max_request_time: float = 0.0
+    #: MB of private (dirty) memory a worker may hold; above → recycled gracefully (0 = off).
+    memory_limit: int = 0
     hosts: tuple[str, ...] = ()
     base_uri: str = "/"
     default: bool = False

@@ -130,6 +130,24 @@ class Server:
             self.traffic.roll()
             # Preloaders come and go outside the pool's events (idle exit, restart).
             self.refresh_targets()
+            self.enforce_memory_limits()
+
+    def enforce_memory_limits(self) -> None:
+        """Recycle (drain, then stop) workers whose private memory is above memory_limit."""
+        if self.sampler is None:
+            return
+        samples = self.sampler.latest
+        for group in self.pool.groups.values():
+            limit = group.app.memory_limit * 1024 * 1024
+            if not limit:
+                continue
+            for process in list(group.processes):
+                sample = samples.get(process.pid)
+                memory = sample.memory if sample is not None else None
+                if process.state == "ready" and memory is not None \
+                        and memory.private_dirty > limit:
+                    self.pool.drain(process, f"memory_limit ({group.app.memory_limit} MB) "
+                                             f"exceeded: {memory.private_dirty >> 20} MB private")
 
     def _targets(self) -> dict[int, ProcessInfo]:
         return self._target_map

@@ -47,6 +47,12 @@ def status_text(state: dict[str, Any]) -> str:
                      f", max {app['max_instances'] or '-'}, {app['environment']}):")
         lines.append(f"  Requests in queue: {app['queue']} / {app['queue_limit']}"
                      f"   Spawning: {app['spawning']}   Restarts: {app['restarts']}")
+        limits = [f"max_request_time {app['max_request_time']:g} s"
+                  if app.get("max_request_time") else "",
+                  f"memory_limit {app['memory_limit_mb']} MB" if app.get("memory_limit_mb")
+                  else ""]
+        if any(limits):
+            lines.append("  Limits: " + ", ".join(x for x in limits if x))
         if app["last_spawn_error"]:
             error = app["last_spawn_error"]
             lines.append(f"  Last spawn error ({error['category']}): {error['message']}")

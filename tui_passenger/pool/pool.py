@@ -295,18 +295,19 @@ class Pool:
                     return process
         return None
 
-    def kill(self, process: PoolProcess, *, force: bool = False) -> None:
+    def kill(self, process: PoolProcess, *, force: bool = False,
+             reason: str = "") -> None:
         """Remove one worker: drain and stop it (SIGKILL at once with ``force``).
 
         The pool spawns a replacement if the group falls below its minimum.
         """
         if force:
             process.state = STOPPING
-            process.stop_reason = "killed by operator"
+            process.stop_reason = reason or "killed by operator"
             self._event("stopping", process=process, reason=process.stop_reason)
             self._track(process.worker.kill())
         else:
-            self.drain(process, "stopped by operator")
+            self.drain(process, reason or "stopped by operator")
         self.reconcile()
 
     def restart(self, group: Group, reason: str = "rolling restart") -> asyncio.Task[int]:

@@ -51,7 +51,7 @@ class Exchange:
 
     __slots__ = ("front", "client", "request", "group", "head", "process", "upstream",
                  "waiter", "attempt", "status", "chunked", "keep_alive", "head_only",
-                 "request_id", "finished")
+                 "request_id", "finished", "timer")
 
     def __init__(self, front: FrontServer, client: ClientConnection, request: Request) -> None:
         self.front = front
@@ -69,6 +69,7 @@ class Exchange:
         self.head_only = request.method == "HEAD"
         self.request_id = front.request_id(client, request)
         self.finished = False
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- getting a worker ----------------------------------------------------------------
 
@@ -124,6 +125,9 @@ class Exchange:
 
     def _send(self, process: PoolProcess) -> None:
         self.process = process
+        limit = process.group.app.max_request_time
+        if limit:
+            self.timer = asyncio.get_running_loop().call_later(limit, self._too_long)
         connections = process.connections
         while connections:
             upstream = connections.pop()
@@ -181,7 +185,35 @@ class Exchange:
         if chunk and not self.head_only:
             self.client.write(self._frame(chunk))
 
+    def _too_long(self) -> None:
+        """``max_request_time`` is up: 504 (or cut the response), kill and replace the worker."""
+        self.timer = None
+        process, upstream = self.process, self.upstream
+        if process is None:
+            return
+        self.process = self.upstream = None
+        if upstream is not None:
+            upstream.detach()
+        limit = process.group.app.max_request_time
+        log.warning("%s: request %s ran longer than max_request_time (%g s); killing worker %d",
+                    process.group.name, self.request.url.decode("latin-1"), limit, process.pid)
+        pool = self.front.pool
+        pool.release(process)
+        pool.kill(process, force=True, reason=f"max_request_time ({limit:g} s) exceeded")
+        if self.status:
+            self.client.abort()
+            self._finish(False)
+        else:
+            self.answer(pages.error(504, f"the application did not answer within "
+                                         f"max_request_time ({limit:g} s)"))
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
     def upstream_done(self, upstream: UpstreamConnection) -> None:
+        self._stop_timer()
         if self.chunked:
             self.client.write(b"0\r\n\r\n")
         process = self.process
@@ -201,6 +233,7 @@ class Exchange:
         self._upstream_lost(reason, sent=True)
 
     def _upstream_lost(self, reason: str, *, sent: bool) -> None:
+        self._stop_timer()
         process, self.process = self.process, None
         self.upstream = None
         group = self.group
@@ -244,6 +277,7 @@ class Exchange:
             self.waiter = None
             self._finish(False)
         elif self.upstream is not None and self.process is not None:
+            self._stop_timer()
             upstream, process = self.upstream, self.process
             self.upstream = self.process = None
             upstream.detach()

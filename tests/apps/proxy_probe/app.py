@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+_hoard: list[bytearray] = []
+
 
 def _json(start_response, data, status="200 OK"):
     body = json.dumps(data).encode()
@@ -35,6 +37,10 @@ def application(environ, start_response):
             for i in range(50):
                 yield f"chunk {i}\n".encode() * 100
         return chunks()
+    if path == "/grow":
+        # Keep N MB of private, dirty memory in this worker.
+        _hoard.append(bytearray(int(query or 10) * 1024 * 1024))
+        return _json(start_response, {"pid": os.getpid(), "hoard_mb": sum(map(len, _hoard)) >> 20})
     if path == "/big":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         chunk = b"x" * 65536

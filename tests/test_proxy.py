@@ -450,3 +450,38 @@ async def test_memory_limit_recycles_a_bloated_worker_without_failures():
         assert failures == []
         await wait_until(lambda: group.live_count() == 1)
         assert group.restarts == 0
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow", b"client_header_timeout"),
+    (b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", b"client_body_timeout"),
+])
+async def test_slow_clients_get_408_and_never_reach_a_worker(data, expected):
+    async with running([{"name": "app"}], client_header_timeout=0.3,
+                       client_body_timeout=0.3) as server:
+        reply = await raw_exchange(server, data)
+        assert reply.startswith(b"HTTP/1.1 408") and expected in reply
+        assert server.pool.groups["app"].processes[0].processed == 0
+
+
+async def test_idle_keepalive_connections_are_closed():
+    async with running([{"name": "app"}], keepalive_timeout=0.3) as server:
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().partition(b"content-length: ")[2].split(b"\r\n")[0])
+        await asyncio.wait_for(reader.readexactly(length), 10)
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
+        writer.close()
+
+
+async def test_connections_over_max_connections_get_503():
+    async with running([{"name": "app"}], max_connections=2) as server:
+        held = [await asyncio.open_connection(*server.address) for _ in range(2)]
+        await wait_until(lambda: len(server.proxy.connections) == 2)
+        reply = await raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 503") and b"max_connections = 2" in reply
+        for _, writer in held:
+            writer.close()
+        await wait_until(lambda: not server.proxy.connections)
+        assert (await get(server, "/"))[0] == 200

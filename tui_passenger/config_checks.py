@@ -296,6 +296,10 @@ _SERVER_ONLY: dict[str, Check] = {
     "client_body_buffer_size": _int(0),
     "trusted_proxies": _networks,
     "access_log": _bool,
+    "client_header_timeout": _seconds(positive=True),
+    "client_body_timeout": _seconds(positive=True),
+    "keepalive_timeout": _seconds(positive=True),
+    "max_connections": _int(),
 }
 INHERITABLE_KEYS = frozenset(_INHERITABLE)
 APP_KEYS = INHERITABLE_KEYS | {"name", "root", "entry", *_APP_ONLY}

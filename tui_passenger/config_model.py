@@ -72,6 +72,14 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     #: One log line per request on the ``tui_passenger.access`` logger.
     access_log: bool = True
+    #: Seconds a client may take to send a request's head (from its first byte) → 408.
+    client_header_timeout: float = 30.0
+    #: Seconds a client may take to send a request's body (after the head) → 408.
+    client_body_timeout: float = 60.0
+    #: Seconds an idle keep-alive client connection is kept.
+    keepalive_timeout: float = 75.0
+    #: Client connections open at once; more are answered 503 and closed (0 = no cap).
+    max_connections: int = 4096
 
 
 @dataclass(frozen=True, slots=True)

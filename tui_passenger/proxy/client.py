@@ -57,7 +57,8 @@ class ClientConnection(asyncio.Protocol):
     """The protocol of one public connection."""
 
     __slots__ = ("front", "transport", "parser", "ip", "address", "queue", "current",
-                 "request", "closed", "paused_writing", "last_active", "_reading_paused")
+                 "request", "closed", "paused_writing", "last_active", "_reading_paused",
+                 "head_started", "body_started")
 
     def __init__(self, front: FrontServer) -> None:
         self.front = front
@@ -72,11 +73,20 @@ class ClientConnection(asyncio.Protocol):
         self.paused_writing = False
         self.last_active = time.monotonic()
         self._reading_paused = False
+        #: When the request being received began, and when its body began (monotonic).
+        self.head_started = 0.0
+        self.body_started = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        cap = self.front.config.server.max_connections
+        if cap and len(self.front.connections) >= cap:
+            self.front.stats.errors_503 += 1
+            self.reject(pages.error(503, f"too many connections (max_connections = {cap})",
+                                    close=True))
+            return
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.ip = peer[0]
@@ -127,6 +137,8 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.request = Request()
+        self.head_started = self.last_active
+        self.body_started = 0.0
 
     def on_url(self, url: bytes) -> None:
         request = self.request
@@ -179,6 +191,7 @@ class ClientConnection(asyncio.Protocol):
                 declared = max(declared, 0)
                 chunked = True
         self._check_framing(request, hosts, chunked)
+        self.body_started = time.monotonic()
         if declared > server.client_max_body_size:
             self._refuse(413, f"request body of {declared} bytes exceeds "
                               f"{server.client_max_body_size}")
@@ -299,11 +312,22 @@ class ClientConnection(asyncio.Protocol):
         """No request running, queued or half received."""
         return self.current is None and not self.queue and self.request is None
 
-    def expire(self) -> None:
-        """Silent for too long: close; a half-received request gets a 408 first."""
-        if self.current is not None or self.queue:
-            return
+    def sweep(self, now: float) -> None:
+        """Apply the client timeouts: 408 for a head or body too slow, close when idle."""
+        server = self.front.config.server
         if self.request is not None:
-            self.reject(pages.error(408, "request not received in time", close=True))
-        else:
+            if self.body_started:
+                if now - self.body_started > server.client_body_timeout:
+                    self._timed_out(f"request body not received within client_body_timeout "
+                                    f"({server.client_body_timeout:g} s)")
+            elif now - self.head_started > server.client_header_timeout:
+                self._timed_out(f"request head not received within client_header_timeout "
+                                f"({server.client_header_timeout:g} s)")
+        elif self.idle and now - self.last_active > server.keepalive_timeout:
             self.close()
+
+    def _timed_out(self, why: str) -> None:
+        if self.current is None and not self.queue:
+            self.reject(pages.error(408, why, close=True))
+        else:  # answer the pipelined requests before it first
+            self.reject_in_turn(pages.error(408, why, close=True))

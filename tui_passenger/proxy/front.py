@@ -30,9 +30,6 @@ from tui_passenger.proxy.headers import (
 )
 from tui_passenger.proxy.routing import Router
 
-#: Idle keep-alive client connections are closed after this many seconds.
-KEEPALIVE_TIMEOUT = 75.0
-
 RequestObserver = Callable[[str, int, float], None]
 
 
@@ -123,12 +120,15 @@ class FrontServer:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
     async def _sweep_idle(self) -> None:
+        server = self.config.server
+        shortest = min(server.client_header_timeout, server.client_body_timeout,
+                       server.keepalive_timeout)
+        interval = min(5.0, max(0.05, shortest / 4))
         while True:
-            await asyncio.sleep(KEEPALIVE_TIMEOUT / 5)
-            limit = time.monotonic() - KEEPALIVE_TIMEOUT
+            await asyncio.sleep(interval)
+            now = time.monotonic()
             for connection in list(self.connections):
-                if connection.last_active < limit:
-                    connection.expire()
+                connection.sweep(now)
 
     # -- per request ---------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ def toml_value(value: object) -> str:
 
 def config_text(workdir: Path, server: dict, apps: list[dict]) -> str:
     lines = ["[server]", 'address = "127.0.0.1"', "port = 0", "access_log = false",
+             "allow_root = true",
              f"admin_socket = {toml_value(str(workdir / f'admin-{time.monotonic_ns()}.sock'))}"]
     lines += [f"{k} = {toml_value(v)}" for k, v in server.items()]
     for app in apps:

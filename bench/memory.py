@@ -68,6 +68,7 @@ def smaps_rollup(pid: int) -> dict[str, int]:
 def config_text(app_root: Path, method: str, freeze: bool, workers: int) -> str:
     return f"""
 [server]
+allow_root = true
 address = "127.0.0.1"
 port = 0
 max_pool_size = {workers}

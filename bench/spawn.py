@@ -41,7 +41,8 @@ def check(path: str) -> None:
 
 
 def heavy_app(app: str):
-    text = f'[[app]]\nname = "heavy"\nroot = "{ROOT / "sample_apps" / app}"\nentry = "app:app"\n'
+    text = (f'[[app]]\nname = "heavy"\nroot = "{ROOT / "sample_apps" / app}"\n'
+            'entry = "app:app"\nallow_root = true\n')
     return parse_config(text, path="bench").apps[0]
 
 

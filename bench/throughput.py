@@ -297,6 +297,7 @@ def tp_toml(work: Path, port: int, workers: int) -> Path:
     toml = work / "bench.toml"
     toml.write_text(
         f'[server]\naddress = "127.0.0.1"\nport = {port}\nmax_pool_size = {workers}\n'
+        f'allow_root = true\n'
         f'admin_socket = {json.dumps(str(work / "admin.sock"))}\n\n'
         f'[[app]]\nname = "hello"\nroot = {json.dumps(str(APP_DIR))}\n'
         f'entry = "app:application"\nspawn_method = "smart"\nmin_instances = {workers}\n'

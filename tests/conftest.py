@@ -34,7 +34,7 @@ def runtime_dir() -> AsyncIterator[Path]:
 
 def app_config(root: Path, *, name: str = "app", **settings: object) -> AppConfig:
     """An AppConfig for the app in ``root`` built through the real config parser."""
-    lines = ["[[app]]", f'name = "{name}"', f'root = "{root}"']
+    lines = ["[[app]]", f'name = "{name}"', f'root = "{root}"', "allow_root = true"]
     for key, value in settings.items():
         if isinstance(value, str):
             lines.append(f'{key} = "{value}"')

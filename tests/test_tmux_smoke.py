@@ -146,6 +146,7 @@ def write_config(tmp_path: Path, admin_socket: Path) -> Path:
     config = tmp_path / "passenger.toml"
     config.write_text(
         "[server]\n"
+        "allow_root = true\n"
         'address = "127.0.0.1"\n'
         "port = 0\n"
         f"admin_socket = {json.dumps(str(admin_socket))}\n"

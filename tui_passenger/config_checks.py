@@ -208,6 +208,20 @@ _LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
 _HOST_RE = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
 
 
+def _account(t: _Table, key: str, value: Any, database: str) -> str:
+    """A user or group name that exists on this machine."""
+    import grp
+    import pwd
+
+    value = _string(t, key, value)
+    try:
+        (pwd.getpwnam if database == "pwd" else grp.getgrnam)(value)
+    except KeyError:
+        t.fail(key, f"no {'user' if database == 'pwd' else 'group'} {json.dumps(value)} on "
+                    "this machine")
+    return value
+
+
 def _string_list(t: _Table, key: str, value: Any, what: str,
                  normalise: Callable[[str], str | None], problem: str) -> tuple[str, ...]:
     """An array of strings, each normalised (None = invalid: ``problem`` says why)."""
@@ -281,6 +295,9 @@ _INHERITABLE: dict[str, Check] = {
     "start_timeout": _seconds(positive=True),
     "concurrency": _int(),
     "environment": _string,
+    "user": lambda t, key, value: _account(t, key, value, "pwd"),
+    "group": lambda t, key, value: _account(t, key, value, "grp"),
+    "allow_root": _bool,
     "gc_freeze": _bool,
     "max_request_time": _seconds(),
     "memory_limit": _int(),

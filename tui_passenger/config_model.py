@@ -109,6 +109,11 @@ class AppConfig:
     max_request_time: float = 0.0
     #: MB of private (dirty) memory a worker may hold; above → recycled gracefully (0 = off).
     memory_limit: int = 0
+    #: Started as root: run the app's preloader and workers as this user (and group).
+    user: str | None = None
+    group: str | None = None
+    #: Started as root without ``user``: run the app as root anyway (refused otherwise).
+    allow_root: bool = False
     hosts: tuple[str, ...] = ()
     base_uri: str = "/"
     default: bool = False

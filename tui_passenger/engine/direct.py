@@ -8,7 +8,7 @@ import time
 
 from tui_passenger.engine.errors import SpawnError
 from tui_passenger.engine.process import WorkerProcess
-from tui_passenger.engine.spawner import ChildPipes, Spawner, child_environment
+from tui_passenger.engine.spawner import ChildPipes, Spawner
 
 
 async def start_child(python: str, module: str, spec_json: str, pipes: ChildPipes,
@@ -34,12 +34,12 @@ class DirectSpawner(Spawner):
     method = "direct"
 
     async def spawn(self) -> WorkerProcess:
+        self.preflight()
         started = time.monotonic()
         pipes = ChildPipes()
         try:
             proc = await start_child(self.app.python, "tui_passenger.worker",
-                                     self.spec.to_json(), pipes, child_environment(self.app),
-                                     str(self.app.root))
+                                     self.spec.to_json(), pipes, self.env, str(self.app.root))
         except OSError as exc:
             pipes.close_ours()
             raise SpawnError(self.app.name, "interpreter",

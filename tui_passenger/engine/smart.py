@@ -13,7 +13,7 @@ from tui_passenger.engine.direct import start_child
 from tui_passenger.engine.errors import SpawnError
 from tui_passenger.engine.output import OutputPump
 from tui_passenger.engine.process import ExitStatus, WorkerProcess
-from tui_passenger.engine.spawner import ChildPipes, Spawner, child_environment
+from tui_passenger.engine.spawner import ChildPipes, Spawner
 from tui_passenger.runtime import protocol
 
 #: How many times in a row a preloader may vanish at the moment it was asked to fork
@@ -78,7 +78,7 @@ class Preloader:
         try:
             self._proc = await start_child(app.python, "tui_passenger.preloader",
                                            self.spawner.spec.to_json(), pipes,
-                                           child_environment(app), str(app.root))
+                                           self.spawner.env, str(app.root))
         except OSError as exc:
             pipes.close_ours()
             self.state = "gone"
@@ -248,6 +248,7 @@ class SmartSpawner(Spawner):
             return preloader
 
     async def spawn(self) -> WorkerProcess:
+        self.preflight()
         started = time.monotonic()
         crashes = idle_races = 0
         while True:

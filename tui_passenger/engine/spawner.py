@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tui_passenger.engine.identity import Identity, app_identity, socket_dir_for
 from tui_passenger.engine.output import OutputPump, OutputSink
 from tui_passenger.engine.process import WorkerProcess
 from tui_passenger.runtime import protocol
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
     from tui_passenger.config import AppConfig
 
 
-def worker_spec(app: AppConfig, socket_dir: Path, spawn_method: str) -> WorkerSpec:
+def worker_spec(app: AppConfig, socket_dir: Path, spawn_method: str,
+                identity: Identity | None = None) -> WorkerSpec:
     """The spec a worker or preloader of ``app`` is started with."""
     return WorkerSpec(
         app=app.name,
@@ -30,14 +32,17 @@ def worker_spec(app: AppConfig, socket_dir: Path, spawn_method: str) -> WorkerSp
         spawn_method=spawn_method,
         max_preloader_idle_time=float(app.max_preloader_idle_time),
         gc_freeze=app.gc_freeze,
+        run_as=identity.as_spec() if identity else None,
     )
 
 
-def child_environment(app: AppConfig) -> dict[str, str]:
+def child_environment(app: AppConfig, identity: Identity | None = None) -> dict[str, str]:
     """Our environment plus the app's ``env`` table, with unbuffered output by default."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["PASSENGER_APP_ENV"] = app.environment
+    if identity is not None:
+        env.update(HOME=identity.home, USER=identity.user, LOGNAME=identity.user)
     env.update(app.env)
     return env
 
@@ -85,9 +90,23 @@ class Spawner(abc.ABC):
     def __init__(self, app: AppConfig, socket_dir: Path, *,
                  on_output: OutputSink | None = None) -> None:
         self.app = app
-        self.socket_dir = socket_dir
         self.on_output = on_output
+        self._runtime_dir = socket_dir
+        self._identity: Identity | None = None
+        self._checked = False
+        self.socket_dir = socket_dir
         self.spec = worker_spec(app, socket_dir, self.method)
+        self.env: dict[str, str] = {}
+
+    def preflight(self) -> None:
+        """Decide (once) which user the app runs as; SpawnError if that is refused."""
+        if self._checked:
+            return
+        self._identity = app_identity(self.app)
+        self.socket_dir = socket_dir_for(self._identity, self._runtime_dir, self.app.name)
+        self.spec = worker_spec(self.app, self.socket_dir, self.method, self._identity)
+        self.env = child_environment(self.app, self._identity)
+        self._checked = True
 
     @abc.abstractmethod
     async def spawn(self) -> WorkerProcess:

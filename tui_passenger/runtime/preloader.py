@@ -27,6 +27,7 @@ from tui_passenger.runtime.protocol import ExitCode
 from tui_passenger.runtime.worker import (
     ForkInfo,
     WorkerSpec,
+    become,
     close_inherited_fds,
     parse_args,
     run_worker,
@@ -169,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv, "tui_passenger.preloader")
     close_inherited_fds(args.control_fd)
     spec = WorkerSpec.from_json(args.spec)
+    become(spec.run_as)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
     enter_root(spec.root)

@@ -42,6 +42,8 @@ class WorkerSpec:
     spawn_method: str = "direct"
     max_preloader_idle_time: float = 300.0
     gc_freeze: bool = True
+    #: [uid, gid, [groups]] to switch to before loading the app (started as root).
+    run_as: list | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -166,6 +168,15 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
     return ExitCode.OK
 
 
+def become(run_as: list | None) -> None:
+    """Switch to [uid, gid, groups] (groups first, uid last) before the app is loaded."""
+    if run_as:
+        uid, gid, groups = run_as
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+
+
 def close_inherited_fds(keep: int) -> None:
     """Close every descriptor but stdio and ``keep`` (the control channel).
 
@@ -189,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv, "tui_passenger.worker")
     close_inherited_fds(args.control_fd)
     spec = WorkerSpec.from_json(args.spec)
+    become(spec.run_as)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
     enter_root(spec.root)

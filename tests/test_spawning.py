@@ -291,3 +291,18 @@ async def test_children_hold_nothing_of_the_managers(method, make_app, spawners)
     leaked = [(pid, fd.fd, fd.target) for pid, entries in fds.items() if pid != os.getpid()
               for fd in entries if os.getpid() in fd.shared_with]
     assert leaked == []
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_children_import_nothing_from_the_app_root_before_loading_it(method, make_app,
+                                                                           spawners, tmp_path):
+    # A module in the app root shadowing one our runtime imports at start-up (json) must
+    # not run: before the app is loaded the child may still be root, and the app root may
+    # be writable by the app's user.
+    app = make_app(PROBE_APP)
+    marker = tmp_path / "planted-module-ran"
+    (app.root / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                      "raise ImportError('planted')\n")
+    worker = await spawners(app, method).spawn()
+    assert worker.alive
+    assert not marker.exists()

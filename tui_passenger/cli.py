@@ -99,11 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(run_headless(config))
         except KeyboardInterrupt:
             return 130
-    from tui_passenger.admin.paths import admin_socket_path
+    from tui_passenger.admin.paths import admin_socket_path, private_directory
     from tui_passenger.cores import EmbeddedCore
 
     log_file = args.log_file or admin_socket_path(config).with_suffix(".log")
-    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if args.log_file is None:
+            private_directory(log_file)
+        if log_file.is_symlink():
+            raise OSError(f"refusing to log to {log_file}: it is a symbolic link")
+    except OSError as exc:
+        print(f"tui-passenger: {exc}", file=sys.stderr)
+        return 1
     setup_logging(args.log_level, log_file)
     return run(dashboard(EmbeddedCore(config), config.keys))
 

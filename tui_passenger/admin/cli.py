@@ -58,7 +58,9 @@ def main(argv: Sequence[str]) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        client = AdminClient(_socket(args))
+        # Rolling operations take as long as they take (one worker at a time): no timeout.
+        slow = args.command == "ctl" and args.action in ("restart", "spawn-method")
+        client = AdminClient(_socket(args), timeout=None if slow else 120.0)
         if args.command == "status":
             state = client.json("GET", "/status?fresh=1")
             print(json.dumps(state, indent=2) if args.json else status_text(state), end="")

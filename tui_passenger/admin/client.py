@@ -16,7 +16,7 @@ class AdminUnavailable(Exception):
 class AdminClient:
     """Blocking requests to the admin socket."""
 
-    def __init__(self, path: Path, timeout: float = 120.0) -> None:
+    def __init__(self, path: Path, timeout: float | None = 120.0) -> None:
         self.path = path
         self.timeout = timeout
 
@@ -31,6 +31,9 @@ class AdminClient:
             sock.close()
             raise AdminUnavailable(f"no tui-passenger instance answers on {self.path} "
                                    f"({exc.strerror}); is it running with this config?") from None
+        except OSError as exc:  # e.g. permission denied: another user's instance
+            sock.close()
+            raise AdminUnavailable(f"cannot reach {self.path}: {exc.strerror or exc}") from None
         conn.sock = sock
         try:
             payload = json.dumps(body).encode() if body is not None else None
@@ -38,13 +41,18 @@ class AdminClient:
             conn.request(method, url, body=payload, headers=headers)
             response = conn.getresponse()
             return response.status, response.read()
+        except OSError as exc:  # a timeout, or the instance went away mid-request
+            raise RuntimeError(f"no answer from {self.path}: {exc}") from None
         finally:
             conn.close()
 
     def json(self, method: str, url: str, body: dict | None = None) -> Any:
         """A request whose answer is JSON; a 4xx/5xx raises RuntimeError with the reason."""
         status, data = self.request(method, url, body)
-        reply = json.loads(data) if data else {}
+        try:
+            reply = json.loads(data) if data else {}
+        except ValueError:
+            raise RuntimeError(f"HTTP {status}: {data[:200].decode(errors='replace')}") from None
         if status >= 400:
             raise RuntimeError(reply.get("error", f"HTTP {status}"))
         return reply

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -29,5 +30,15 @@ def admin_socket_path(config: Config) -> Path:
 
 
 def private_directory(path: Path) -> None:
-    """Create the socket's directory (0700) if it is ours to create."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create the socket's directory (0700), and refuse one that is not safely ours.
+
+    The default directory is in the shared temp dir when XDG_RUNTIME_DIR is unset: another
+    user could have created it first, with a symlink or a socket waiting inside.
+    """
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise OSError(f"refusing to use {directory}: it must be a directory owned by uid "
+                      f"{os.geteuid()} that nobody else can write (remove it, or set "
+                      "[server] admin_socket)")

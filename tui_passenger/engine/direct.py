@@ -12,18 +12,24 @@ from tui_passenger.engine.spawner import ChildPipes, Spawner
 
 
 async def start_child(python: str, module: str, spec_json: str, pipes: ChildPipes,
-                      env: dict[str, str], cwd: str) -> asyncio.subprocess.Process:
+                      env: dict[str, str], *, switches_user: bool = False
+                      ) -> asyncio.subprocess.Process:
     """Start ``python -m module`` with the control channel and output pipes it should have.
 
     The child gets its own session, so a Ctrl+C in the manager's terminal reaches only the
-    manager, which then stops its children in order.
+    manager, which then stops its children in order. It starts in ``/``, not in the app
+    root: ``-m`` puts the working directory first on sys.path, and a child that is still
+    root must not import from a directory the app's user can write (it enters the app root
+    itself, after switching user). For the same reason ``-s`` keeps that user's
+    site-packages out.
     """
     control_fd = pipes.child_control.fileno()
+    flags = ["-s"] if switches_user else []
     try:
         return await asyncio.create_subprocess_exec(
-            python, "-m", module, "--spec", spec_json, "--control-fd", str(control_fd),
+            python, *flags, "-m", module, "--spec", spec_json, "--control-fd", str(control_fd),
             stdin=asyncio.subprocess.DEVNULL, stdout=pipes.stdout[1], stderr=pipes.stderr[1],
-            pass_fds=(control_fd,), env=env, cwd=cwd, start_new_session=True)
+            pass_fds=(control_fd,), env=env, cwd="/", start_new_session=True)
     finally:
         pipes.close_child_ends()
 
@@ -39,7 +45,8 @@ class DirectSpawner(Spawner):
         pipes = ChildPipes()
         try:
             proc = await start_child(self.app.python, "tui_passenger.worker",
-                                     self.spec.to_json(), pipes, self.env, str(self.app.root))
+                                     self.spec.to_json(), pipes, self.env,
+                                     switches_user=self.spec.run_as is not None)
         except OSError as exc:
             pipes.close_ours()
             raise SpawnError(self.app.name, "interpreter",

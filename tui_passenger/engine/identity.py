@@ -51,9 +51,12 @@ def app_identity(app: AppConfig) -> Identity | None:
     python = Path(os.path.realpath(app.python))
     needed = [("the interpreter", python), ("the app root", Path(app.root))]
     if python == Path(os.path.realpath(sys.executable)):
-        # Ours: its standard library may live elsewhere (a venv's base installation).
-        needed.append(("the interpreter's standard library",
-                       Path(sysconfig.get_paths()["stdlib"])))
+        # Ours: its standard library may live elsewhere (a venv's base installation), and
+        # the worker imports our package and the environment's packages after switching.
+        paths = sysconfig.get_paths()
+        needed += [("the interpreter's standard library", Path(paths["stdlib"])),
+                   ("the environment's packages", Path(paths["purelib"])),
+                   ("the tui_passenger package", Path(__file__).resolve().parent.parent)]
     for what, path in needed:
         blocked = first_inaccessible(path, identity)
         if blocked is not None:
@@ -91,4 +94,8 @@ def socket_dir_for(identity: Identity | None, runtime_dir: Path, app: str) -> Pa
     path = runtime_dir / app
     path.mkdir(mode=0o700, exist_ok=True)
     os.chown(path, identity.uid, identity.gid)
+    blocked = first_inaccessible(path, identity)
+    if blocked is not None:
+        raise SpawnError(app, "config", f"the socket directory {path} is out of reach of "
+                                        f"user {identity.user!r}: {blocked}")
     return path

@@ -78,7 +78,8 @@ class Preloader:
         try:
             self._proc = await start_child(app.python, "tui_passenger.preloader",
                                            self.spawner.spec.to_json(), pipes,
-                                           self.spawner.env, str(app.root))
+                                           self.spawner.env,
+                                           switches_user=self.spawner.spec.run_as is not None)
         except OSError as exc:
             pipes.close_ours()
             self.state = "gone"

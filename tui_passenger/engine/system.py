@@ -30,7 +30,9 @@ class RuntimeDir:
 
     def __init__(self, prefix: str = "tui-passenger-") -> None:
         base = os.environ.get("XDG_RUNTIME_DIR")
-        if not base or not os.access(base, os.W_OK):
+        # As root, apps may run as other users who must reach their socket directory:
+        # a 0700 XDG_RUNTIME_DIR would shut them out, the temp dir does not.
+        if not base or not os.access(base, os.W_OK) or os.geteuid() == 0:
             base = None
         # Unix socket paths are limited to 107 bytes: keep the directory short.
         self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))

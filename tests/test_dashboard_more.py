@@ -78,3 +78,18 @@ async def test_32_workers_at_80x24_stay_usable():
         await pilot.press("y")
         await until(pilot, lambda: ("kill", 2031) in core.calls, what="the kill intent")
         assert time.monotonic() - started < 20
+
+
+async def test_presses_faster_than_the_refresh_add_up():
+    core = FakeCore()  # its snapshot never changes: hello keeps min_instances = 2
+    app = Dashboard(core, interval=0.5)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select(pilot, app, "app:hello")
+        for _ in range(3):
+            await pilot.press("plus")
+        await until(pilot, lambda: len([c for c in core.calls if c[0] == "scale"]) == 3,
+                    what="three scale intents")
+        assert [c for c in core.calls if c[0] == "scale"] == [
+            ("scale", "hello", 3), ("scale", "hello", 4), ("scale", "hello", 5)]
+        await pilot.press("minus")
+        await until(pilot, lambda: ("scale", "hello", 4) in core.calls[-1:], what="back to 4")

@@ -8,6 +8,7 @@ Only this App touches the terminal. It renders the plain snapshot dicts of
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -100,6 +101,8 @@ class Dashboard(App[None]):
         self.snapshot: dict[str, Any] = {}
         self.sort_mode = SORTS[0]
         self._seq = 0
+        #: app → (min_instances asked for, when): presses faster than the refresh add up.
+        self._scale_targets: dict[str, tuple[int, float]] = {}
         self._fetching = False
         self._quitting = False
         self._timer: Timer | None = None
@@ -230,17 +233,28 @@ class Dashboard(App[None]):
             return None
         return selection.app
 
+    def _scale_by(self, step: int) -> None:
+        app = self._selected_app()
+        if app is None:
+            return
+        name = app["name"]
+        # Presses faster than the refresh add up: count from the last target we asked for
+        # until the snapshot has caught up with it.
+        base = app["min_instances"]
+        pending = self._scale_targets.get(name)
+        if pending is not None and time.monotonic() - pending[1] < 3 * self.interval + 1:
+            base = pending[0]
+        count = max(0, base + step)
+        self._scale_targets[name] = (count, time.monotonic())
+        self._intent(f"scale {name}", lambda: self.core.scale(name, count))
+
     def action_scale_up(self) -> None:
         """Keep one more worker of the selected app warm."""
-        if (app := self._selected_app()) is not None:
-            name, count = app["name"], app["min_instances"] + 1
-            self._intent(f"scale {name}", lambda: self.core.scale(name, count))
+        self._scale_by(+1)
 
     def action_scale_down(self) -> None:
         """Keep one worker fewer of the selected app warm (not below 0)."""
-        if (app := self._selected_app()) is not None:
-            name, count = app["name"], max(0, app["min_instances"] - 1)
-            self._intent(f"scale {name}", lambda: self.core.scale(name, count))
+        self._scale_by(-1)
 
     def action_kill(self) -> None:
         """Ask, then stop the selected worker (the pid is fixed when the key is pressed)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -72,3 +74,49 @@ async def get(server: Server, path: str = "/", *, method: str = "GET", **kwargs)
     async with aiohttp.ClientSession() as session, \
             session.request(method, server.url + path, **kwargs) as response:
         return response.status, response.headers, await response.read()
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    """Wait for a condition of the server's state to hold (bounded)."""
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+class Load:
+    """Concurrent GET loops on keep-alive sessions, counting successes and failures."""
+
+    def __init__(self, server, path: str = "/", clients: int = 4) -> None:
+        self.server = server
+        self.path = path
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: set[int] = set()
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.ensure_future(self._loop()) for _ in range(clients)]
+
+    async def _loop(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not self._stop.is_set():
+                try:
+                    async with session.get(self.server.url + self.path) as response:
+                        body = await response.read()
+                        if response.status == 200:
+                            self.ok += 1
+                            self.pids.add(json.loads(body)["pid"])
+                        else:
+                            self.failures.append(f"{response.status}: {body[:200]!r}")
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    self.failures.append(repr(exc))
+
+    async def more(self, count: int, timeout: float = 10.0) -> None:
+        """Wait for ``count`` more successful requests."""
+        target = self.ok + count
+        await wait_until(lambda: self.ok >= target, timeout)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)

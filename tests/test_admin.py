@@ -8,11 +8,10 @@ import os
 import stat
 import sys
 
-import aiohttp
 import pytest
 
 from tests.conftest import assert_no_children
-from tests.serving import get, running
+from tests.serving import Load, get, running, wait_until
 from tui_passenger.admin.client import AdminClient
 from tui_passenger.inspect.memory import read_smaps_rollup
 
@@ -106,36 +105,6 @@ async def test_bad_admin_requests_get_reasons():
         assert code == 1 and "no app named 'nope'" in err
 
 
-class Load:
-    """A concurrent client loop counting failures, bounded in time by the test."""
-
-    def __init__(self, server, clients: int = 4) -> None:
-        self.server = server
-        self.ok = 0
-        self.failures: list[str] = []
-        self.pids: set[int] = set()
-        self._stop = asyncio.Event()
-        self._tasks = [asyncio.ensure_future(self._loop()) for _ in range(clients)]
-
-    async def _loop(self) -> None:
-        async with aiohttp.ClientSession() as session:
-            while not self._stop.is_set():
-                try:
-                    async with session.get(self.server.url + "/") as response:
-                        body = await response.read()
-                        if response.status == 200:
-                            self.ok += 1
-                            self.pids.add(json.loads(body)["pid"])
-                        else:
-                            self.failures.append(f"{response.status}: {body[:200]!r}")
-                except aiohttp.ClientError as exc:
-                    self.failures.append(repr(exc))
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-
-
 async def test_live_operations_under_load_lose_no_request():
     app = {"name": "app", "min_instances": 1, "max_instances": 4}
     async with running([app], max_pool_size=4) as server:
@@ -144,11 +113,11 @@ async def test_live_operations_under_load_lose_no_request():
         try:
             code, out, err = await ctl(server, "ctl", "scale", "app", "3")
             assert code == 0, err
-            await asyncio.wait_for(_until(lambda: group.live_count() == 3), 30)
+            await wait_until(lambda: group.live_count() == 3, 30)
             victim = group.processes[0].pid
             code, out, err = await ctl(server, "ctl", "kill", str(victim))
             assert code == 0 and f"worker {victim} stopped" in out, err
-            await asyncio.wait_for(_until(lambda: group.live_count() == 3), 30)
+            await wait_until(lambda: group.live_count() == 3, 30)
             assert victim not in {p.pid for p in group.processes}
             before = {p.pid for p in group.processes}
             code, out, err = await ctl(server, "ctl", "restart", "app")
@@ -162,14 +131,9 @@ async def test_live_operations_under_load_lose_no_request():
             assert code == 0, err
             assert {p.worker.spawn_method for p in group.processes} == {"smart"}
             ok_before = load.ok
-            await asyncio.wait_for(_until(lambda: load.ok > ok_before + 20), 30)
+            await wait_until(lambda: load.ok > ok_before + 20, 30)
         finally:
             await load.stop()
         assert load.failures == []
         assert load.ok > 50 and len(load.pids) >= 6
         assert group.restarts == 0  # nothing crashed: every replacement was planned
-
-
-async def _until(predicate) -> None:
-    while not predicate():
-        await asyncio.sleep(0.02)

@@ -17,8 +17,7 @@ import pytest
 
 from tests.conftest import REPO, SAMPLE_APPS, assert_no_children
 from tests.memcached import RUNNING_PIDS, memcached_addr  # noqa: F401  (fixture)
-from tests.serving import config_text
-from tests.test_admin import Load
+from tests.serving import Load, config_text
 from tui_passenger.config import parse_config
 from tui_passenger.core import Core
 from tui_passenger.cores import EmbeddedCore

@@ -4,7 +4,6 @@ that crash or fail to import, and slow clients that must never hold a worker."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -15,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import assert_no_children
-from tests.serving import get, running
+from tests.serving import Load, get, running, wait_until
 
 CRASHY_APP = Path(__file__).resolve().parent / "apps" / "crashy"
 
@@ -24,15 +23,6 @@ CRASHY_APP = Path(__file__).resolve().parent / "apps" / "crashy"
 def _nothing_left_behind():
     yield
     assert_no_children()
-
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    """Wait for a condition of the server's state to hold (bounded)."""
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 def alive(pid: int) -> bool:
@@ -48,43 +38,6 @@ def healthy(group, count: int) -> bool:
     ready = [p for p in group.processes if p.state == "ready"]
     return (group.spawning == 0 and len(ready) == count
             and all(p.worker.alive and alive(p.pid) for p in ready))
-
-
-class Load:
-    """Concurrent GET loops on keep-alive sessions, counting successes and failures."""
-
-    def __init__(self, server, path: str = "/", clients: int = 4) -> None:
-        self.server = server
-        self.path = path
-        self.ok = 0
-        self.failures: list[str] = []
-        self.pids: set[int] = set()
-        self._stop = asyncio.Event()
-        self._tasks = [asyncio.ensure_future(self._loop()) for _ in range(clients)]
-
-    async def _loop(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while not self._stop.is_set():
-                try:
-                    async with session.get(self.server.url + self.path) as response:
-                        body = await response.read()
-                        if response.status == 200:
-                            self.ok += 1
-                            self.pids.add(json.loads(body)["pid"])
-                        else:
-                            self.failures.append(f"{response.status}: {body[:200]!r}")
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    self.failures.append(repr(exc))
-
-    async def more(self, count: int, timeout: float = 10.0) -> None:
-        """Wait for ``count`` more successful requests."""
-        target = self.ok + count
-        await wait_until(lambda: self.ok >= target, timeout)
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
 
 
 async def test_kill_9_random_worker_every_half_second_under_load():

@@ -11,22 +11,13 @@ import aiohttp
 import pytest
 
 from tests.conftest import SAMPLE_APPS, assert_no_children
-from tests.serving import get, running
+from tests.serving import get, running, wait_until
 
 
 @pytest.fixture(autouse=True)
 def _nothing_left_behind():
     yield
     assert_no_children()
-
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    """Wait for a condition of the server's state to hold (bounded)."""
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 def started_event(text: str):

@@ -135,7 +135,7 @@ class Preloader:
                 [stdout_w, stderr_w, self.control.detach(), self._wake_r, self._wake_w])
             reconnected = tuple(self.connections.reconnect_in_child())
             control = socket.socket(fileno=worker_control)
-            return ForkedChild(control, ForkInfo(os.getppid(), threads, reconnected))
+            return ForkedChild(control, ForkInfo(threads, reconnected))
         for fd in fds:
             os.close(fd)
         protocol.send(self.control, {"id": message.get("id"), "pid": pid})

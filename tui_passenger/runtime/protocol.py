@@ -33,8 +33,6 @@ class ExitCode(IntEnum):
     HOOK_ERROR = 5
     #: The server could not start (socket bind, ASGI lifespan startup failure).
     STARTUP_ERROR = 6
-    #: Anything else that went wrong inside our own runtime.
-    INTERNAL_ERROR = 70
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:

@@ -63,9 +63,8 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class ForkInfo:
-    """How a forked worker came to be: its preloader and what it lost in the fork."""
+    """What a forked worker lost in the fork and what was reconnected for it."""
 
-    preloader_pid: int
     lost_threads: tuple[str, ...] = ()
     reconnected: tuple[str, ...] = ()
 

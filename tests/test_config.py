@@ -302,6 +302,27 @@ def test_wrong_types_in_app(site: Path) -> None:
     assert err.key == "environment" and err.line == 12 and "expected a string" in str(err)
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("refork_after = 100", "expected an array of request counts, e.g. [100, 500], got 100"),
+        ("refork_after = [0]", "request counts must be integers of at least 1, got 0 (integer)"),
+        ("refork_after = [500, 100]", "request counts must increase, got 500 then 100"),
+        ('refork_after = ["100"]', 'must be integers of at least 1, got "100" (string)'),
+        ("refork_max_unavailable = 0", "expected a fraction above 0 and at most 1 (0.1 = 10%)"),
+        ('refork_max_unavailable = "10%"', 'at most 1 (0.1 = 10%), got "10%" (string)'),
+    ],
+)
+def test_refork_settings(site: Path, line: str, expected: str) -> None:
+    err = error_for(site, TWO_APPS + line + "\n")
+    assert err.line == 12 and err.key == line.split()[0] and expected in str(err), str(err)
+    config = parse_config(TWO_APPS + "refork_after = [100, 500]\nrefork_max_unavailable = 0.25\n",
+                          path=str(site / "passenger.toml"), base_dir=site)
+    assert config.apps[1].refork_after == (100, 500)
+    assert config.apps[1].refork_max_unavailable == 0.25
+    assert config.apps[0].refork_after == () and config.apps[0].refork_max_unavailable == 0.1
+
+
 def test_non_string_env_value(site: Path) -> None:
     err = error_for(site, TWO_APPS + "\n[app.env]\nOK = \"1\"\nPORT = 80\n")
     assert str(err).endswith(':15: [[app]] #2 ("api"): env.PORT: expected a string, got 80 '

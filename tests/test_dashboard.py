@@ -307,6 +307,10 @@ class FakeCore(Core):
         self.calls.append(("spawn_method", app, method))
         return f"now {method}"
 
+    async def refork(self, app: str) -> str:
+        self.calls.append(("refork", app))
+        return "reforked"
+
     async def pause_sampling(self, paused: bool) -> None:
         self.calls.append(("pause", paused))
 
@@ -343,10 +347,10 @@ async def test_keys_send_intents_and_help_lists_remapped_keys():
     app = Dashboard(core, keymap={"scale_up": "u"}, interval=0.05)
     async with app.run_test(size=(120, 40)) as pilot:
         await select(pilot, app, "pid:1101")
-        await pilot.press("u", "m", "r", "p")
-        await until(pilot, lambda: len(core.calls) >= 4, timeout=5, what="intents")
+        await pilot.press("u", "m", "r", "g", "p")
+        await until(pilot, lambda: len(core.calls) >= 5, timeout=5, what="intents")
         assert set(core.calls) >= {("scale", "hello", 3), ("spawn_method", "hello", "direct"),
-                                   ("restart", "hello"), ("pause", True)}
+                                   ("restart", "hello"), ("refork", "hello"), ("pause", True)}
         await pilot.press("plus")  # remapped away: does nothing
         await pilot.press("question_mark")
         await pilot.pause()

@@ -156,6 +156,27 @@ def _seconds(positive: bool = False) -> Check:
     return check
 
 
+def _counts(t: _Table, key: str, value: Any) -> tuple[int, ...]:
+    """An array of positive, strictly increasing integers (request counts)."""
+    if not isinstance(value, list):
+        t.fail(key, f"expected an array of request counts, e.g. [100, 500], got {_show(value)}")
+    counts: list[int] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            t.fail(key, f"request counts must be integers of at least 1, got {_show(item)}")
+        if counts and item <= counts[-1]:
+            t.fail(key, f"request counts must increase, got {counts[-1]} then {item}")
+        counts.append(item)
+    return tuple(counts)
+
+
+def _fraction(t: _Table, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 < value <= 1:
+        t.fail(key, f"expected a fraction above 0 and at most 1 (0.1 = 10%), got {_show(value)}")
+    return float(value)
+
+
 def _string(t: _Table, key: str, value: Any) -> str:
     if not isinstance(value, str):
         t.fail(key, f"expected a string, got {_show(value)}")
@@ -299,6 +320,8 @@ _INHERITABLE: dict[str, Check] = {
     "group": lambda t, key, value: _account(t, key, value, "grp"),
     "allow_root": _bool,
     "gc_freeze": _bool,
+    "refork_after": _counts,
+    "refork_max_unavailable": _fraction,
     "max_request_time": _seconds(),
     "memory_limit": _int(),
 }

@@ -105,6 +105,11 @@ class AppConfig:
     environment: str = "production"
     #: Smart spawning: gc.collect() + gc.freeze() in the preloader before each fork.
     gc_freeze: bool = True
+    #: Smart spawning: request counts after which the current generation's first worker to
+    #: reach them becomes the new preloader (the "mold"), e.g. (100, 500, 1000).
+    refork_after: tuple[int, ...] = ()
+    #: Fraction of the workers replaced at once when a new mold takes over (at least one).
+    refork_max_unavailable: float = 0.1
     #: Seconds a request may run; longer → 504 and the worker is killed and replaced (0 = off).
     max_request_time: float = 0.0
     #: MB of private (dirty) memory a worker may hold; above → recycled gracefully (0 = off).

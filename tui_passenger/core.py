@@ -50,5 +50,9 @@ class Core(abc.ABC):
         """Switch ``app`` to ``smart`` or ``direct`` spawning (rolling)."""
 
     @abc.abstractmethod
+    async def refork(self, app: str) -> str:
+        """Promote a warmed worker of ``app`` to preloader and replace the others from it."""
+
+    @abc.abstractmethod
     async def pause_sampling(self, paused: bool) -> None:
         """Stop or resume reading /proc (memory, fds, CPU)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from tui_passenger.admin.report import reforked_text
 from tui_passenger.config import Config
 from tui_passenger.core import Core
 from tui_passenger.server import Server
@@ -64,6 +65,16 @@ class EmbeddedCore(Core):
     async def set_spawn_method(self, app: str, method: str) -> str:
         replaced = await self.server.pool.set_spawn_method(self._group(app), method)
         return f"{app}: now {method} spawning ({replaced} worker(s) replaced)"
+
+    async def refork(self, app: str) -> str:
+        group = self._group(app)
+        try:
+            replaced = await self.server.pool.refork(group)
+        except ValueError as exc:
+            raise KeyError(str(exc)) from None
+        if group.last_refork_error is not None:
+            raise KeyError(f"{app}: refork failed: {group.last_refork_error}")
+        return reforked_text(app, group.spawner.generation, group.spawner.preloader.pid, replaced)
 
     async def pause_sampling(self, paused: bool) -> None:
         sampler = self.server.sampler
@@ -124,6 +135,10 @@ class AttachedCore(Core):
     async def set_spawn_method(self, app: str, method: str) -> str:
         reply = await self._call("POST", f"/apps/{app}/spawn-method", {"method": method})
         return f"{app}: now {method} spawning ({reply['replaced']} worker(s) replaced)"
+
+    async def refork(self, app: str) -> str:
+        reply = await self._call("POST", f"/apps/{app}/refork")
+        return reforked_text(app, reply["generation"], reply["mold"], reply["replaced"])
 
     async def pause_sampling(self, paused: bool) -> None:
         await self._call("POST", "/sampling", {"paused": paused})

@@ -22,6 +22,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 EVENTS: dict[str, tuple[str, ...]] = {
     "starting_worker_process": ("forked",),
     "stopping_worker_process": (),
+    #: Refork: this worker stopped serving and is about to become the preloader that forks
+    #: the next generation. Close what was opened during requests (database connections,
+    #: client sockets): otherwise every worker of the new generation shares them.
+    "starting_mold": (),
 }
 
 # One registry per interpreter, like ``atexit``: hooks are registered by importing the app,

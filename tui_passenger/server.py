@@ -115,10 +115,12 @@ class Server:
         latest map, which is replaced, never changed in place)."""
         targets = {os.getpid(): ProcessInfo("manager", None, frozenset())}
         for group in self.pool.groups.values():
-            preloader = getattr(group.spawner, "preloader", None)
-            if preloader is not None and preloader.pid and preloader.state != "gone":
-                targets[preloader.pid] = ProcessInfo("preloader", group.name,
-                                                     preloader.own_fds)
+            spawner = group.spawner
+            preloaders = [getattr(spawner, "preloader", None), *getattr(spawner, "previous", ())]
+            for preloader in preloaders:
+                if preloader is not None and preloader.pid and preloader.state != "gone":
+                    role = "preloader" if preloader.mold is None else "mold"
+                    targets[preloader.pid] = ProcessInfo(role, group.name, preloader.own_fds)
             for process in group.processes:
                 targets[process.pid] = ProcessInfo("worker", group.name,
                                                    process.worker.own_fds)
@@ -165,7 +167,8 @@ class Server:
 
     def _event(self, kind: str, data: dict[str, Any]) -> None:
         self._log_event(kind, data)
-        if kind in ("spawned", "exited", "crashed", "spawn_method"):
+        if kind in ("spawned", "exited", "crashed", "spawn_method", "molded", "mold_exited",
+                    "reforked"):
             self.refresh_targets()
         if kind == "spawned" and self.admin is not None:
             worker = data["process"].worker
@@ -200,6 +203,18 @@ class Server:
             text = f"switching to {data['method']} spawning"
         elif kind == "restarted":
             text = f"{data['reason']}: {data['count']} worker(s) replaced"
+        elif kind == "molding":
+            text = f"refork: worker {pid} becomes the next preloader ({data['reason']})"
+        elif kind == "molded":
+            text = f"refork: worker {pid} is the mold of generation {data['generation']}"
+        elif kind == "reforked":
+            text = (f"refork: generation {data['generation']} in place, "
+                    f"{data['count']} worker(s) replaced")
+        elif kind == "refork_failed":
+            text, level = f"refork failed: {data['reason']}", "error"
+        elif kind == "mold_exited":
+            pid = data["pid"]
+            text = f"mold {pid} exited ({data['status'].describe()})"
         else:
             text = kind
         self.events.add("event", text, level=level, app=app, pid=pid)

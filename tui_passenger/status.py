@@ -12,9 +12,13 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
 - ``apps``: one object per app: ``name``, ``spawn_method``, ``environment``,
   ``min_instances``, ``max_instances``, ``queue``, ``queue_limit``, ``spawning``,
   ``spawned``, ``restarts``, ``requests``, ``last_spawn_error`` (null or {``category``,
-  ``message``}), ``preloader`` (null, or a process object with ``load_ms`` and
-  ``threads_at_load``), ``processes`` (process objects), ``memory``.
-- process objects: ``pid``, ``ppid``, ``state`` (ready | busy | draining | stopping),
+  ``message``}), ``preloader`` (null, or a process object with ``load_ms``,
+  ``threads_at_load``, ``generation`` and ``mold``: true for a worker promoted by refork),
+  ``generation`` (the one new workers are forked in), ``mold`` (pid of the preloader when it
+  is a promoted worker, else null), ``reforks``, ``refork_next`` (the next refork_after
+  count, 0 = none), ``processes`` (process objects), ``memory``.
+- process objects: ``pid``, ``ppid``, ``state`` (ready | busy | draining | stopping |
+  molding: becoming the next preloader), ``generation`` (of the preloader that forked it),
   ``spawn_method``, ``spawn_ms``, ``sessions``, ``concurrency``, ``processed``,
   ``started`` (epoch s), ``uptime`` (s), ``last_used`` (s ago), ``cpu`` (%, 100 = a core),
   ``threads``, ``memory`` {``rss``, ``pss``, ``uss``, ``shared``, ``private_dirty``,
@@ -80,6 +84,7 @@ def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float
         "app": process.group.name,
         "state": process_state(process),
         "spawn_method": worker.spawn_method,
+        "generation": worker.generation,
         "spawn_ms": round((worker.spawn_duration or 0) * 1000, 1),
         "sessions": process.sessions,
         "concurrency": worker.concurrency,
@@ -108,6 +113,8 @@ def _preloader(group: Group, samples: dict[int, ProcessSample], now: float) -> d
         "uptime": round(now - preloader.started_at, 1),
         "load_ms": round((preloader.load_seconds or 0) * 1000, 1),
         "threads_at_load": list(preloader.threads),
+        "generation": preloader.generation,
+        "mold": preloader.mold is not None,
         **_sampled(samples.get(preloader.pid)),
     }
 
@@ -150,6 +157,10 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float,
         "last_spawn_error": None if error is None else {
             "category": error.category, "message": error.message},
         "preloader": preloader,
+        "generation": getattr(group.spawner, "generation", 0),
+        "mold": preloader["pid"] if preloader and preloader["mold"] else None,
+        "reforks": getattr(group.spawner, "reforks", 0),
+        "refork_next": group.refork_next,
         "processes": processes,
         "memory": memory_summary([p["memory"] for p in processes],
                                  preloader["memory"] if preloader else None,

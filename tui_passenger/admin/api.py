@@ -88,6 +88,7 @@ class AdminServer:
             web.post("/apps/{app}/scale", self.scale),
             web.post("/apps/{app}/restart", self.restart),
             web.post("/apps/{app}/spawn-method", self.spawn_method),
+            web.post("/apps/{app}/refork", self.refork),
             web.post("/processes/{pid}/kill", self.kill),
             web.get("/events", self.get_events),
             web.post("/sampling", self.sampling),
@@ -184,6 +185,18 @@ class AdminServer:
         replaced = await self.server.pool.set_spawn_method(group, method)
         return web.json_response({"app": group.name, "spawn_method": method,
                                   "replaced": replaced})
+
+    async def refork(self, request: web.Request) -> web.Response:
+        group = self._group(request)
+        try:
+            replaced = await self.server.pool.refork(group)
+        except ValueError as exc:
+            raise AdminError(409, str(exc)) from None
+        if group.last_refork_error is not None:
+            raise AdminError(409, f"{group.name}: refork failed: {group.last_refork_error}")
+        spawner = group.spawner
+        return web.json_response({"app": group.name, "generation": spawner.generation,
+                                  "mold": spawner.preloader.pid, "replaced": replaced})
 
     async def kill(self, request: web.Request) -> web.Response:
         try:

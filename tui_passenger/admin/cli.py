@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tui_passenger.admin.client import AdminClient, AdminUnavailable
-from tui_passenger.admin.report import memory_text, status_text
+from tui_passenger.admin.report import memory_text, reforked_text, status_text
 
 COMMANDS = ("status", "memory", "ctl")
 
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     method = actions.add_parser("spawn-method", help="switch APP to smart or direct spawning")
     method.add_argument("app")
     method.add_argument("method", choices=("smart", "direct"))
+    refork = actions.add_parser("refork", help="promote a warmed worker of APP to preloader "
+                                               "and replace the others from it (smart only)")
+    refork.add_argument("app")
     return parser
 
 
@@ -59,7 +62,7 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         # Rolling operations take as long as they take (one worker at a time): no timeout.
-        slow = args.command == "ctl" and args.action in ("restart", "spawn-method")
+        slow = args.command == "ctl" and args.action in ("restart", "spawn-method", "refork")
         client = AdminClient(_socket(args), timeout=None if slow else 120.0)
         if args.command == "status":
             state = client.json("GET", "/status?fresh=1")
@@ -92,6 +95,9 @@ def _ctl(client: AdminClient, args: argparse.Namespace) -> str:
     if args.action == "restart":
         reply = client.json("POST", f"/apps/{args.app}/restart")
         return f"{reply['app']}: {reply['replaced']} worker(s) replaced, one at a time"
+    if args.action == "refork":
+        reply = client.json("POST", f"/apps/{args.app}/refork")
+        return reforked_text(reply["app"], reply["generation"], reply["mold"], reply["replaced"])
     reply = client.json("POST", f"/apps/{args.app}/spawn-method", {"method": args.method})
     return (f"{reply['app']}: now {reply['spawn_method']} spawning, "
             f"{reply['replaced']} worker(s) replaced")

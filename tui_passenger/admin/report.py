@@ -58,15 +58,21 @@ def status_text(state: dict[str, Any]) -> str:
             lines.append(f"  Last spawn error ({error['category']}): {error['message']}")
         preloader = app["preloader"]
         if preloader:
-            lines.append(f"  Preloader: PID {preloader['pid']}  up {duration(preloader['uptime'])}"
-                         f"  loaded in {preloader['load_ms']:.0f} ms  "
+            role = "Mold (a promoted worker)" if preloader.get("mold") else "Preloader"
+            lines.append(f"  {role}: PID {preloader['pid']}  generation "
+                         f"{preloader.get('generation', 0)}  up {duration(preloader['uptime'])}"
+                         f"  ready in {preloader['load_ms']:.0f} ms  "
                          f"PSS {size(_mem(preloader, 'pss'))}")
+            if app.get("reforks") or app.get("refork_next"):
+                lines.append(f"  Reforks: {app.get('reforks', 0)}   next after "
+                             f"{app.get('refork_next') or '-'} requests")
         elif app["spawn_method"] == "smart":
             lines.append("  Preloader: not running (starts on the next spawn)")
         for p in app["processes"]:
             cpu = "-" if p["cpu"] is None else f"{p['cpu']:.0f}%"
             lines.append(
                 f"  * PID {p['pid']:<7} PPID {p['ppid']:<7} {p['spawn_method']:<6} "
+                f"gen {p.get('generation', 0):<3} "
                 f"{p['state']:<8} Sessions {p['sessions']}/{p['concurrency']}  "
                 f"Processed {p['processed']:<6} Uptime {duration(p['uptime']):<7} CPU {cpu:<4} "
                 f"PSS {size(_mem(p, 'pss')):<9} Private {size(_mem(p, 'private_dirty')):<9} "
@@ -86,6 +92,12 @@ def _row(app: str, pid: Any, role: str, memory: dict | None) -> str:
     return f"{app:<14} {pid!s:>7} {role:<9} {cells}"
 
 
+def reforked_text(app: str, generation: int, mold: int, replaced: int) -> str:
+    """What ``ctl refork`` and the dashboard say after a refork."""
+    return (f"{app}: worker {mold} is the mold of generation {generation}; "
+            f"{replaced} worker(s) replaced from it")
+
+
 def memory_text(state: dict[str, Any]) -> str:
     """Like passenger-memory-stats: every process, totals, and the saving vs direct."""
     lines = ["Memory (Private = private dirty, as passenger-memory-stats; Shared = RSS − USS)",
@@ -93,7 +105,8 @@ def memory_text(state: dict[str, Any]) -> str:
     lines.append(_row("(manager)", state["manager"]["pid"], "manager", state["manager"]["memory"]))
     for app in state["apps"]:
         if app["preloader"]:
-            lines.append(_row(app["name"], app["preloader"]["pid"], "preloader",
+            lines.append(_row(app["name"], app["preloader"]["pid"],
+                              "mold" if app["preloader"].get("mold") else "preloader",
                               app["preloader"]["memory"]))
         for p in app["processes"]:
             lines.append(_row(app["name"], p["pid"], p["spawn_method"], p["memory"]))

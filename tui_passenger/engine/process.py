@@ -81,6 +81,10 @@ class WorkerProcess:
         self.lost_threads: tuple[str, ...] = ()
         self.reconnected: tuple[str, ...] = ()
         self.own_fds: frozenset[int] = frozenset((0, 1, 2))
+        #: Which preloader forked it (0 for the first, +1 for each later one or mold).
+        self.generation = 0
+        #: False once a preloader handle took over the control channel (refork).
+        self._owns_control = True
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[ExitStatus] = loop.create_future()
         self._reported: ExitStatus | None = None
@@ -144,8 +148,13 @@ class WorkerProcess:
             self.exited.set_result(status)
             # Until it is ready, wait_ready() owns the channel (an error report may still
             # be unread in it).
-            if self.spawn_duration is not None and not self._receiving:
+            if self.spawn_duration is not None and not self._receiving and self._owns_control:
                 self.control.close()
+
+    def hand_over_control(self) -> socket.socket:
+        """Give the control channel to a new owner (the preloader handle of a mold)."""
+        self._owns_control = False
+        return self.control
 
     # -- readiness -----------------------------------------------------------------------
 

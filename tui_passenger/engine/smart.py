@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import time
 import weakref
@@ -46,11 +47,15 @@ async def send_with_fds(sock: socket.socket, message: dict[str, Any], fds: tuple
 
 
 class Preloader:
-    """The manager's handle on one preloader process."""
+    """The manager's handle on one preloader process, or on a worker promoted to be one
+    (a mold: ``mold`` is that worker)."""
 
-    def __init__(self, spawner: SmartSpawner) -> None:
+    def __init__(self, spawner: SmartSpawner, generation: int,
+                 mold: WorkerProcess | None = None) -> None:
         self.spawner = spawner
         self.app = spawner.app.name
+        self.generation = generation
+        self.mold = mold
         self.pid: int | None = None
         self.state = "starting"  # starting -> ready -> gone
         self.started_at = time.time()
@@ -88,7 +93,25 @@ class Preloader:
         self._control = pipes.control
         self.output = pipes.pump(self.app, self.pid, "preloader", self.spawner.on_output)
         asyncio.ensure_future(self._watch_exit())
+        await self._wait_ready(timeout, "load the app")
+
+    async def adopt(self, timeout: float) -> None:
+        """Tell the worker ``mold`` (idle, out of the pool) to become this preloader."""
+        worker = self.mold
+        assert worker is not None
+        self.pid = worker.pid
+        self.output = worker.output
+        self._control = worker.hand_over_control()
+        asyncio.ensure_future(self._watch_exit())
+        try:
+            await send_with_fds(self._control, {"command": "mold"}, ())
+        except OSError as exc:
+            raise await self._failure("exited", f"worker {self.pid} is gone: {exc}") from exc
+        await self._wait_ready(timeout, "become the mold")
+
+    async def _wait_ready(self, timeout: float, task: str) -> None:
         loop = asyncio.get_running_loop()
+        assert self._control is not None
         receive = asyncio.ensure_future(loop.sock_recv(self._control, protocol.MAX_MESSAGE))
         done, _ = await asyncio.wait({receive, self.exited}, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -97,23 +120,32 @@ class Preloader:
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await receive
             if self.exited.done():
-                raise await self._failure("exited", "preloader exited "
-                                          f"({self.exited.result().describe()}) while loading")
+                raise await self._failure("exited", f"{self.role} exited "
+                                          f"({self.exited.result().describe()}) before it "
+                                          "was ready")
             await self.stop(kill=True)
-            raise await self._failure("timeout", "preloader did not load the app within "
+            raise await self._failure("timeout", f"{self.role} did not {task} within "
                                       f"start_timeout ({timeout:g} s); killed it")
-        data = receive.result()
+        try:
+            data = receive.result()
+        except OSError:
+            data = b""
         message = protocol.decode(data) if data else {"event": "eof"}
         if message.get("event") != "ready":
             await self.stop()
             raise await self._failure(message.get("category", "exited"),
-                                      message.get("message", "preloader closed its channel"),
+                                      message.get("message", f"{self.role} closed its channel"),
                                       message.get("traceback", ""))
         self.load_seconds = message.get("load_seconds")
         self.threads = tuple(message.get("threads", ()))
         self.own_fds = frozenset(message.get("own_fds", (0, 1, 2)))
         self.state = "ready"
         self._reader = asyncio.ensure_future(self._read_loop())
+
+    @property
+    def role(self) -> str:
+        """"preloader", or "mold" for a promoted worker."""
+        return "preloader" if self.mold is None else "mold"
 
     async def _failure(self, category: str, message: str, traceback: str = "") -> SpawnError:
         self.state = "gone"
@@ -124,8 +156,11 @@ class Preloader:
                           pid=self.pid)
 
     async def _watch_exit(self) -> None:
-        assert self._proc is not None
-        status = ExitStatus.from_wait(await self._proc.wait())
+        if self.mold is not None:
+            status = await asyncio.shield(self.mold.exited)
+        else:
+            assert self._proc is not None
+            status = ExitStatus.from_wait(await self._proc.wait())
         self.state = "gone"
         if not self.exited.done():
             self.exited.set_result(status)
@@ -190,6 +225,7 @@ class Preloader:
             self._pending.pop(request_id, None)
             pipes.close_child_ends()
             pipes.close_ours()
+            self.state = "gone"  # its channel is broken: the next spawn needs another one
             raise PreloaderLost(self.idle_exited, f"send failed: {exc}") from exc
         pipes.close_child_ends()
         try:
@@ -198,6 +234,7 @@ class Preloader:
             pipes.close_ours()
             raise
         worker = self.spawner._new_worker(pid, self.pid or 0, pipes, started)
+        worker.generation = self.generation
         self._workers[pid] = worker
         early = self._early_exits.pop(pid, None)
         if early is not None:
@@ -214,17 +251,22 @@ class Preloader:
                 await self._reader
         if self._control is not None:
             self._control.close()
-        if self._proc is None:
+        if self._proc is None and self.mold is None:
             return
         if kill:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
+            self._kill()
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), timeout)
         except asyncio.TimeoutError:
+            self._kill()
+            await asyncio.shield(self.exited)
+
+    def _kill(self) -> None:
+        if self.mold is not None:
+            self.mold.send_signal(signal.SIGKILL)
+        elif self._proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
-            await asyncio.shield(self.exited)
 
 
 class SmartSpawner(Spawner):
@@ -235,18 +277,76 @@ class SmartSpawner(Spawner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.preloader: Preloader | None = None
+        #: Preloaders of earlier generations, kept until their workers are replaced.
+        self.previous: list[Preloader] = []
         self.preloader_starts = 0
+        self.generations = 0
+        self.reforks = 0
         self._lock = asyncio.Lock()
+        self._reforking: asyncio.Future[None] | None = None
+
+    @property
+    def generation(self) -> int:
+        """The generation new workers are forked in (the current preloader's)."""
+        return self.preloader.generation if self.preloader is not None else self.generations
+
+    def _next_generation(self) -> int:
+        self.generations += 1
+        return self.generations - 1
 
     async def _ensure_preloader(self, started: float) -> Preloader:
+        while self._reforking is not None:
+            await asyncio.shield(self._reforking)
         async with self._lock:
             if self.preloader is not None and self.preloader.state == "ready":
                 return self.preloader
-            preloader = Preloader(self)
+            # The current one is gone (a mold that died, say): fall back to the newest
+            # earlier generation still running, else start a fresh preloader.
+            while self.previous:
+                earlier = self.previous.pop()
+                if earlier.state == "ready":
+                    self.preloader = earlier
+                    return earlier
+            preloader = Preloader(self, self._next_generation())
             self.preloader = preloader
             self.preloader_starts += 1
             await preloader.start(self._deadline(started))
             return preloader
+
+    def begin_refork(self) -> None:
+        """Hold new spawns until :meth:`refork` is done (call it right before)."""
+        if self._reforking is None:
+            self._reforking = asyncio.get_running_loop().create_future()
+
+    async def refork(self, worker: WorkerProcess) -> Preloader:
+        """Turn ``worker`` (idle, taken out of the pool) into the preloader of a new
+        generation; the previous preloader stays until :meth:`retire_previous`.
+
+        Raises SpawnError if the worker cannot become the mold; spawning then goes on
+        from the preloader there was.
+        """
+        try:
+            async with self._lock:
+                mold = Preloader(self, self._next_generation(), mold=worker)
+                await mold.adopt(self._deadline(time.monotonic()))
+                if self.preloader is not None:
+                    self.previous.append(self.preloader)
+                self.preloader = mold
+                self.reforks += 1
+                return mold
+        finally:
+            self.end_refork()
+
+    def end_refork(self) -> None:
+        """Let held spawns go on (done by :meth:`refork`; call it if refork is not called)."""
+        pending, self._reforking = self._reforking, None
+        if pending is not None and not pending.done():
+            pending.set_result(None)
+
+    async def retire_previous(self) -> None:
+        """Stop the preloaders of earlier generations (their workers keep running)."""
+        previous, self.previous = self.previous, []
+        await asyncio.gather(*(p.stop() for p in previous))
 
     async def spawn(self) -> WorkerProcess:
         self.preflight()
@@ -269,7 +369,8 @@ class SmartSpawner(Spawner):
                                      f"preloader failed twice in a row: {lost}") from lost
 
     async def close(self) -> None:
-        """Stop the preloader; forked workers keep running (we are their subreaper)."""
+        """Stop the preloaders; forked workers keep running (we are their subreaper)."""
+        await self.retire_previous()
         if self.preloader is not None:
             await self.preloader.stop()
             self.preloader = None

@@ -38,16 +38,20 @@ __all__ = [
 
 O_CLOEXEC = 0o2000000
 SOCKET_KINDS = frozenset({"tcp", "tcp6", "udp", "udp6", "unix"})
-FORKED_ROLES = frozenset({"preloader", "worker"})
+FORKED_ROLES = frozenset({"preloader", "mold", "worker"})
 REMEDY = "reconnect it in a starting_worker_process hook (see sample_apps/memcache_shared)"
+#: When a mold (a worker promoted by refork) holds it too: it was opened during a request.
+MOLD_REMEDY = ("it was opened during a request and handed on by refork: close it in a "
+               "starting_mold hook, or reconnect it in a starting_worker_process hook")
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessInfo:
     """What the caller knows about one inspected process.
 
-    ``role`` is "manager", "preloader" or "worker"; ``own_fds`` are the descriptors the runtime
-    itself uses in that process (stdio, control channel, listening socket...): never flagged.
+    ``role`` is "manager", "preloader", "mold" or "worker"; ``own_fds`` are the descriptors
+    the runtime itself uses in that process (stdio, control channel, listening socket...):
+    never flagged.
     """
 
     role: str
@@ -253,7 +257,8 @@ def assess(kind: str, target: str, raw: RawFd, role: str, shared_with: tuple[int
         if workers >= 1 and forked >= 2:
             return "warning", (
                 f"socket shared with {who} (inherited through fork): requests from these "
-                f"processes interleave on one connection - {REMEDY}")
+                f"processes interleave on one connection - "
+                f"{MOLD_REMEDY if 'mold' in holders else REMEDY}")
         return "info", f"socket shared with {who}: one connection open in several processes"
     if kind == "file" and stat.S_ISREG(raw.mode):
         return "info", (

@@ -17,13 +17,15 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 60.0
 
 READY, DRAINING, STOPPING = "ready", "draining", "stopping"
+#: Refork: a worker taking no more requests until idle, then becoming the new preloader.
+MOLDING, MOLD = "molding", "mold"
 
 
 class PoolProcess:
     """A worker as the pool sees it: state, load, counters."""
 
     __slots__ = ("worker", "group", "state", "sessions", "processed", "last_used",
-                 "max_requests", "connections", "stop_reason")
+                 "max_requests", "connections", "stop_reason", "idle")
 
     def __init__(self, worker: WorkerProcess, group: Group) -> None:
         self.worker = worker
@@ -38,6 +40,8 @@ class PoolProcess:
         #: Idle keep-alive connections to the worker, owned by the proxy.
         self.connections: list[Any] = []
         self.stop_reason = ""
+        #: Set when a molding process has no session left (see Pool.refork).
+        self.idle: asyncio.Future[None] | None = None
 
     @property
     def pid(self) -> int:
@@ -74,6 +78,18 @@ class Group:
         self.requests = 0
         #: The rolling restart in progress, if any (one at a time per group).
         self.rolling: asyncio.Task[int] | None = None
+        #: refork_after: the next count, 0 when there is none left.
+        self.refork_index = 0
+        self.refork_next = app.refork_after[0] if app.refork_after else 0
+        self.reforking = False
+        #: Why the last refork did not happen (None: it did, or none was tried).
+        self.last_refork_error: str | None = None
+
+    def next_refork_count(self) -> None:
+        """The count in refork_after after this one (0: no more automatic reforks)."""
+        self.refork_index += 1
+        counts = self.app.refork_after
+        self.refork_next = counts[self.refork_index] if self.refork_index < len(counts) else 0
 
     @property
     def spawn_method(self) -> str:

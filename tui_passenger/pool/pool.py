@@ -17,7 +17,15 @@ from typing import Any
 
 from tui_passenger.config import Config
 from tui_passenger.engine import OutputSink, SpawnError
-from tui_passenger.pool.group import DRAINING, READY, STOPPING, Group, PoolProcess
+from tui_passenger.pool.group import (
+    DRAINING,
+    MOLD,
+    MOLDING,
+    READY,
+    STOPPING,
+    Group,
+    PoolProcess,
+)
 
 log = logging.getLogger("tui_passenger.pool")
 
@@ -164,7 +172,12 @@ class Pool:
             self.drain(process, "max_requests reached")
         elif process.state is DRAINING and process.sessions == 0:
             self._stop(process)
+        elif process.sessions == 0 and process.idle is not None and not process.idle.done():
+            process.idle.set_result(None)  # a molding process is idle now
         group = process.group
+        if group.refork_next and process.processed >= group.refork_next \
+                and process.state is READY and not group.reforking:
+            self._refork_after(process)
         if group.waiters:
             self._dispatch(group)
         elif process.sessions == 0 and len(self.groups) > 1 and any(
@@ -174,6 +187,15 @@ class Pool:
             self.reconcile()
         if self.closing:
             self._idle.set()
+
+    def _refork_after(self, process: PoolProcess) -> None:
+        group = process.group
+        spawner = group.spawner
+        if group.spawn_method != "smart" or process.worker.generation != spawner.generation:
+            return  # only a worker of the current generation may become its successor
+        count = group.refork_next
+        group.next_refork_count()
+        self.refork(group, process, f"served {count} requests (refork_after)")
 
     def _dispatch(self, group: Group) -> None:
         while group.waiters:
@@ -351,6 +373,101 @@ class Pool:
         self._event("restarted", group=group, reason=reason, count=replaced)
         return replaced
 
+    # -- refork -------------------------------------------------------------------------
+
+    def refork(self, group: Group, process: PoolProcess | None = None,
+               reason: str = "refork requested") -> asyncio.Task[int]:
+        """Make a warmed worker of ``group`` (``process``, else the one that served most) the
+        preloader of a new generation, then replace the older workers from it, a batch at a
+        time. Returns the task (→ workers replaced). ValueError unless smart spawning."""
+        if group.spawn_method != "smart":
+            raise ValueError(f"{group.name}: refork needs smart spawning "
+                             f"(the app uses {group.spawn_method})")
+        group.reforking = True
+        group.last_refork_error = None
+        previous = group.rolling
+        task = asyncio.ensure_future(self._refork(group, process, reason, previous))
+        group.rolling = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: setattr(group, "reforking", False))
+        return task
+
+    async def _refork(self, group: Group, chosen: PoolProcess | None, reason: str,
+                      previous: asyncio.Task[int] | None) -> int:
+        if previous is not None and not previous.done():
+            await asyncio.gather(previous, return_exceptions=True)
+        spawner = group.spawner
+        if self.closing or group.spawn_method != "smart":
+            return 0
+        if chosen is None or chosen.state is not READY:
+            ready = [p for p in group.processes if p.state is READY]
+            if not ready:
+                self._refork_failed(group, "no ready worker to become the mold")
+                return 0
+            chosen = max(ready, key=lambda p: p.processed)
+        chosen.state = MOLDING
+        self._event("molding", process=chosen, reason=reason)
+        spawner.begin_refork()  # spawns from here on wait for the mold
+        try:
+            if chosen.sessions:
+                chosen.idle = asyncio.get_running_loop().create_future()
+                await asyncio.shield(chosen.idle)
+            if not chosen.worker.alive:
+                spawner.end_refork()
+                return 0
+            group.processes.remove(chosen)
+            self._close_connections(chosen)
+            self.reconcile()  # the mold's place in the pool, forked from the mold
+            mold = await spawner.refork(chosen.worker)
+        except SpawnError as error:
+            log.error("%s", error.details())
+            self._refork_failed(group, f"{error.message}; spawning goes on from the "
+                                       "previous preloader")
+            await chosen.worker.kill()
+            return 0
+        except asyncio.CancelledError:
+            spawner.end_refork()
+            if chosen not in group.processes:
+                await chosen.worker.kill()
+            raise
+        chosen.state = MOLD
+        self._event("molded", process=chosen, generation=mold.generation, reason=reason)
+        replaced = await self._replace_older_generations(group, reason)
+        if group.spawner is spawner:
+            await spawner.retire_previous()
+        self._event("reforked", group=group, generation=mold.generation, count=replaced)
+        return replaced
+
+    def _refork_failed(self, group: Group, reason: str) -> None:
+        group.last_refork_error = reason
+        log.warning("%s: refork failed: %s", group.name, reason)
+        self._event("refork_failed", group=group, reason=reason)
+
+    async def _replace_older_generations(self, group: Group, reason: str) -> int:
+        """Replace the workers not forked by the current preloader, ``refork_max_unavailable``
+        of them at a time, each batch's replacements ready before the batch drains."""
+        spawner = group.spawner
+        batch_size = max(1, int(group.live_count() * group.app.refork_max_unavailable))
+        replaced = 0
+        while not self.closing and group.spawner is spawner:
+            current = spawner.generation
+            batch = [p for p in group.processes
+                     if p.state is READY and p.worker.generation != current][:batch_size]
+            if not batch:
+                break
+            group.spawning += len(batch)
+            new = await asyncio.gather(*(self._spawn_one(group) for _ in batch))
+            done = batch[:sum(1 for n in new if n is not None)]
+            if not done:
+                log.error("%s: refork stopped: could not spawn from the mold", group.name)
+                break
+            for process in done:
+                self.drain(process, f"replaced by generation {current}")
+            await asyncio.gather(*(asyncio.shield(p.worker.exited) for p in done))
+            replaced += len(done)
+        return replaced
+
     def _stop(self, process: PoolProcess, reason: str = "") -> None:
         if process.state is STOPPING:
             return
@@ -362,7 +479,14 @@ class Pool:
     def _on_exit(self, process: PoolProcess) -> None:
         if self.closing:
             self._idle.set()  # what close() waits for may have changed
+        if process.idle is not None and not process.idle.done():
+            process.idle.set_result(None)
         group = process.group
+        if process.state is MOLD:
+            status = process.worker.exited.result()
+            self._event("mold_exited", group=group, pid=process.pid, status=status)
+            self.reconcile()
+            return
         if process in group.processes:
             group.processes.remove(process)
         self._close_connections(process)

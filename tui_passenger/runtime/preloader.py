@@ -5,6 +5,11 @@ messages, each carrying three descriptors (the new worker's control channel, std
 stderr), forks, and answers ``{"id": ..., "pid": ...}``. It reaps its children and reports
 each exit. It leaves when the channel closes (the manager is gone) or after
 ``max_preloader_idle_time`` seconds without a spawn request (0 = never).
+
+Refork: a worker forked from here may later be told to become a preloader itself (the
+"mold"). It stops serving, runs its ``starting_mold`` hooks and enters the same loop, over
+its own control channel, with the app as requests left it: its children start from warm
+caches instead of cold imports.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from tui_passenger.runtime import forkprep, protocol
 from tui_passenger.runtime.loader import detect_interface, enter_root, load_app
 from tui_passenger.runtime.protocol import ExitCode
 from tui_passenger.runtime.worker import (
+    BECOME_MOLD,
     ForkInfo,
     WorkerSpec,
     become,
@@ -69,15 +75,33 @@ class Preloader:
             protocol.send(self.control, protocol.error_message("import", exc))
             return ExitCode.APP_LOAD_ERROR
         self.connections.scan()
+        self._announce(interface, time.monotonic() - started)
+        return None
+
+    def promote(self, control: socket.socket) -> Preloader:
+        """In a worker told to become the mold: a preloader over the worker's channel."""
+        started = time.monotonic()
+        mold = Preloader(self.spec, control)
+        mold.app = self.app
+        control.setblocking(True)
+        # The app ran requests here: find connection pools it created since loading, then
+        # collect (and freeze) once, so the first fork does not pay for it.
+        mold.connections.scan()
+        forkprep.before_fork(freeze=self.spec.gc_freeze)
+        gc.disable()
+        mold._announce(detect_interface(self.app, self.spec.interface),
+                       time.monotonic() - started)
+        return mold
+
+    def _announce(self, interface: str, seconds: float) -> None:
         protocol.send(self.control, {
             "event": "ready",
             "pid": os.getpid(),
             "interface": interface,
-            "load_seconds": time.monotonic() - started,
+            "load_seconds": seconds,
             "threads": forkprep.live_thread_names(),
             "own_fds": [0, 1, 2, self.control.fileno(), self._wake_r, self._wake_w],
         })
-        return None
 
     def serve(self) -> ForkedChild | int:
         """Handle spawn requests until told to leave; in a forked child, return its info."""
@@ -178,14 +202,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = preloader.load()
     if failed is not None:
         return failed
-    result = preloader.serve()
-    if isinstance(result, int):
-        return result
-    # In a forked child from here on: become a worker. Returning to the interpreter (not
-    # os._exit) lets the app's atexit handlers run when the worker stops.
-    code = run_worker(spec, result.control, app=preloader.app, fork=result.fork)
-    protocol.flush_stdio()
-    return code
+    while True:
+        result = preloader.serve()
+        if isinstance(result, int):
+            return result
+        # In a forked child from here on: become a worker. Returning to the interpreter (not
+        # os._exit) lets the app's atexit handlers run when the worker stops.
+        code = run_worker(spec, result.control, app=preloader.app, fork=result.fork)
+        if code != BECOME_MOLD:
+            protocol.flush_stdio()
+            return code
+        preloader = preloader.promote(result.control)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ from tui_passenger.runtime import protocol
 from tui_passenger.runtime.loader import detect_interface, enter_root, load_app
 from tui_passenger.runtime.protocol import ExitCode
 
+#: What :func:`run_worker` returns (instead of an exit code) when the manager told this
+#: forked worker to become the next preloader (refork).
+BECOME_MOLD = -1
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -127,12 +131,18 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
     except BaseException as exc:  # noqa: BLE001
         return _fail(control, "startup", exc, ExitCode.STARTUP_ERROR)
 
+    mold = False
+
     def on_control() -> None:
+        nonlocal mold
         try:
             message, _ = protocol.recv(control)
         except OSError:
             message = None
-        if message is None or message.get("command") == "stop":
+        command = None if message is None else message.get("command")
+        if command == "mold" and fork is not None:
+            mold = True
+        if command in (None, "stop", "mold"):
             server.request_stop()
 
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
@@ -158,6 +168,8 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         listener.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
+    if mold:
+        return _become_mold(control)
     try:
         run_hooks("stopping_worker_process")
     except Exception:  # noqa: BLE001 - the worker is leaving anyway; show why
@@ -165,6 +177,15 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
 
         traceback.print_exc()
     return ExitCode.OK
+
+
+def _become_mold(control: socket.socket) -> int:
+    """Run the ``starting_mold`` hooks; a failing hook ends the worker with an error."""
+    try:
+        run_hooks("starting_mold")
+    except BaseException as exc:  # noqa: BLE001 - reported to the manager, which falls back
+        return _fail(control, "hook", exc, ExitCode.HOOK_ERROR)
+    return BECOME_MOLD
 
 
 def become(run_as: list | None) -> None:

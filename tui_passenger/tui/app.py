@@ -74,6 +74,7 @@ class Dashboard(App[None]):
         Binding("k,f9", "kill", "Kill", id="kill"),
         Binding("r", "restart", "Restart", id="restart"),
         Binding("m", "spawn_method", "Smart/direct", id="spawn_method"),
+        Binding("g", "refork", "Refork", id="refork"),
         Binding("p", "pause", "Pause", id="pause"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("s", "sort", "Sort", id="sort"),
@@ -287,6 +288,17 @@ class Dashboard(App[None]):
             self.notify(f"{name}: switching to {method} spawning…")
             self._intent(f"spawn method {name}",
                          lambda: self.core.set_spawn_method(name, method))
+
+    def action_refork(self) -> None:
+        """Promote the selected app's most used worker to preloader, replace the others."""
+        if (app := self._selected_app()) is not None:
+            name = app["name"]
+            if app.get("spawn_method") != "smart":
+                self.notify(f"{name}: refork needs smart spawning (press m first)",
+                            severity="warning")
+                return
+            self.notify(f"{name}: reforking from its most used worker…")
+            self._intent(f"refork {name}", lambda: self.core.refork(name))
 
     def action_pause(self) -> None:
         """Pause or resume reading /proc."""

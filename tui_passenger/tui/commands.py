@@ -13,6 +13,8 @@ COMMANDS = (
     ("Kill worker", "Stop the selected worker (asks first)", "kill"),
     ("Restart app", "Rolling restart of the selected app", "restart"),
     ("Toggle spawn method", "Switch the selected app between smart and direct", "spawn_method"),
+    ("Refork app", "Make the selected app's most used worker the preloader of a new "
+     "generation", "refork"),
     ("Pause/resume sampling", "Stop or resume reading /proc", "pause"),
     ("Filter", "Show only apps or pids containing some text", "filter"),
     ("Sort", "Cycle the sort order: tree, CPU, PSS, processed", "sort"),

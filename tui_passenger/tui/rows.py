@@ -79,19 +79,22 @@ def _process_row(process: dict[str, Any], app: str, kind: str, depth: int) -> Tr
     pid = process["pid"]
     warning = bool(process.get("warnings"))
     state = process.get("state", "")
+    generation = process.get("generation") or 0
     if kind == "preloader":
-        sessions = processed = spawn = ""
-        label = f"{pid} pre"
+        sessions = processed = ""
+        spawn = f"gen {generation}" if generation else ""
+        label = f"{pid} {'mold' if process.get('mold') else 'pre'}"
     else:
         sessions = f"{process.get('sessions', 0)}/{process.get('concurrency', 0)}"
         processed = fmt.count(process.get("processed"))
-        spawn = process.get("spawn_method", "")
+        # The generation says more than "smart" once a refork happened.
+        spawn = f"gen {generation}" if generation else process.get("spawn_method", "")
         label = str(pid)
     values = (state, sessions, processed, fmt.duration(process.get("uptime")), spawn,
               fmt.percent(process.get("cpu")), fmt.size(_memory(process, "pss")),
               fmt.size(_memory(process, "private_dirty")))
     return TreeRow(pid_key(pid), kind, app, pid, depth, label, values, warning,
-                   dim=state in ("draining", "stopping"))
+                   dim=state in ("draining", "stopping", "molding"))
 
 
 def _app_row(app: dict[str, Any]) -> TreeRow:

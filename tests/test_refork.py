@@ -1,0 +1,197 @@
+"""Refork against a real server: a warmed worker becomes the preloader ("mold") of the next
+generation, by request count and on demand, with no failed request and no process left."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_no_children
+from tests.serving import Load, get, running, wait_until
+from tests.test_admin import ctl
+from tui_passenger.status import snapshot
+
+PROBE = str(Path(__file__).resolve().parent / "apps" / "refork_probe")
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_behind():
+    yield
+    assert_no_children()
+
+
+def probe_app(**settings: object) -> dict:
+    return {"name": "app", "root": PROBE, "min_instances": 3, "max_instances": 4, **settings}
+
+
+def generation_in_place(group, generation: int, count: int) -> bool:
+    """At least ``count`` ready workers, all forked by the mold of ``generation``, none spawning."""
+    preloader = group.spawner.preloader
+    ready = [p for p in group.processes if p.state == "ready"]
+    return (preloader is not None and preloader.generation == generation
+            and preloader.state == "ready" and group.spawning == 0 and not group.reforking
+            and len(ready) >= count
+            and all(p.worker.generation == generation and p.worker.ppid == preloader.pid
+                    for p in group.processes))
+
+
+async def test_refork_after_counts_promote_a_worker_each_time_under_load():
+    app = probe_app(refork_after=[30, 80])
+    async with running([app], max_pool_size=6) as server:
+        group = server.pool.groups["app"]
+        first_preloader = group.spawner.preloader.pid
+        load = Load(server, clients=4)
+        try:
+            await wait_until(lambda: generation_in_place(group, 1, 3) or
+                             group.spawner.generation == 2, 30)
+            mold1 = group.spawner.previous[0].pid if group.spawner.previous else None
+            await wait_until(lambda: generation_in_place(group, 2, 3), 30)
+            await load.more(50)
+        finally:
+            await load.stop()
+        assert load.failures == []
+        assert group.spawner.reforks == 2
+        assert group.refork_next == 0  # both counts used: no more automatic reforks
+        mold = group.spawner.preloader
+        assert mold.mold is not None and mold.pid != first_preloader
+        # Earlier generations' preloaders are gone once their workers were replaced.
+        assert group.spawner.previous == []
+        for pid in (first_preloader, mold1):
+            if pid is not None:
+                await wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10)
+        state = json.loads((await ctl(server, "status", "--json"))[1])
+        (entry,) = state["apps"]
+        assert entry["generation"] == 2 and entry["mold"] == mold.pid
+        assert entry["preloader"]["mold"] is True and entry["reforks"] == 2
+        assert {p["generation"] for p in entry["processes"]} == {2}
+        assert {p["ppid"] for p in entry["processes"]} == {mold.pid}
+
+
+async def test_ctl_refork_children_start_warm_and_run_hooks_as_forked():
+    async with running([probe_app(min_instances=2, max_instances=2)], max_pool_size=4) as server:
+        group = server.pool.groups["app"]
+        load = Load(server, clients=3)
+        try:
+            await load.more(60)
+            busiest = max(group.processes, key=lambda p: p.processed)
+            code, out, err = await ctl(server, "ctl", "refork", "app")
+            assert code == 0, err
+            await load.more(30)
+        finally:
+            await load.stop()
+        assert load.failures == []
+        mold = group.spawner.preloader
+        assert mold.pid == busiest.pid  # the worker that served most became the mold
+        assert f"worker {mold.pid} is the mold of generation 1" in out
+        await wait_until(lambda: generation_in_place(group, 1, 2), 10)
+        _, _, body = await get(server, "/")
+        answer = json.loads(body)
+        assert answer["ppid"] == mold.pid
+        # The cache the mold filled while it was a worker came along with the fork.
+        assert answer["cache"] > busiest.processed // 2
+        events = [tuple(h) for h in answer["hooks"]]
+        assert ("starting_mold", mold.pid, None) in events
+        assert ("starting_worker_process", answer["pid"], True) in events
+
+
+async def test_refork_of_an_asgi_app_runs_lifespan_startup_in_each_new_worker():
+    app = {"name": "asgi", "root": PROBE, "entry": "asgi:app", "min_instances": 2}
+    async with running([app], max_pool_size=4) as server:
+        group = server.pool.groups["asgi"]
+        load = Load(server, clients=3)
+        try:
+            await load.more(40)
+            replaced = await server.pool.refork(group)
+            await load.more(40)
+        finally:
+            await load.stop()
+        assert load.failures == [] and replaced >= 1
+        assert group.last_refork_error is None
+        await wait_until(lambda: generation_in_place(group, 1, 2), 10)
+        _, _, body = await get(server, "/")
+        answer = json.loads(body)
+        mold = group.spawner.preloader.pid
+        # The mold ran startup as a worker (and shutdown when it stopped serving); its
+        # child runs startup again, in its own event loop.
+        assert answer["ppid"] == mold and answer["startups"] == [mold, answer["pid"]]
+
+
+async def test_a_failing_mold_falls_back_to_the_previous_preloader():
+    app = probe_app(min_instances=2, env={"PROBE_MOLD_HOOK": "fail"})
+    async with running([app], max_pool_size=4) as server:
+        group = server.pool.groups["app"]
+        preloader = group.spawner.preloader
+        load = Load(server, clients=3)
+        try:
+            await load.more(30)
+            code, _, err = await ctl(server, "ctl", "refork", "app")
+            await load.more(30)
+        finally:
+            await load.stop()
+        assert code == 1 and "mold hook refuses" in err, err
+        assert load.failures == []
+        assert group.spawner.preloader is preloader and preloader.state == "ready"
+        server.pool.scale(group, 3)
+        await wait_until(lambda: generation_in_place(group, 0, 3), 10)
+
+
+async def test_a_mold_killed_mid_refork_falls_back_and_nothing_is_lost():
+    killed: list[int] = []
+
+    def on_event(kind: str, data: dict) -> None:
+        if kind == "molded":  # the mold is ready; its generation is not in place yet
+            killed.append(data["process"].pid)
+            os.kill(data["process"].pid, signal.SIGKILL)
+
+    async with running([probe_app()], max_pool_size=6,
+                       server_options={"on_event": on_event}) as server:
+        group = server.pool.groups["app"]
+        previous = group.spawner.preloader
+        load = Load(server, clients=4)
+        try:
+            await load.more(30)
+            await server.pool.refork(group)
+            await wait_until(lambda: group.spawning == 0 and len(
+                [p for p in group.processes if p.state == "ready"]) >= 3, 10)
+            await load.more(50)
+        finally:
+            await load.stop()
+        assert killed and load.failures == []
+        assert group.spawner.preloader is previous and previous.state == "ready"
+        assert all(p.worker.ppid == previous.pid for p in group.processes)
+
+
+async def test_fd_warning_for_a_connection_a_request_left_open_in_the_mold():
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def on_client(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    listener = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with running([probe_app(min_instances=1, max_instances=2)],
+                           max_pool_size=3) as server:
+            group = server.pool.groups["app"]
+            status, _, body = await get(server, f"/connect?127.0.0.1:{port}")
+            assert status == 200
+            await server.pool.refork(group)
+            server.pool.scale(group, 2)
+            await wait_until(lambda: generation_in_place(group, 1, 2), 10)
+            await server.sample_now()
+            state = snapshot(server)
+        (app,) = state["apps"]
+        assert app["preloader"]["mold"] is True
+        for process in app["processes"]:
+            warnings = " ".join(process["warnings"])
+            assert "handed on by refork" in warnings and "starting_mold" in warnings, warnings
+    finally:
+        for writer in accepted:
+            writer.close()
+        listener.close()
+        await listener.wait_closed()

@@ -169,6 +169,33 @@ async def test_spawn_method_toggle_under_load_loses_no_request():
             assert load.ok > 10
 
 
+async def test_refork_key_makes_a_mold_and_the_tree_shows_its_generation():
+    async with embedded([{"name": "app", "min_instances": 2, "max_instances": 2}]) as core:
+        group = core.server.pool.groups["app"]
+        app = Dashboard(core, interval=TICK)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await select(pilot, app, "app:app")
+            load = Load(core.server, clients=2)
+            try:
+                await load.more(20)
+                await pilot.press("g")
+                await until(pilot, lambda: group.spawner.generation == 1 and not group.reforking,
+                            what="generation 1")
+                mold = group.spawner.preloader.pid
+                await until(pilot, lambda: f"pid:{mold}" in row_keys(app)
+                            and app.snapshot["apps"][0]["mold"] == mold, what="the mold's row")
+                await load.more(10)
+            finally:
+                await load.stop()
+            assert load.failures == []
+            table = app.query_one(ProcessTable)
+            cells = [str(c) for c in table.get_row(f"pid:{mold}")]
+            assert any(f"{mold} mold" in c for c in cells) and "gen 1" in cells, cells
+            for process in group.processes:
+                row = [str(c) for c in table.get_row(f"pid:{process.pid}")]
+                assert "gen 1" in row, row
+
+
 async def test_fd_panel_flags_the_inherited_memcached_socket(memcached_addr):  # noqa: F811
     apps = [{"name": "mc", "root": str(SAMPLE_APPS / "memcache_shared"), "spawn_method": "smart",
              "min_instances": 2, "max_instances": 2, "env": {"MEMCACHED_ADDR": memcached_addr}}]

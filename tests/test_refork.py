@@ -166,6 +166,33 @@ async def test_a_mold_killed_mid_refork_falls_back_and_nothing_is_lost():
         assert all(p.worker.ppid == previous.pid for p in group.processes)
 
 
+async def test_after_the_mold_dies_a_fresh_preloader_takes_over():
+    async with running([probe_app(min_instances=2)], max_pool_size=6) as server:
+        group = server.pool.groups["app"]
+        load = Load(server, clients=2)
+        try:
+            await load.more(20)
+            await server.pool.refork(group)
+            mold = group.spawner.preloader
+            os.kill(mold.pid, signal.SIGKILL)
+            await wait_until(lambda: mold.state == "gone", 10)
+            server.pool.scale(group, 3)
+            await wait_until(lambda: group.spawning == 0 and len(
+                [p for p in group.processes if p.state == "ready"]) == 3, 20)
+            await load.more(20)
+        finally:
+            await load.stop()
+        assert load.failures == []
+        fresh = group.spawner.preloader
+        assert fresh.mold is None and fresh.generation == 2 and fresh.state == "ready"
+        generations = sorted(p.worker.generation for p in group.processes)
+        assert generations[-1] == 2 and generations.count(1) >= 2  # the mold's children live on
+        code, _, err = await ctl(server, "ctl", "spawn-method", "app", "direct")
+        assert code == 0, err
+        code, _, err = await ctl(server, "ctl", "refork", "app")
+        assert code == 1 and "refork needs smart spawning" in err, err
+
+
 async def test_fd_warning_for_a_connection_a_request_left_open_in_the_mold():
     accepted: list[asyncio.StreamWriter] = []
 

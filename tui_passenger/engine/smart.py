@@ -302,16 +302,24 @@ class SmartSpawner(Spawner):
                 return self.preloader
             # The current one is gone (a mold that died, say): fall back to the newest
             # earlier generation still running, else start a fresh preloader.
+            self._discard(self.preloader)
             while self.previous:
                 earlier = self.previous.pop()
                 if earlier.state == "ready":
                     self.preloader = earlier
                     return earlier
+                self._discard(earlier)
             preloader = Preloader(self, self._next_generation())
             self.preloader = preloader
             self.preloader_starts += 1
             await preloader.start(self._deadline(started))
             return preloader
+
+    @staticmethod
+    def _discard(preloader: Preloader | None) -> None:
+        """Release the channel of a preloader that has gone (it exited, nothing waits)."""
+        if preloader is not None:
+            asyncio.ensure_future(preloader.stop())
 
     def begin_refork(self) -> None:
         """Hold new spawns until :meth:`refork` is done (call it right before)."""

@@ -44,6 +44,14 @@ def reconnect(forked):
     print(f"starting_worker_process(forked={forked}) in pid {os.getpid()}", flush=True)
 
 
+@tui_passenger.on_event("starting_mold")
+def become_mold():
+    # Refork: this worker stops serving and will fork the next generation. What requests
+    # opened here would be shared by all of them; our children reconnect anyway (above).
+    hook_calls.append({"event": "starting_mold", "pid": os.getpid()})
+    print(f"starting_mold in pid {os.getpid()}", flush=True)
+
+
 @tui_passenger.on_event("stopping_worker_process")
 def goodbye():
     print(f"stopping_worker_process in pid {os.getpid()}", flush=True)

@@ -51,7 +51,7 @@ class Exchange:
 
     __slots__ = ("front", "client", "request", "group", "head", "process", "upstream",
                  "waiter", "attempt", "status", "chunked", "keep_alive", "head_only",
-                 "request_id", "finished", "timer")
+                 "request_id", "finished", "timer", "complete_response")
 
     def __init__(self, front: FrontServer, client: ClientConnection, request: Request) -> None:
         self.front = front
@@ -65,6 +65,8 @@ class Exchange:
         self.attempt = 1
         self.status = 0
         self.chunked = False
+        #: A response that arrived whole, written to the client once the worker is free.
+        self.complete_response: bytes | None = None
         self.keep_alive = request.keep_alive
         self.head_only = request.method == "HEAD"
         self.request_id = front.request_id(client, request)
@@ -171,7 +173,10 @@ class Exchange:
         self.status = upstream.status
         head = self._response_head(upstream)
         if upstream.complete:
-            self.client.write(head + b"".join(upstream.body) if not self.head_only else head)
+            # Held until upstream_done() has handed the worker its next request: the worker
+            # starts on it while we write this response out.
+            self.complete_response = (head + b"".join(upstream.body) if not self.head_only
+                                      else head)
             return
         if upstream.body:
             data = b"".join(upstream.body)
@@ -227,6 +232,9 @@ class Exchange:
             else:
                 upstream.close()
             self.front.pool.release(process)
+        if self.complete_response is not None:
+            self.client.write(self.complete_response)
+            self.complete_response = None
         self._finish(self.keep_alive)
 
     def upstream_failed(self, upstream: UpstreamConnection, reason: str) -> None:

@@ -121,6 +121,34 @@ async def test_refork_of_an_asgi_app_runs_lifespan_startup_in_each_new_worker():
         assert answer["ppid"] == mold and answer["startups"] == [mold, answer["pid"]]
 
 
+async def test_the_chosen_worker_finishes_its_request_first_and_spawns_go_on_meanwhile():
+    async with running([probe_app(min_instances=2)], max_pool_size=6) as server:
+        group = server.pool.groups["app"]
+        for _ in range(10):  # sequential: the first worker takes them all (first on a tie)
+            await get(server, "/")
+        busiest = max(group.processes, key=lambda p: p.processed)
+        slow = asyncio.ensure_future(get(server, "/slow?1.5"))
+        await wait_until(lambda: busiest.sessions == 1)
+        refork = server.pool.refork(group)
+        await wait_until(lambda: busiest.state == "molding")
+        load = Load(server, clients=3)
+        try:
+            await load.more(20)  # served by the others while the chosen one finishes
+            assert not refork.done() and busiest.sessions == 1
+            # Its place was filled from the current preloader: spawns are not held up.
+            await wait_until(lambda: len([p for p in group.processes
+                                          if p.state == "ready"]) >= 2)
+            status, _, body = await slow
+            assert status == 200 and json.loads(body)["pid"] == busiest.pid
+            await refork
+            await load.more(20)
+        finally:
+            await load.stop()
+        assert load.failures == [] and group.last_refork_error is None
+        assert group.spawner.preloader.pid == busiest.pid
+        await wait_until(lambda: generation_in_place(group, 1, 2), 10)
+
+
 async def test_a_failing_mold_falls_back_to_the_previous_preloader():
     app = probe_app(min_instances=2, env={"PROBE_MOLD_HOOK": "fail"})
     async with running([app], max_pool_size=4) as server:

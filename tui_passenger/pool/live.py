@@ -136,14 +136,15 @@ class LiveOperations:
             chosen = max(ready, key=lambda p: p.processed)
         chosen.state = MOLDING
         self._event("molding", process=chosen, reason=reason)
-        spawner.begin_refork()  # spawns from here on wait for the mold
         try:
             if chosen.sessions:
+                # Spawns meanwhile (its place is free) still come from the old preloader:
+                # a long request here must not hold up the whole group.
                 chosen.idle = asyncio.get_running_loop().create_future()
                 await asyncio.shield(chosen.idle)
             if not chosen.worker.alive:
-                spawner.end_refork()
                 return 0
+            spawner.begin_refork()  # spawns from here on wait for the mold
             group.processes.remove(chosen)
             self._close_connections(chosen)
             self.reconcile()  # the mold's place in the pool, forked from the mold

@@ -4,6 +4,7 @@ connection opened during a request (what a mold must not hand on unnoticed)."""
 import json
 import os
 import socket
+import time
 
 import tui_passenger
 
@@ -40,6 +41,8 @@ def application(environ, start_response):
         host, port = environ["QUERY_STRING"].split(":")
         _connections.append(socket.create_connection((host, int(port))))
         return _json(start_response, {"pid": os.getpid(), "fd": _connections[-1].fileno()})
+    if path == "/slow":
+        time.sleep(float(environ["QUERY_STRING"]))
     _cache[len(_cache)] = b"x" * 1024
     return _json(start_response, {"pid": os.getpid(), "ppid": os.getppid(),
                                   "cache": len(_cache), "hooks": _hooks})

@@ -2,13 +2,15 @@
 """Fault injection under load, in one process, against the in-process server on loopback.
 
 Scenarios: kill -9 a random worker every 0.5 s; kill -9 the preloader; rolling restarts and
-spawn-method toggles; an app crashing its worker on some requests; a hung request (504 by
-max_request_time); memory growth (recycled at memory_limit); an app that fails to import
-(spawn attempts counted); 200 slow-header + 50 slow-body clients next to normal traffic
-(p99 against a quiet baseline). Prints one table: scenario, requests, failures, recovery
+spawn-method toggles; reforks back to back (the mold killed after every third); an app
+crashing its worker on some requests; a hung request (504 by max_request_time); memory
+growth (recycled at memory_limit); an app that fails to import (spawn attempts counted);
+200 slow-header + 50 slow-body clients next to normal traffic (p99 against a quiet
+baseline). Prints one table: scenario, requests, failures, recovery
 time (from the fault until the pool is back to its desired live count) and notes.
 
-    python3 dev.py bench faults [--quick] [--only kill,preloader,...] [--verbose]
+    python3 dev.py bench faults [--quick | --seconds S] [--only kill,preloader,...]
+                                [--json PATH] [--verbose]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
@@ -174,6 +176,11 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
+def med_max(seconds: list[float]) -> str:
+    """``med 12 ms, max 40 ms``."""
+    return f"med {ms(statistics.median(seconds))}, max {ms(max(seconds))}"
+
+
 def first_failures(load: Load) -> str:
     return f"; first failure: {load.failures[0][:80]}" if load.failures else ""
 
@@ -205,7 +212,7 @@ async def kill_workers(workdir: Path, duration: float) -> Row:
             await load.stop()
         recoveries.append(final)
         return Row(f"kill -9 worker /0.5s {duration:g}s", load.requests, len(load.failures),
-                   f"med {ms(statistics.median(recoveries))}, max {ms(max(recoveries))}",
+                   med_max(recoveries),
                    f"{len(recoveries) - 1 + unrecovered} kills, {unrecovered} not back "
                    f"within 0.5 s, restarts={group.restarts}" + first_failures(load))
 
@@ -264,9 +271,37 @@ async def restarts(workdir: Path, duration: float) -> Row:
         finally:
             await load.stop()
         return Row("rolling restart + toggle", load.requests, len(load.failures),
-                   f"med {ms(statistics.median(took))}, max {ms(max(took))}",
+                   med_max(took),
                    f"{ops['restart']} restarts, {ops['toggle']} smart<->direct toggles, "
                    f"crashes={group.restarts}" + first_failures(load))
+
+
+async def reforks(workdir: Path, duration: float) -> Row:
+    app = {"name": "app", "min_instances": 4, "max_instances": 4}
+    async with serving(workdir, [app], max_pool_size=6) as server:
+        group = server.pool.groups["app"]
+        load = Load(server, clients=4)
+        took: list[float] = []
+        count = molds_killed = 0
+        try:
+            deadline = time.monotonic() + duration
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                await asyncio.wait_for(server.pool.refork(group), 60)
+                count += 1
+                mold = group.spawner.preloader
+                if count % 3 == 0 and mold is not None and mold.mold is not None:
+                    os.kill(mold.pid, signal.SIGKILL)  # the next spawns need another parent
+                    molds_killed += 1
+                took.append(await wait_until(lambda: healthy(group, 4, exact=False))
+                            + time.monotonic() - started)
+        finally:
+            await load.stop()
+        return Row("refork (mold kill -9 every 3rd)", load.requests, len(load.failures),
+                   med_max(took),
+                   f"{count} reforks (generation {group.spawner.generation}), {molds_killed} "
+                   f"molds killed, refork errors: {group.last_refork_error or 'none'}"
+                   + first_failures(load))
 
 
 async def crash_on_request(workdir: Path, duration: float) -> Row:
@@ -291,7 +326,7 @@ async def crash_on_request(workdir: Path, duration: float) -> Row:
             await load.stop()
         statuses = {m: sorted(set(s)) for m, s in crashes.items()}
         return Row("crash on request", load.requests, len(load.failures),
-                   f"med {ms(statistics.median(recoveries))}, max {ms(max(recoveries))}",
+                   med_max(recoveries),
                    f"/crash: {len(crashes['GET'])} GET -> {statuses['GET']}, "
                    f"{len(crashes['POST'])} POST -> {statuses['POST']}; "
                    f"retries={server.proxy.stats.retries}, worker deaths={group.restarts}"
@@ -317,7 +352,7 @@ async def hang(workdir: Path, duration: float) -> Row:
         finally:
             await load.stop()
         return Row("hang -> 504", load.requests, len(load.failures),
-                   f"med {ms(statistics.median(recoveries))}, max {ms(max(recoveries))}",
+                   med_max(recoveries),
                    f"{len(statuses)} hung requests -> {sorted(set(statuses))}"
                    f" (max_request_time 0.5 s), crashes={group.restarts}"
                    + first_failures(load))
@@ -341,7 +376,7 @@ async def memory_growth(workdir: Path, duration: float) -> Row:
         finally:
             await load.stop()
         return Row("memory growth", load.requests, len(load.failures),
-                   f"med {ms(statistics.median(recoveries))}, max {ms(max(recoveries))}",
+                   med_max(recoveries),
                    f"{grown} workers grown by 60 MB, each recycled at memory_limit 40 MB "
                    f"(smaps every 0.5 s), crashes={group.restarts}" + first_failures(load))
 
@@ -421,7 +456,7 @@ async def slow_clients(workdir: Path, duration: float) -> Row:
 
 
 SCENARIOS: dict[str, Callable[[Path, float], Awaitable[Row]]] = {
-    "kill": kill_workers, "preloader": kill_preloader, "restart": restarts,
+    "kill": kill_workers, "preloader": kill_preloader, "restart": restarts, "refork": reforks,
     "crash": crash_on_request, "hang": hang, "memory": memory_growth,
     "import": import_failure, "slow": slow_clients,
 }
@@ -443,9 +478,9 @@ async def main_async(args: argparse.Namespace) -> int:
     from tui_passenger.engine import become_subreaper
 
     become_subreaper()
-    long = 5.0 if args.quick else 30.0
+    long = args.seconds or (5.0 if args.quick else 30.0)
     names = args.only.split(",") if args.only else list(SCENARIOS)
-    rows = []
+    rows, took = [], []
     with tempfile.TemporaryDirectory(prefix="tp-faults-") as tmp:
         workdir = Path(tmp)
         (workdir / "app").mkdir()
@@ -457,15 +492,25 @@ async def main_async(args: argparse.Namespace) -> int:
                 row = await asyncio.wait_for(SCENARIOS[name](workdir, long), long * 4 + 120)
             except Exception as exc:  # noqa: BLE001 - a broken scenario is a table row
                 row = Row(name, 0, -1, "-", f"SCENARIO ERROR: {exc!r}")
-            print(f"  {name}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+            took.append(time.monotonic() - started)
+            print(f"  {name}: {took[-1]:.1f} s", file=sys.stderr)
             rows.append(row)
     print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "seconds": long,
+            "rows": [{"key": name, **asdict(row), "elapsed_s": round(elapsed, 2)}
+                     for name, row, elapsed in zip(names, rows, took, strict=True)]}, indent=2))
+        print(f"results written to {args.json}")
     return 0 if all(r.failures == 0 for r in rows) else 1
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 s instead of 30 s scenarios")
+    parser.add_argument("--seconds", type=float, help="length of each scenario (overrides "
+                        "--quick)")
+    parser.add_argument("--json", type=Path, help="also write the table as JSON here")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--verbose", action="store_true", help="server log on stderr")
     args = parser.parse_args()

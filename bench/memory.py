@@ -6,7 +6,10 @@ Three modes, all in one run:
 - ``direct``: every worker is a fresh interpreter that imports the app itself;
 - ``smart-nofreeze``: a preloader imports the app once and forks the workers
   (``gc_freeze = false``);
-- ``smart``: the same with ``gc.collect()`` + ``gc.freeze()`` before each fork (the default).
+- ``smart``: the same with ``gc.collect()`` + ``gc.freeze()`` before each fork (the default);
+- ``refork``: smart, and half-way through the warm-up the worker that served most becomes
+  the preloader (the mold) of a new generation that replaces the others (``ctl refork``);
+  the second half of the warm-up goes to that generation. The mold counts as the preloader.
 
 For each mode it starts an in-process tui-passenger server with exactly N workers, sends the
 same warm-up traffic through its proxy (alternating ``/`` and ``/stats``), waits a moment,
@@ -14,9 +17,9 @@ then reads ``/proc/PID/smaps_rollup`` of every worker and of the preloader and s
 (proportional set size: shared pages split between the processes sharing them, so the sum
 is what the group really costs), Private_Dirty, USS (Private_Clean + Private_Dirty) and RSS.
 The modes alternate their order from round to round; the table shows medians over the
-rounds and the smart/direct ratios.
+rounds and the smart/direct ratios; ``--json PATH`` also saves every round's figures.
 
-    python3 dev.py bench memory [--workers 8] [--rounds 2] [--requests 400]
+    python3 dev.py bench memory [--workers 8] [--rounds 2] [--requests 400] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import asyncio
 import collections
 import inspect
+import json
 import re
 import statistics
 import sys
@@ -45,7 +49,8 @@ except ImportError:  # the inspect package is newer than this script may run aga
     read_smaps_rollup = None
 
 #: mode -> (spawn_method, gc_freeze)
-MODES = {"direct": ("direct", True), "smart-nofreeze": ("smart", False), "smart": ("smart", True)}
+MODES = {"direct": ("direct", True), "smart-nofreeze": ("smart", False), "smart": ("smart", True),
+         "refork": ("smart", True)}
 FIELDS = ("pss", "private_dirty", "uss", "rss")
 MB = 1024 * 1024
 
@@ -128,7 +133,16 @@ async def measure(mode: str, args: argparse.Namespace) -> dict[str, float]:
             raise SystemExit(f"{mode}: {len(group.processes)} of {args.workers} workers started"
                              f" ({group.last_error})")
         spawn_seconds = time.perf_counter() - started
-        statuses = await warm_up(server.url, args.requests, args.concurrency)
+        if mode == "refork":
+            # The same requests in all: half before the refork, half after it.
+            statuses = await warm_up(server.url, args.requests // 2, args.concurrency)
+            await server.pool.refork(group)
+            if group.last_refork_error:
+                raise SystemExit(f"refork failed: {group.last_refork_error}")
+            statuses += await warm_up(server.url, args.requests - args.requests // 2,
+                                      args.concurrency)
+        else:
+            statuses = await warm_up(server.url, args.requests, args.concurrency)
         bad = {k: v for k, v in statuses.items() if not k.endswith(" 200")}
         if bad:
             errors = [line for line in output if "Error" in line][-1:]
@@ -191,6 +205,11 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
     smart = medians["smart"]["pss_ratio"]
     verdict = "meets" if smart <= 0.45 else "misses"
     print(f"smart (gc.freeze) PSS = {smart:.0%} of direct: {verdict} the 45% target")
+    if "refork" in medians:
+        refork = medians["refork"]["pss_ratio"]
+        verdict = "meets" if refork <= 0.40 else "misses"
+        print(f"refork PSS = {refork:.0%} of direct ({refork / smart:.2f} × smart): "
+              f"{verdict} the 40% target")
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -204,6 +223,12 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"  PSS {result['pss']:.1f} MB (preloader {result['preloader_pss']:.1f}), "
                   f"USS {result['uss']:.1f} MB", file=sys.stderr, flush=True)
     report(results, args)
+    if args.json:
+        # MiB (spawn_s in seconds); every mode holds one dict per round
+        args.json.write_text(json.dumps({
+            "app": args.app, "workers": args.workers, "rounds": args.rounds,
+            "requests": args.requests, "unit": "MiB", "modes": results}, indent=2))
+        print(f"results written to {args.json}")
 
 
 def main() -> None:
@@ -216,6 +241,7 @@ def main() -> None:
                         help="seconds between warm-up and measuring")
     parser.add_argument("--app", default="heavy", help="a directory of sample_apps/ "
                         "with entry app:app and routes / and /stats")
+    parser.add_argument("--json", type=Path, help="also write every round's figures as JSON here")
     args = parser.parse_args()
     try:
         import uvloop

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Spawn latency, direct vs smart, for the heavy sample app (Flask + SQLAlchemy + Django + numpy).
+"""Spawn latency, direct vs smart vs refork, for the heavy sample app (Flask + SQLAlchemy +
+Django + numpy).
 
-For each round (the methods alternate, so machine noise hits both alike) it spawns N workers
-one after another with each method and records request → ready per worker; then, in smart
-mode, the time to scale from 1 to 8 workers at once. Every worker answers one HTTP request
-before it counts. Prints medians, the spread, and the direct/smart ratio.
+``refork``: a smart worker serves 20 requests, becomes the preloader (the mold) of a new
+generation, and the N workers are forked from it.
 
-    python3 dev.py bench spawn [--workers 8] [--rounds 3]
+For each round (the methods alternate, their order reversed every other round, so machine
+noise hits both alike) it spawns N workers one after another with each method and records
+request → ready per worker; then, in smart mode, the time to scale from 1 to 8 workers at once.
+Every worker answers one HTTP request before it counts. Prints medians, the spread, and the
+direct/smart ratio; ``--json PATH`` also saves every measurement, round by round.
+
+    python3 dev.py bench spawn [--workers 8] [--rounds 3] [--app heavy] [--json PATH]
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import json
 import socket
 import statistics
 import sys
@@ -25,6 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from tui_passenger.config import parse_config  # noqa: E402
 from tui_passenger.engine import RuntimeDir, become_subreaper, make_spawner  # noqa: E402
+
+#: the spawn methods whose per-worker latency is measured (and saved under "modes" by --json)
+METHODS = ("direct", "smart", "refork")
 
 
 def check(path: str) -> None:
@@ -56,9 +65,16 @@ async def spawn_serially(spawner, n: int) -> tuple[list[float], list]:
     return latencies, workers
 
 
-async def one_round(app, runtime: Path, n: int, results: dict[str, list[float]]) -> None:
-    for method in ("direct", "smart"):
-        spawner = make_spawner(app, runtime, method)
+async def one_round(app, runtime: Path, n: int, results: dict[str, list[float]],
+                    order: tuple[str, ...] = METHODS) -> None:
+    for method in order:
+        spawner = make_spawner(app, runtime, "smart" if method == "refork" else method)
+        if method == "refork":
+            mold = await spawner.spawn()
+            for _ in range(20):
+                await asyncio.to_thread(check, mold.socket_path)
+            spawner.begin_refork()
+            await spawner.refork(mold)
         if method == "smart":
             t0 = time.perf_counter()
             first = await spawner.spawn()  # starts the preloader: reported on its own
@@ -87,15 +103,23 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--app", default="heavy", help="sample app directory (default heavy)")
+    parser.add_argument("--json", type=Path, help="also write every measurement as JSON here")
     args = parser.parse_args()
     become_subreaper()
     runtime = RuntimeDir()
     app = heavy_app(args.app)
     results: dict[str, list[float]] = {
-        "direct": [], "smart": [], "preloader start + first fork": [], "smart scale 1→8": []}
+        **{method: [] for method in METHODS},
+        "preloader start + first fork": [], "smart scale 1→8": []}
+    per_round: list[dict[str, list[float]]] = []
     try:
         for i in range(args.rounds):
-            await one_round(app, runtime.path, args.workers, results)
+            this_round: dict[str, list[float]] = {name: [] for name in results}
+            await one_round(app, runtime.path, args.workers, this_round,
+                            METHODS if i % 2 == 0 else METHODS[::-1])
+            for name, values in this_round.items():
+                results[name].extend(values)
+            per_round.append(this_round)
             print(f"round {i + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         runtime.close()
@@ -107,6 +131,15 @@ async def main() -> None:
               f"{len(values):4}")
     ratio = statistics.median(results["direct"]) / statistics.median(results["smart"])
     print(f"\ndirect / smart per-worker spawn latency (medians): {ratio:.1f}×")
+    if args.json:
+        # seconds; every list holds one list per round; "modes" are per-worker spawn latencies
+        args.json.write_text(json.dumps({
+            "app": args.app, "workers": args.workers, "rounds": args.rounds, "unit": "s",
+            "modes": {name: [r[name] for r in per_round] for name in results if name in METHODS},
+            "measures": {name: [r[name] for r in per_round] for name in results
+                         if name not in METHODS},
+        }, indent=2, ensure_ascii=False))
+        print(f"results written to {args.json}")
 
 
 if __name__ == "__main__":

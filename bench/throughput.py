@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Throughput and latency of tui-passenger against gunicorn and Phusion Passenger, same app.
+"""Throughput and latency of tui-passenger against gunicorn, uvicorn and Phusion Passenger.
 
-Every system serves ``sample_apps/hello_wsgi`` with the same number of worker processes and
-is started once, on its own loopback port; then ``wrk`` loads one system at a time, the
-order rotating from round to round so machine noise is spread over all of them. tui-passenger
-runs twice: headless (``tp``) and with its dashboard open in a real terminal (``tpdash``, a
-detached session on a private tmux server). Afterwards a c=1 run compares a request through
-headless tui-passenger's proxy with one sent straight to a worker's Unix socket. Prints
-medians, the spread, tui-passenger/baseline ratios and the dashboard/headless ratio.
+Every WSGI system serves ``sample_apps/hello_wsgi``, every ASGI one ``sample_apps/hello_asgi``,
+each with the same number of worker processes; every system is started once, on its own
+loopback port; then ``wrk`` loads one system at a time, the order rotating from round to
+round so machine noise is spread over all of them. tui-passenger runs three times: headless
+(``tp``), with its dashboard open in a real terminal (``tpdash``, a detached session on a
+private tmux server), and headless serving the ASGI app (``tpasgi``, against uvicorn).
+Afterwards a c=1 run compares a request through headless tui-passenger's proxy with one sent
+straight to a worker's Unix socket. Prints medians, the spread, tui-passenger/baseline
+ratios (``tpasgi`` against uvicorn, ``tp`` against the WSGI servers) and the
+dashboard/headless ratio.
 
     python3 dev.py bench throughput [--workers 2] [--connections 16] [--duration 5]
-                                    [--rounds 3] [--only tp,tpdash,sync,gthread,passenger]
+                                    [--rounds 3] [--warmup 2] [--no-c1]
+                                    [--only tp,tpdash,sync,gthread,passenger,tpasgi,uvicorn]
                                     [--json results.json] [--install]
 """
 
@@ -39,11 +43,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = ROOT / "sample_apps" / "hello_wsgi"
+ASGI_DIR = ROOT / "sample_apps" / "hello_asgi"
 _VENV_PY = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
 GTHREAD_THREADS = 4
 SYSTEMS = {"tp": "tui-passenger", "tpdash": "tui-passenger dashboard",
-           "sync": "gunicorn sync", "gthread": "gunicorn gthread", "passenger": "passenger"}
+           "sync": "gunicorn sync", "gthread": "gunicorn gthread", "passenger": "passenger",
+           "tpasgi": "tui-passenger ASGI", "uvicorn": "uvicorn"}
+ASGI_SYSTEMS = ("tpasgi", "uvicorn")  # serve sample_apps/hello_asgi; the others hello_wsgi
+#: baseline -> the tui-passenger system serving the same app (the ratios are pair/baseline)
+PAIRS = {"sync": "tp", "gthread": "tp", "passenger": "tp", "uvicorn": "tpasgi"}
+#: the Python packages a system needs in the venv (the ``bench`` extra): key -> (module, spec)
+PACKAGES = {"sync": ("gunicorn", "gunicorn>=22"), "gthread": ("gunicorn", "gunicorn>=22"),
+            "uvicorn": ("uvicorn", "uvicorn>=0.29")}
 W = max(map(len, SYSTEMS.values()))  # width of the system-name column
 DASHBOARD_TARGET = 0.85  # the dashboard open must keep this share of headless req/s
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -292,15 +304,18 @@ class TmuxServer(Server):
                 os.unlink(self.socket_path)
 
 
-def tp_toml(work: Path, port: int, workers: int) -> Path:
-    """The tui-passenger config, the same for headless and dashboard (admin socket in work)."""
+def tp_toml(work: Path, port: int, workers: int, asgi: bool = False) -> Path:
+    """The tui-passenger config, the same for headless and dashboard (admin socket in work);
+    ``asgi``: the ASGI hello app instead of the WSGI one."""
+    root, entry = (ASGI_DIR, "app:app") if asgi else (APP_DIR, "app:application")
     toml = work / "bench.toml"
     toml.write_text(
         f'[server]\naddress = "127.0.0.1"\nport = {port}\nmax_pool_size = {workers}\n'
         f'allow_root = true\n'
         f'admin_socket = {json.dumps(str(work / "admin.sock"))}\n\n'
-        f'[[app]]\nname = "hello"\nroot = {json.dumps(str(APP_DIR))}\n'
-        f'entry = "app:application"\nspawn_method = "smart"\nmin_instances = {workers}\n'
+        f'[[app]]\nname = "hello"\nroot = {json.dumps(str(root))}\n'
+        f'entry = "{entry}"\ninterface = "{"asgi" if asgi else "wsgi"}"\n'
+        f'spawn_method = "smart"\nmin_instances = {workers}\n'
         f'max_instances = {workers}\ndefault = true\n')
     return toml
 
@@ -312,8 +327,8 @@ def make_servers(keys: list[str], workers: int, tmp: Path) -> dict[str, Server]:
         port, work = free_port(), tmp / key
         work.mkdir()
         log = work / "server.log"
-        if key == "tp":
-            toml = tp_toml(work, port, workers)
+        if key in ("tp", "tpasgi"):
+            toml = tp_toml(work, port, workers, asgi=key == "tpasgi")
             # warning: no per-request access log (gunicorn and passenger keep none either)
             argv = [PYTHON, "-m", "tui_passenger", "--headless", "-c", str(toml),
                     "--port", str(port), "--log-level", "warning"]
@@ -330,6 +345,13 @@ def make_servers(keys: list[str], workers: int, tmp: Path) -> dict[str, Server]:
             if key == "gthread":
                 argv += ["--threads", str(GTHREAD_THREADS)]
             servers[key] = Server(key, [*argv, "app:application"], port, work, log)
+        elif key == "uvicorn":
+            # uvloop and httptools, as tui-passenger's workers; one process per worker.
+            argv = [PYTHON, "-m", "uvicorn", "--workers", str(workers), "--host", "127.0.0.1",
+                    "--port", str(port), "--app-dir", str(ASGI_DIR), "--loop", "uvloop",
+                    "--http", "httptools", "--no-access-log", "--log-level", "warning",
+                    "app:app"]
+            servers[key] = Server(key, argv, port, work, log)
         elif key == "passenger":
             shutil.copy(APP_DIR / "app.py", work / "passenger_wsgi.py")
             pid_file = work / "passenger.pid"
@@ -351,15 +373,37 @@ def make_servers(keys: list[str], workers: int, tmp: Path) -> dict[str, Server]:
     return servers
 
 
-def ensure_gunicorn() -> None:
-    """Install gunicorn into the venv when it is missing (it is the ``bench`` extra)."""
-    if subprocess.run([PYTHON, "-c", "import gunicorn"], capture_output=True).returncode == 0:
+def ensure_package(module: str, spec: str) -> None:
+    """Install ``spec`` into the venv when ``module`` is missing (it is in the ``bench``
+    extra)."""
+    if subprocess.run([PYTHON, "-c", f"import {module}"], capture_output=True).returncode == 0:
         return
-    print(f"gunicorn is not importable by {PYTHON}: installing it with pip (the 'bench' extra)")
-    done = subprocess.run([PYTHON, "-m", "pip", "install", "-q", "gunicorn>=22"],
+    print(f"{module} is not importable by {PYTHON}: installing {spec} with pip "
+          "(the 'bench' extra)")
+    done = subprocess.run([PYTHON, "-m", "pip", "install", "-q", spec],
                           capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        raise Skip(f"gunicorn missing and pip install failed: {tail_text(done.stderr)}")
+        raise Skip(f"{module} missing and pip install failed: {tail_text(done.stderr)}")
+
+
+def apt_install(packages: list[str]) -> bool:
+    """``apt-get update`` then ``apt-get install -y PACKAGES`` (as root, or through
+    ``sudo -n``); True if it succeeded. Says what it does."""
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if not shutil.which("apt-get") or (sudo and not shutil.which("sudo")):
+        print(f"cannot install {' '.join(packages)}: needs apt-get and root (or sudo)")
+        return False
+    print(f"installing {' '.join(packages)} from Debian: "
+          f"{shlex.join([*sudo, 'apt-get', 'install', '-y', *packages])}", flush=True)
+    quiet = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive"]  # survives sudo's env reset
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        try:
+            done = subprocess.run([*quiet, *argv], timeout=600, check=False)
+        except subprocess.TimeoutExpired:
+            return False
+        if done.returncode != 0:
+            return False
+    return True
 
 
 def tail_text(text: str) -> str:
@@ -566,48 +610,51 @@ def version_info() -> dict[str, str]:
                    for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
     probe = ("import sys, importlib.metadata as m\nprint(sys.version.split()[0])\n"
-             "for n in ('gunicorn', 'aiohttp', 'tui-passenger'):\n"
+             "for n in ('gunicorn', 'aiohttp', 'tui-passenger', 'uvicorn'):\n"
              "    try: print(m.version(n))\n    except m.PackageNotFoundError: print('-')\n")
     found = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True).stdout.split()
-    py, gunicorn, aiohttp, tp = (found + ["?"] * 4)[:4]
+    py, gunicorn, aiohttp, tp, uvicorn = (found + ["?"] * 5)[:5]
     passenger = "-"
     if shutil.which("passenger"):
         text = subprocess.run(["passenger", "--version"], capture_output=True, text=True).stdout
         passenger = text.split()[-1] if text.split() else "?"
     return {"nproc": str(len(os.sched_getaffinity(0))), "cpu": cpu, "python": py,
-            "tui_passenger": tp, "gunicorn": gunicorn, "passenger": passenger,
-            "aiohttp": aiohttp}
+            "tui_passenger": tp, "gunicorn": gunicorn, "uvicorn": uvicorn,
+            "passenger": passenger, "aiohttp": aiohttp}
 
 
 def summarize(runs: list[Run | None]) -> dict[str, Any]:
     good = [r for r in runs if r and r.ok]
     if not good:
         return {"ok_rounds": 0, "failed_rounds": len(runs)}
-    rps = [r.rps for r in good]
+    rps, p50, p99 = ([getattr(r, f) for r in good] for f in ("rps", "p50_ms", "p99_ms"))
     return {"ok_rounds": len(good), "failed_rounds": len(runs) - len(good),
             "rps_median": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
-            "p50_ms": statistics.median(r.p50_ms for r in good),
-            "p99_ms": statistics.median(r.p99_ms for r in good)}
+            "p50_ms": statistics.median(p50), "p50_min": min(p50), "p50_max": max(p50),
+            "p99_ms": statistics.median(p99), "p99_min": min(p99), "p99_max": max(p99)}
 
 
-def ratio(results: dict[str, list[Run | None]], top: str, bottom: str) -> dict[str, float]:
-    """top / bottom (req/s and p50), per round where both ran cleanly, then the median;
-    {} when no round has both."""
+def ratio(results: dict[str, list[Run | None]], top: str, bottom: str) -> dict[str, Any]:
+    """top / bottom (req/s, p50 and p99), per round where both ran cleanly, then the median
+    (and the min–max of the per-round req/s ratios); {} when no round has both."""
     rounds = max(len(results.get(top, [])), len(results.get(bottom, [])))
     pairs = [(a, b) for a, b in zip(results.get(top, [None] * rounds),
                                     results.get(bottom, [None] * rounds), strict=True)
              if a and b and a.ok and b.ok]
     if not pairs:
         return {}
-    return {"rps": statistics.median(a.rps / b.rps for a, b in pairs),
+    rps = [a.rps / b.rps for a, b in pairs]
+    return {"rps": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
             "p50": statistics.median(a.p50_ms / b.p50_ms for a, b in pairs),
-            "rounds": len(pairs)}
+            "p99": statistics.median(a.p99_ms / b.p99_ms for a, b in pairs),
+            "rounds": len(pairs), "of": top}
 
 
-def ratios(results: dict[str, list[Run | None]]) -> dict[str, dict[str, float]]:
-    """tui-passenger (headless) / each baseline (not the dashboard: see ``ratio``)."""
-    return {key: r for key in results if key not in ("tp", "tpdash")
-            if (r := ratio(results, "tp", key))}
+def ratios(results: dict[str, list[Run | None]]) -> dict[str, dict[str, Any]]:
+    """The headless tui-passenger serving the same app / each baseline (``PAIRS``; the
+    dashboard is compared with headless separately)."""
+    return {key: r for key in results if key in PAIRS
+            if (r := ratio(results, PAIRS[key], key))}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -616,16 +663,16 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def start_all(servers: dict[str, Server], status: dict[str, str], timeout: float,
-              connections: int) -> list[str]:
-    """Start every system not already skipped, wait for each, warm it up (2 s of wrk);
-    returns the keys that can be measured."""
+              connections: int, warmup: float = 2.0) -> list[str]:
+    """Start every system not already skipped, wait for each, warm it up (``warmup`` s of
+    wrk); returns the keys that can be measured."""
     live = [s for k, s in servers.items() if k not in status]
     for server in live:
         server.start()
     for server in live:
         try:
             server.wait_ready(timeout)
-            warm = wrk(server.port, connections, 2)
+            warm = wrk(server.port, connections, warmup)
             status[server.key] = "ok" if warm.ok else f"warm-up problem: {warm.problem}"
             server.remember()
         except Skip as exc:
@@ -669,8 +716,9 @@ def report(keys: list[str], status: dict[str, str], results: dict[str, list[Run 
               f"{s['p99_ms']:>8.3f}  {s['ok_rounds']}/{rounds}")
     vs_tp = ratios(results)
     for key, r in vs_tp.items():
-        print(f"tui-passenger / {SYSTEMS[key]:<{W}} req/s ×{r['rps']:.2f}   p50 ×{r['p50']:.2f}"
-              f"   (median of {r['rounds']} per-round ratios)")
+        pair = f"{SYSTEMS[r['of']]} / {SYSTEMS[key]}"
+        print(f"{pair:<{2 * W}} req/s ×{r['rps']:.2f}   p50 ×{r['p50']:.2f}   "
+              f"p99 ×{r['p99']:.2f}   (median of {r['rounds']} per-round ratios)")
     dash = ratio(results, "tpdash", "tp")
     if dash:
         print(f"tui-passenger dashboard / tui-passenger headless  req/s ×{dash['rps']:.2f}   "
@@ -698,14 +746,17 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(SYSTEMS),
                         help=f"comma-separated subset of {','.join(SYSTEMS)}")
     parser.add_argument("--startup-timeout", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of wrk on each system before the rounds")
+    parser.add_argument("--no-c1", action="store_true",
+                        help="skip the c=1 proxy-vs-worker latency test after the rounds")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--install", action="store_true",
                         help="first run 'apt-get install -y wrk passenger tmux' (needs root)")
     args = parser.parse_args()
     keys = [k for k in SYSTEMS if k in args.only.split(",")]
     if args.install:
-        subprocess.run(["apt-get", "update"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "wrk", "passenger", "tmux"], check=False)
+        apt_install(["wrk", "passenger", "tmux"])
     if not shutil.which("wrk"):
         print("wrk not found: install it with 'apt-get install wrk' (or rerun with --install)")
         return 2
@@ -727,21 +778,24 @@ def main() -> int:
         elif "tpdash" in servers and importlib.util.find_spec("psutil") is None:
             status["tpdash"] = (f"skipped: psutil not importable by {sys.executable}, needed "
                                 "to find and stop the dashboard's processes")
-        if {"sync", "gthread"} & servers.keys():
-            try:
-                ensure_gunicorn()
-            except (Skip, subprocess.TimeoutExpired) as exc:
-                status.update({k: f"skipped: {exc}" for k in ("sync", "gthread")})
+        for key, (module, spec) in PACKAGES.items():
+            if key in servers and key not in status:
+                try:
+                    ensure_package(module, spec)
+                except (Skip, subprocess.TimeoutExpired) as exc:
+                    status.update({k: f"skipped: {exc}" for k, (m, _) in PACKAGES.items()
+                                   if m == module and k in servers})
         machine = version_info()
         print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
         print(f"load: wrk -t1 -c{args.connections} -d{args.duration:g}s, {args.rounds} rounds, "
-              f"{args.workers} workers each, app sample_apps/hello_wsgi\n")
+              f"{args.workers} workers each, apps sample_apps/hello_wsgi and hello_asgi\n")
         for key, why in status.items():
             print(f"{SYSTEMS[key]:<{W}} {why}")
-        running = start_all(servers, status, args.startup_timeout, args.connections)
+        running = start_all(servers, status, args.startup_timeout, args.connections,
+                            args.warmup)
         results = measure(servers, running, args)
         tp = servers.get("tp")
-        if tp and tp.proc and not tp.died():
+        if tp and tp.proc and not tp.died() and not args.no_c1:
             c1 = latency_c1(tp, status.get("tp") == "ok", args.duration)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -754,6 +808,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "machine": machine, "params": {k: str(v) for k, v in vars(args).items()},
+            "systems": {k: SYSTEMS[k] for k in keys}, "pairs": PAIRS,
+            "asgi": [k for k in keys if k in ASGI_SYSTEMS],
             "status": status, **figures, "latency_c1": c1,
             "rounds": {k: [asdict(r) if r else None for r in v] for k, v in results.items()},
         }, indent=2))

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".tui-passenger-installed"
-EXTRAS = "test,samples,dev"
+EXTRAS = "test,samples,dev,bench"  # bench: the test suite renders and smoke-runs the report
 
 
 def _venv_python() -> Path:

@@ -396,6 +396,26 @@ async def test_keys_send_intents_and_help_lists_remapped_keys():
         assert ("scale", "hello", 3) in core.calls and core.calls.count(("scale", "hello", 3)) == 1
 
 
+async def test_log_of_a_restarted_instance_is_read_from_its_start():
+    """An attached dashboard whose instance restarted and has logged more than before."""
+    core = FakeCore()
+    app = Dashboard(core, interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app._seq == 3, timeout=5, what="the first log")
+        restarted = [{**e, "seq": i, "text": f"new instance line {i}"} for i, e in
+                     enumerate(FAKE_EVENTS * 2, start=1)]
+
+        async def events(since: int) -> tuple[int, list[dict[str, Any]]]:
+            return 6, [e for e in restarted if e["seq"] > since]
+
+        core.events = events  # type: ignore[method-assign]
+        core.snap = {**core.snap, "server": {**core.snap["server"], "started": T0 + 60}}
+        await until(pilot, lambda: app._seq == 6, timeout=5, what="the new instance's log")
+        text = "\n".join(str(line.text) for line in app.log_panel.lines)
+        for i in range(1, 7):
+            assert f"new instance line {i}" in text, text
+
+
 @pytest.fixture
 def utc(monkeypatch: pytest.MonkeyPatch):
     """Log timestamps in UTC, whatever the machine's zone."""

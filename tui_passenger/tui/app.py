@@ -102,6 +102,8 @@ class Dashboard(App[None]):
         self.snapshot: dict[str, Any] = {}
         self.sort_mode = SORTS[0]
         self._seq = 0
+        #: (pid, start time) of the instance whose log ``_seq`` refers to.
+        self._instance: tuple[Any, Any] | None = None
         #: app → (min_instances asked for, when): presses faster than the refresh add up.
         self._scale_targets: dict[str, tuple[int, float]] = {}
         self._fetching = False
@@ -160,15 +162,21 @@ class Dashboard(App[None]):
         self._fetching = True
         try:
             snap = await self.core.snapshot()
-            seq, entries = await self.core.events(self._seq)
+            server = snap.get("server", {})
+            instance = (server.get("pid"), server.get("started"))
+            # Another instance (restarted, maybe with more log than we had read): its log
+            # is read from the start.
+            since = self._seq if instance == self._instance else 0
+            seq, entries = await self.core.events(since)
         except INTENT_ERRORS as exc:
             self.header.set_class(True, "-disconnected")
             self.notify(f"no snapshot: {_reason(exc)}", severity="error", markup=False)
             return
         finally:
             self._fetching = False
-        if seq < self._seq:  # the instance restarted: its log starts again
+        if seq < since:  # the log started again all the same
             seq, entries = await self.core.events(0)
+        self._instance = instance
         self._seq = seq
         self.post_message(self.Refreshed(snap, entries))
 

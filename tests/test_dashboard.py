@@ -410,10 +410,13 @@ async def test_log_of_a_restarted_instance_is_read_from_its_start():
 
         core.events = events  # type: ignore[method-assign]
         core.snap = {**core.snap, "server": {**core.snap["server"], "started": T0 + 60}}
-        await until(pilot, lambda: app._seq == 6, timeout=5, what="the new instance's log")
-        text = "\n".join(str(line.text) for line in app.log_panel.lines)
-        for i in range(1, 7):
-            assert f"new instance line {i}" in text, text
+
+        def logged() -> str:
+            return "\n".join(str(line.text) for line in app.log_panel.lines)
+
+        await until(pilot, lambda: all(f"new instance line {i}" in logged()
+                                       for i in range(1, 7)),
+                    timeout=5, what="every line of the new instance's log")
 
 
 @pytest.fixture

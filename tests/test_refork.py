@@ -149,6 +149,22 @@ async def test_the_chosen_worker_finishes_its_request_first_and_spawns_go_on_mea
         await wait_until(lambda: generation_in_place(group, 1, 2), 10)
 
 
+async def test_shutdown_in_the_middle_of_a_refork_leaves_nothing_behind():
+    async with running([probe_app(min_instances=2)], max_pool_size=6) as server:
+        group = server.pool.groups["app"]
+        for _ in range(5):
+            await get(server, "/")
+        busiest = max(group.processes, key=lambda p: p.processed)
+        slow = asyncio.ensure_future(get(server, "/slow?1"))
+        await wait_until(lambda: busiest.sessions == 1)
+        refork = server.pool.refork(group)
+        await wait_until(lambda: busiest.state == "molding")
+        await server.stop()  # drains the slow request, then stops whatever refork got to
+        status, _, _ = await slow
+        assert status == 200 and refork.done()
+    # the autouse fixture checks that no worker, mold or preloader is left
+
+
 async def test_a_failing_mold_falls_back_to_the_previous_preloader():
     app = probe_app(min_instances=2, env={"PROBE_MOLD_HOOK": "fail"})
     async with running([app], max_pool_size=4) as server:

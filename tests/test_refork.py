@@ -149,16 +149,50 @@ async def test_the_chosen_worker_finishes_its_request_first_and_spawns_go_on_mea
         await wait_until(lambda: generation_in_place(group, 1, 2), 10)
 
 
+async def busy_while_molding(server, group, seconds: float):
+    """Make the busiest worker the refork's choice while it serves a slow request."""
+    for _ in range(5):  # sequential: the first worker takes them all (first on a tie)
+        await get(server, "/")
+    busiest = max(group.processes, key=lambda p: p.processed)
+    slow = asyncio.ensure_future(get(server, f"/slow?{seconds}"))
+    await wait_until(lambda: busiest.sessions == 1)
+    refork = server.pool.refork(group)
+    await wait_until(lambda: busiest.state == "molding")
+    return busiest, slow, refork
+
+
+async def test_a_worker_still_busy_after_shutdown_timeout_goes_back_to_work():
+    async with running([probe_app(min_instances=2)], max_pool_size=6,
+                       shutdown_timeout=0.5) as server:
+        group = server.pool.groups["app"]
+        busiest, slow, refork = await busy_while_molding(server, group, 2)
+        assert await refork == 0
+        assert "still busy after 0.5 s" in group.last_refork_error
+        assert busiest.state == "ready" and group.spawner.reforks == 0
+        assert (await slow)[0] == 200
+        await wait_until(lambda: busiest.sessions == 0)
+        for _ in range(3):  # first on a tie again: it takes requests
+            status, _, body = await get(server, "/")
+            assert status == 200 and json.loads(body)["pid"] == busiest.pid
+
+
+async def test_a_spawn_method_switch_while_molding_gives_the_refork_up():
+    async with running([probe_app(min_instances=2)], max_pool_size=6) as server:
+        group = server.pool.groups["app"]
+        busiest, slow, refork = await busy_while_molding(server, group, 1)
+        switch = server.pool.set_spawn_method(group, "direct")
+        assert await refork == 0 and (await slow)[0] == 200
+        assert group.last_refork_error == "the spawn method changed meanwhile"
+        await switch
+        await wait_until(lambda: {p.worker.spawn_method for p in group.processes} == {"direct"}
+                         and len(group.processes) == 2, 30)
+        assert (await get(server, "/"))[0] == 200
+
+
 async def test_shutdown_in_the_middle_of_a_refork_leaves_nothing_behind():
     async with running([probe_app(min_instances=2)], max_pool_size=6) as server:
         group = server.pool.groups["app"]
-        for _ in range(5):
-            await get(server, "/")
-        busiest = max(group.processes, key=lambda p: p.processed)
-        slow = asyncio.ensure_future(get(server, "/slow?1"))
-        await wait_until(lambda: busiest.sessions == 1)
-        refork = server.pool.refork(group)
-        await wait_until(lambda: busiest.state == "molding")
+        _, slow, refork = await busy_while_molding(server, group, 1)
         await server.stop()  # drains the slow request, then stops whatever refork got to
         status, _, _ = await slow
         assert status == 200 and refork.done()

@@ -149,6 +149,8 @@ class Preloader:
 
     async def _failure(self, category: str, message: str, traceback: str = "") -> SpawnError:
         self.state = "gone"
+        if self.mold is not None and self._control is not None:
+            self._control.close()  # taken from the worker, which no longer closes it
         if self.output is not None:
             await self.output.drain()
         output = list(self.output.recent) if self.output else []

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tui_passenger.config import Config
 from tui_passenger.engine import SpawnError
+from tui_passenger.engine.smart import SmartSpawner
 from tui_passenger.pool.group import MOLD, MOLDING, READY, STOPPING, Group, PoolProcess
 
 log = logging.getLogger("tui_passenger.pool")
@@ -25,6 +27,7 @@ class LiveOperations:
     """The pool's live operations; the state they use lives on the Pool."""
 
     groups: dict[str, Group]
+    config: Config
     closing: bool
     _tasks: set[asyncio.Task[Any]]
 
@@ -126,7 +129,10 @@ class LiveOperations:
         if previous is not None and not previous.done():
             await asyncio.gather(previous, return_exceptions=True)
         spawner = group.spawner
-        if self.closing or group.spawn_method != "smart":
+        if self.closing:
+            return 0
+        if group.spawn_method != "smart":
+            self._refork_failed(group, "the app no longer uses smart spawning")
             return 0
         if chosen is None or chosen.state is not READY:
             ready = [p for p in group.processes if p.state is READY]
@@ -141,8 +147,22 @@ class LiveOperations:
                 # Spawns meanwhile (its place is free) still come from the old preloader:
                 # a long request here must not hold up the whole group.
                 chosen.idle = asyncio.get_running_loop().create_future()
-                await asyncio.shield(chosen.idle)
+                limit = self.config.server.shutdown_timeout
+                try:
+                    await asyncio.wait_for(asyncio.shield(chosen.idle), limit or None)
+                except asyncio.TimeoutError:
+                    self._back_in_service(chosen)
+                    self._refork_failed(group, f"worker {chosen.pid} was still busy after "
+                                               f"{limit:g} s (shutdown_timeout)")
+                    return 0
             if not chosen.worker.alive:
+                self._refork_failed(group, f"worker {chosen.pid} exited before it became "
+                                           "the mold")
+                return 0
+            if self.closing or group.spawner is not spawner:
+                self._back_in_service(chosen)
+                self._refork_failed(group, "shutting down" if self.closing else
+                                    "the spawn method changed meanwhile")
                 return 0
             spawner.begin_refork()  # spawns from here on wait for the mold
             group.processes.remove(chosen)
@@ -159,24 +179,34 @@ class LiveOperations:
             spawner.end_refork()
             if chosen not in group.processes:
                 await chosen.worker.kill()
+            elif chosen.state is MOLDING:
+                self._back_in_service(chosen)
             raise
         chosen.state = MOLD
         self._event("molded", process=chosen, generation=mold.generation, reason=reason)
-        replaced = await self._replace_older_generations(group, reason)
+        replaced = await self._replace_older_generations(group, spawner, reason)
         if group.spawner is spawner:
             await spawner.retire_previous()
         self._event("reforked", group=group, generation=mold.generation, count=replaced)
         return replaced
+
+    def _back_in_service(self, process: PoolProcess) -> None:
+        """A worker chosen to become the mold takes requests again."""
+        process.state = READY
+        process.idle = None
+        self._dispatch(process.group)
+        self.reconcile()
 
     def _refork_failed(self, group: Group, reason: str) -> None:
         group.last_refork_error = reason
         log.warning("%s: refork failed: %s", group.name, reason)
         self._event("refork_failed", group=group, reason=reason)
 
-    async def _replace_older_generations(self, group: Group, reason: str) -> int:
-        """Replace the workers not forked by the current preloader, ``refork_max_unavailable``
-        of them at a time, each batch's replacements ready before the batch drains."""
-        spawner = group.spawner
+    async def _replace_older_generations(self, group: Group, spawner: SmartSpawner,
+                                         reason: str) -> int:
+        """Replace the workers not forked by ``spawner``'s current preloader,
+        ``refork_max_unavailable`` of them at a time, each batch's replacements ready before
+        the batch drains; stops if the group changes spawner meanwhile."""
         batch_size = max(1, int(group.live_count() * group.app.refork_max_unavailable))
         replaced = 0
         while not self.closing and group.spawner is spawner:

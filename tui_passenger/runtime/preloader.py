@@ -15,6 +15,7 @@ caches instead of cold imports.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import select
@@ -81,7 +82,8 @@ class Preloader:
     def promote(self, control: socket.socket) -> Preloader:
         """In a worker told to become the mold: a preloader over the worker's channel."""
         started = time.monotonic()
-        mold = Preloader(self.spec, control)
+        # A mold's warm state cannot be rebuilt by a new preloader: it does not idle out.
+        mold = Preloader(dataclasses.replace(self.spec, max_preloader_idle_time=0.0), control)
         mold.app = self.app
         control.setblocking(True)
         # The app ran requests here: find connection pools it created since loading, then

@@ -807,7 +807,8 @@ def main() -> int:
     figures = report(keys, status, results, c1, args.rounds)
     if args.json:
         args.json.write_text(json.dumps({
-            "machine": machine, "params": {k: str(v) for k, v in vars(args).items()},
+            "machine": machine, "params": {k: str(v) for k, v in vars(args).items()
+                                              if k != "json"},  # where this file is
             "systems": {k: SYSTEMS[k] for k in keys}, "pairs": PAIRS,
             "asgi": [k for k in keys if k in ASGI_SYSTEMS],
             "status": status, **figures, "latency_c1": c1,

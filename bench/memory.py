@@ -136,9 +136,10 @@ async def measure(mode: str, args: argparse.Namespace) -> dict[str, float]:
         if mode == "refork":
             # The same requests in all: half before the refork, half after it.
             statuses = await warm_up(server.url, args.requests // 2, args.concurrency)
-            await server.pool.refork(group)
-            if group.last_refork_error:
-                raise SystemExit(f"refork failed: {group.last_refork_error}")
+            try:
+                await server.pool.refork_now(group)
+            except ValueError as exc:
+                raise SystemExit(str(exc)) from None
             statuses += await warm_up(server.url, args.requests - args.requests // 2,
                                       args.concurrency)
         else:

@@ -69,11 +69,9 @@ class EmbeddedCore(Core):
     async def refork(self, app: str) -> str:
         group = self._group(app)
         try:
-            replaced = await self.server.pool.refork(group)
+            replaced = await self.server.pool.refork_now(group)
         except ValueError as exc:
             raise KeyError(str(exc)) from None
-        if group.last_refork_error is not None:
-            raise KeyError(f"{app}: refork failed: {group.last_refork_error}")
         return reforked_text(app, group.spawner.generation, group.spawner.preloader.pid, replaced)
 
     async def pause_sampling(self, paused: bool) -> None:

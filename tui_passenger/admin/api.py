@@ -189,11 +189,9 @@ class AdminServer:
     async def refork(self, request: web.Request) -> web.Response:
         group = self._group(request)
         try:
-            replaced = await self.server.pool.refork(group)
+            replaced = await self.server.pool.refork_now(group)
         except ValueError as exc:
             raise AdminError(409, str(exc)) from None
-        if group.last_refork_error is not None:
-            raise AdminError(409, f"{group.name}: refork failed: {group.last_refork_error}")
         spawner = group.spawner
         return web.json_response({"app": group.name, "generation": spawner.generation,
                                   "mold": spawner.preloader.pid, "replaced": replaced})

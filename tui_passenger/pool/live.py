@@ -13,7 +13,6 @@ from typing import Any
 
 from tui_passenger.config import Config
 from tui_passenger.engine import SpawnError
-from tui_passenger.engine.smart import SmartSpawner
 from tui_passenger.pool.group import MOLD, MOLDING, READY, STOPPING, Group, PoolProcess
 
 log = logging.getLogger("tui_passenger.pool")
@@ -82,21 +81,8 @@ class LiveOperations:
     async def _roll(self, group: Group, reason: str, previous: asyncio.Task[int] | None) -> int:
         if previous is not None and not previous.done():
             await asyncio.gather(previous, return_exceptions=True)
-        replaced = 0
-        for old in [p for p in group.processes if p.state is READY]:
-            if self.closing:
-                break
-            if old.state is not READY:
-                continue  # it went away meanwhile
-            # Start the new one first: capacity never drops during the roll.
-            group.spawning += 1
-            new = await self._spawn_one(group)
-            if new is None:
-                log.error("%s: %s stopped: could not spawn a replacement", group.name, reason)
-                break
-            self.drain(old, reason)
-            await asyncio.shield(old.worker.exited)
-            replaced += 1
+        running = {p for p in group.processes if p.state is READY}
+        replaced = await self._replace(group, reason, running.__contains__, 1)
         self._event("restarted", group=group, reason=reason, count=replaced)
         return replaced
 
@@ -123,6 +109,14 @@ class LiveOperations:
             group, lambda previous: self._refork(group, process, reason, previous))
         task.add_done_callback(lambda _t: setattr(group, "reforking", False))
         return task
+
+    async def refork_now(self, group: Group) -> int:
+        """An operator's refork (``ctl refork``, the dashboard): wait for it; ValueError
+        with the reason if it did not happen. Returns the workers replaced."""
+        replaced = await self.refork(group)
+        if group.last_refork_error is not None:
+            raise ValueError(f"{group.name}: refork failed: {group.last_refork_error}")
+        return replaced
 
     async def _refork(self, group: Group, chosen: PoolProcess | None, reason: str,
                       previous: asyncio.Task[int] | None) -> int:
@@ -184,7 +178,13 @@ class LiveOperations:
             raise
         chosen.state = MOLD
         self._event("molded", process=chosen, generation=mold.generation, reason=reason)
-        replaced = await self._replace_older_generations(group, spawner, reason)
+        # Workers not forked by the current preloader (the mold, or whichever one took over
+        # if it died), refork_max_unavailable at a time, while the group keeps this spawner.
+        replaced = await self._replace(
+            group, f"replaced by generation {mold.generation}",
+            lambda p: p.worker.generation != spawner.generation,
+            max(1, int(group.live_count() * group.app.refork_max_unavailable)),
+            lambda: group.spawner is spawner)
         if group.spawner is spawner:
             await spawner.retire_previous()
         self._event("reforked", group=group, generation=mold.generation, count=replaced)
@@ -202,27 +202,23 @@ class LiveOperations:
         log.warning("%s: refork failed: %s", group.name, reason)
         self._event("refork_failed", group=group, reason=reason)
 
-    async def _replace_older_generations(self, group: Group, spawner: SmartSpawner,
-                                         reason: str) -> int:
-        """Replace the workers not forked by ``spawner``'s current preloader,
-        ``refork_max_unavailable`` of them at a time, each batch's replacements ready before
-        the batch drains; stops if the group changes spawner meanwhile."""
-        batch_size = max(1, int(group.live_count() * group.app.refork_max_unavailable))
+    async def _replace(self, group: Group, reason: str, stale: Callable[[PoolProcess], bool],
+                       batch_size: int, keep_going: Callable[[], bool] = lambda: True) -> int:
+        """Replace the ready workers that are ``stale``, ``batch_size`` at a time: each
+        batch's replacements are ready before the batch drains, so capacity never drops."""
         replaced = 0
-        while not self.closing and group.spawner is spawner:
-            current = spawner.generation
-            batch = [p for p in group.processes
-                     if p.state is READY and p.worker.generation != current][:batch_size]
+        while not self.closing and keep_going():
+            batch = [p for p in group.processes if p.state is READY and stale(p)][:batch_size]
             if not batch:
                 break
             group.spawning += len(batch)
             new = await asyncio.gather(*(self._spawn_one(group) for _ in batch))
             done = batch[:sum(1 for n in new if n is not None)]
             if not done:
-                log.error("%s: refork stopped: could not spawn from the mold", group.name)
+                log.error("%s: %s stopped: could not spawn a replacement", group.name, reason)
                 break
             for process in done:
-                self.drain(process, f"replaced by generation {current}")
+                self.drain(process, reason)
             await asyncio.gather(*(asyncio.shield(p.worker.exited) for p in done))
             replaced += len(done)
         return replaced

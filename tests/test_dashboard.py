@@ -64,6 +64,16 @@ async def embedded(apps: list[dict], **server: object) -> AsyncIterator[Embedded
         await core.stop()
 
 
+@contextlib.asynccontextmanager
+async def dashboard_on(app: dict, **server: object) -> AsyncIterator[tuple[Any, Dashboard, Any]]:
+    """A dashboard over a real app called "app", the app's row selected: (group, app, pilot)."""
+    async with embedded([{"name": "app", **app}], **server) as core:
+        dashboard = Dashboard(core, interval=TICK)
+        async with dashboard.run_test(size=(120, 40)) as pilot:
+            await select(pilot, dashboard, "app:app")
+            yield core.server.pool.groups["app"], dashboard, pilot
+
+
 async def until(pilot: Any, predicate: Callable[[], bool], timeout: float = 30,
                 what: str = "condition") -> None:
     """Let the app run until ``predicate()`` holds; fail after ``timeout`` seconds."""
@@ -99,25 +109,21 @@ def worker_keys(app: Dashboard, name: str) -> set[str]:
 
 
 async def test_scale_up_and_down_with_plus_and_minus():
-    async with embedded([{"name": "app", "min_instances": 1, "max_instances": 4}],
-                        max_pool_size=4) as core:
-        group = core.server.pool.groups["app"]
-        app = Dashboard(core, interval=TICK)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await select(pilot, app, "app:app")
-            await pilot.press("plus")
-            await until(pilot, lambda: group.min_instances == 2 and group.live_count() == 2,
-                        what="a second worker")
-            await until(pilot, lambda: len(worker_keys(app, "app")) == 2
-                        and worker_keys(app, "app") <= set(row_keys(app)), what="two rows")
-            assert app.query_one(ProcessTable).selected_key == "app:app"
-            await pilot.press("minus")
-            await until(pilot, lambda: group.min_instances == 1, what="min back to 1")
-            await pilot.press("minus")
-            await until(pilot, lambda: group.min_instances == 0, what="min 0")
-            await pilot.press("minus")  # not below 0
-            await pilot.pause(2 * TICK)
-            assert group.min_instances == 0
+    async with dashboard_on({"min_instances": 1, "max_instances": 4},
+                            max_pool_size=4) as (group, app, pilot):
+        await pilot.press("plus")
+        await until(pilot, lambda: group.min_instances == 2 and group.live_count() == 2,
+                    what="a second worker")
+        await until(pilot, lambda: len(worker_keys(app, "app")) == 2
+                    and worker_keys(app, "app") <= set(row_keys(app)), what="two rows")
+        assert app.query_one(ProcessTable).selected_key == "app:app"
+        await pilot.press("minus")
+        await until(pilot, lambda: group.min_instances == 1, what="min back to 1")
+        await pilot.press("minus")
+        await until(pilot, lambda: group.min_instances == 0, what="min 0")
+        await pilot.press("minus")  # not below 0
+        await pilot.pause(2 * TICK)
+        assert group.min_instances == 0
 
 
 async def test_kill_asks_naming_the_pid_and_the_pool_replaces_the_worker():
@@ -146,54 +152,46 @@ async def test_kill_asks_naming_the_pid_and_the_pool_replaces_the_worker():
 
 
 async def test_spawn_method_toggle_under_load_loses_no_request():
-    async with embedded([{"name": "app", "min_instances": 2, "max_instances": 2}]) as core:
-        group = core.server.pool.groups["app"]
-        app = Dashboard(core, interval=TICK)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await select(pilot, app, "app:app")
-            load = Load(core.server, clients=2)
-            try:
-                await pilot.press("m")
-                await until(pilot, lambda: group.spawn_method == "direct"
-                            and len(group.processes) == 2
-                            and {p.worker.spawn_method for p in group.processes} == {"direct"},
-                            timeout=60, what="direct workers")
-                await until(pilot, lambda: {p["spawn_method"] for g in app.snapshot["apps"]
-                                            for p in g["processes"]} == {"direct"},
-                            what="the table to show direct workers")
-                ok = load.ok
-                await until(pilot, lambda: load.ok > ok + 10, what="requests after the switch")
-            finally:
-                await load.stop()
-            assert load.failures == []
-            assert load.ok > 10
+    async with dashboard_on({"min_instances": 2, "max_instances": 2}) as (group, app, pilot):
+        load = Load(app.core.server, clients=2)
+        try:
+            await pilot.press("m")
+            await until(pilot, lambda: group.spawn_method == "direct"
+                        and len(group.processes) == 2
+                        and {p.worker.spawn_method for p in group.processes} == {"direct"},
+                        timeout=60, what="direct workers")
+            await until(pilot, lambda: {p["spawn_method"] for g in app.snapshot["apps"]
+                                        for p in g["processes"]} == {"direct"},
+                        what="the table to show direct workers")
+            ok = load.ok
+            await until(pilot, lambda: load.ok > ok + 10, what="requests after the switch")
+        finally:
+            await load.stop()
+        assert load.failures == []
+        assert load.ok > 10
 
 
 async def test_refork_key_makes_a_mold_and_the_tree_shows_its_generation():
-    async with embedded([{"name": "app", "min_instances": 2, "max_instances": 2}]) as core:
-        group = core.server.pool.groups["app"]
-        app = Dashboard(core, interval=TICK)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await select(pilot, app, "app:app")
-            load = Load(core.server, clients=2)
-            try:
-                await load.more(20)
-                await pilot.press("g")
-                await until(pilot, lambda: group.spawner.generation == 1 and not group.reforking,
-                            what="generation 1")
-                mold = group.spawner.preloader.pid
-                await until(pilot, lambda: f"pid:{mold}" in row_keys(app)
-                            and app.snapshot["apps"][0]["mold"] == mold, what="the mold's row")
-                await load.more(10)
-            finally:
-                await load.stop()
-            assert load.failures == []
-            table = app.query_one(ProcessTable)
-            cells = [str(c) for c in table.get_row(f"pid:{mold}")]
-            assert any(f"{mold} mold" in c for c in cells) and "gen 1" in cells, cells
-            for process in group.processes:
-                row = [str(c) for c in table.get_row(f"pid:{process.pid}")]
-                assert "gen 1" in row, row
+    async with dashboard_on({"min_instances": 2, "max_instances": 2}) as (group, app, pilot):
+        load = Load(app.core.server, clients=2)
+        try:
+            await load.more(20)
+            await pilot.press("g")
+            await until(pilot, lambda: group.spawner.generation == 1 and not group.reforking,
+                        what="generation 1")
+            mold = group.spawner.preloader.pid
+            await until(pilot, lambda: f"pid:{mold}" in row_keys(app)
+                        and app.snapshot["apps"][0]["mold"] == mold, what="the mold's row")
+            await load.more(10)
+        finally:
+            await load.stop()
+        assert load.failures == []
+        table = app.query_one(ProcessTable)
+        cells = [str(c) for c in table.get_row(f"pid:{mold}")]
+        assert any(f"{mold} mold" in c for c in cells) and "gen 1" in cells, cells
+        for process in group.processes:
+            row = [str(c) for c in table.get_row(f"pid:{process.pid}")]
+            assert "gen 1" in row, row
 
 
 async def test_fd_panel_flags_the_inherited_memcached_socket(memcached_addr):  # noqa: F811

@@ -47,15 +47,16 @@ async def send_with_fds(sock: socket.socket, message: dict[str, Any], fds: tuple
 
 
 class Preloader:
-    """The manager's handle on one preloader process, or on a worker promoted to be one
-    (a mold: ``mold`` is that worker)."""
+    """The manager's handle on one preloader process."""
 
-    def __init__(self, spawner: SmartSpawner, generation: int,
-                 mold: WorkerProcess | None = None) -> None:
+    role = "preloader"
+    #: The worker this preloader used to be (see :class:`Mold`).
+    mold: WorkerProcess | None = None
+
+    def __init__(self, spawner: SmartSpawner, generation: int) -> None:
         self.spawner = spawner
         self.app = spawner.app.name
         self.generation = generation
-        self.mold = mold
         self.pid: int | None = None
         self.state = "starting"  # starting -> ready -> gone
         self.started_at = time.time()
@@ -95,20 +96,6 @@ class Preloader:
         asyncio.ensure_future(self._watch_exit())
         await self._wait_ready(timeout, "load the app")
 
-    async def adopt(self, timeout: float) -> None:
-        """Tell the worker ``mold`` (idle, out of the pool) to become this preloader."""
-        worker = self.mold
-        assert worker is not None
-        self.pid = worker.pid
-        self.output = worker.output
-        self._control = worker.hand_over_control()
-        asyncio.ensure_future(self._watch_exit())
-        try:
-            await send_with_fds(self._control, {"command": "mold"}, ())
-        except OSError as exc:
-            raise await self._failure("exited", f"worker {self.pid} is gone: {exc}") from exc
-        await self._wait_ready(timeout, "become the mold")
-
     async def _wait_ready(self, timeout: float, task: str) -> None:
         loop = asyncio.get_running_loop()
         assert self._control is not None
@@ -142,27 +129,20 @@ class Preloader:
         self.state = "ready"
         self._reader = asyncio.ensure_future(self._read_loop())
 
-    @property
-    def role(self) -> str:
-        """"preloader", or "mold" for a promoted worker."""
-        return "preloader" if self.mold is None else "mold"
-
     async def _failure(self, category: str, message: str, traceback: str = "") -> SpawnError:
         self.state = "gone"
-        if self.mold is not None and self._control is not None:
-            self._control.close()  # taken from the worker, which no longer closes it
         if self.output is not None:
             await self.output.drain()
         output = list(self.output.recent) if self.output else []
         return SpawnError(self.app, category, message, traceback=traceback, output=output,
                           pid=self.pid)
 
+    async def _exit_status(self) -> ExitStatus:
+        assert self._proc is not None
+        return ExitStatus.from_wait(await self._proc.wait())
+
     async def _watch_exit(self) -> None:
-        if self.mold is not None:
-            status = await asyncio.shield(self.mold.exited)
-        else:
-            assert self._proc is not None
-            status = ExitStatus.from_wait(await self._proc.wait())
+        status = await self._exit_status()
         self.state = "gone"
         if not self.exited.done():
             self.exited.set_result(status)
@@ -253,8 +233,8 @@ class Preloader:
                 await self._reader
         if self._control is not None:
             self._control.close()
-        if self._proc is None and self.mold is None:
-            return
+        if self.pid is None:
+            return  # never started
         if kill:
             self._kill()
         try:
@@ -264,11 +244,44 @@ class Preloader:
             await asyncio.shield(self.exited)
 
     def _kill(self) -> None:
-        if self.mold is not None:
-            self.mold.send_signal(signal.SIGKILL)
-        elif self._proc is not None:
+        if self._proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
+
+
+class Mold(Preloader):
+    """The handle on a worker promoted to preloader (refork): same protocol, but the
+    process is the worker, whose exit the worker's pidfd reports."""
+
+    role = "mold"
+
+    def __init__(self, spawner: SmartSpawner, generation: int, worker: WorkerProcess) -> None:
+        super().__init__(spawner, generation)
+        self.mold = worker
+
+    async def adopt(self, timeout: float) -> None:
+        """Tell the worker ``mold`` (idle, out of the pool) to become this preloader."""
+        worker = self.mold
+        self.pid = worker.pid
+        self.output = worker.output
+        self._control = worker.hand_over_control()
+        asyncio.ensure_future(self._watch_exit())
+        try:
+            await send_with_fds(self._control, {"command": "mold"}, ())
+        except OSError as exc:
+            raise await self._failure("exited", f"worker {self.pid} is gone: {exc}") from exc
+        await self._wait_ready(timeout, "become the mold")
+
+    async def _exit_status(self) -> ExitStatus:
+        return await asyncio.shield(self.mold.exited)
+
+    def _kill(self) -> None:
+        self.mold.send_signal(signal.SIGKILL)
+
+    async def _failure(self, category: str, message: str, traceback: str = "") -> SpawnError:
+        if self._control is not None:
+            self._control.close()  # taken from the worker, which no longer closes it
+        return await super()._failure(category, message, traceback)
 
 
 class SmartSpawner(Spawner):
@@ -337,7 +350,7 @@ class SmartSpawner(Spawner):
         """
         try:
             async with self._lock:
-                mold = Preloader(self, self._next_generation(), mold=worker)
+                mold = Mold(self, self._next_generation(), worker)
                 await mold.adopt(self._deadline(time.monotonic()))
                 if self.preloader is not None:
                     self.previous.append(self.preloader)

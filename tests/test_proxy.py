@@ -194,6 +194,35 @@ async def test_hop_by_hop_and_forwarded_headers():
         assert headers["X-Request-Id"] == seen["HTTP_X_REQUEST_ID"]
 
 
+async def test_plain_request_headers_reach_the_app_as_sent_plus_forwarding():
+    # No header the proxy must drop or rewrite: the request's fields go through as they are.
+    async with running([{"name": "app"}]) as server:
+        status, headers, body = await get(server, "/", headers={
+            "X-Custom": "kept", "Accept": "text/plain", "Cookie": "a=1"})
+        seen = json.loads(body)["headers"]
+        assert status == 200
+        assert seen["HTTP_X_CUSTOM"] == "kept" and seen["HTTP_ACCEPT"] == "text/plain"
+        assert seen["HTTP_COOKIE"] == "a=1"
+        assert seen["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
+        assert seen["HTTP_X_FORWARDED_HOST"] == f"127.0.0.1:{server.address[1]}"
+        assert seen["HTTP_X_FORWARDED_PROTO"] == "http"
+        assert headers["X-Request-Id"] == seen["HTTP_X_REQUEST_ID"]
+        # Every request gets its own id.
+        _, again, _ = await get(server, "/")
+        assert again["X-Request-Id"] != headers["X-Request-Id"]
+
+
+async def test_response_fields_reason_and_repeated_headers_are_relayed():
+    async with running([{"name": "app"}]) as server:
+        async with aiohttp.ClientSession() as session, session.get(
+                f"http://127.0.0.1:{server.address[1]}/cookies") as response:
+            assert response.status == 299 and response.reason == "Fine Indeed"
+            assert response.headers.getall("Set-Cookie") == ["a=1", "b=2"]
+            assert response.headers["Content-Length"] == "11"
+            assert "X-Request-Id" in response.headers
+            assert await response.read() == b"two cookies"
+
+
 async def test_trusted_proxy_forwarded_headers_are_kept():
     async with running([{"name": "app"}], trusted_proxies=["127.0.0.0/8"]) as server:
         _, _, body = await get(server, "/", headers={"X-Forwarded-For": "203.0.113.9",

@@ -168,7 +168,12 @@ class Pool(LiveOperations):
                 and process.state is READY and not group.reforking:
             self._refork_after(process)
         if group.waiters:
-            self._dispatch(group)
+            if process.state is READY and process.sessions < process.worker.concurrency:
+                # Only this process gained a free slot: hand it the next waiter without
+                # looking over the whole group (the hot path when requests queue).
+                self._hand_over(process, group)
+            else:
+                self._dispatch(group)
         elif process.sessions == 0 and len(self.groups) > 1 and any(
                 g.waiters for g in self.groups.values()):
             # Another app may be waiting for room in a full pool, which this now idle
@@ -176,6 +181,18 @@ class Pool(LiveOperations):
             self.reconcile()
         if self.closing:
             self._idle.set()
+
+    @staticmethod
+    def _hand_over(process: PoolProcess, group: Group) -> None:
+        """Give ``process``'s free slots to the first waiters of ``group``."""
+        waiters = group.waiters
+        concurrency = process.worker.concurrency
+        while waiters and process.sessions < concurrency and process.state is READY:
+            waiter = waiters.popleft()
+            if waiter.cancelled:
+                continue
+            process.sessions += 1
+            waiter.callback(process, None)
 
     def _dispatch(self, group: Group) -> None:
         while group.waiters:

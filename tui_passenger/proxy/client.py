@@ -17,6 +17,7 @@ import httptools
 from tui_passenger.proxy import pages
 from tui_passenger.proxy.body import RequestBody
 from tui_passenger.proxy.exchange import Exchange, write_page
+from tui_passenger.proxy.headers import INTERNAL_PREFIX, REWRITTEN, forwarding_headers
 
 if TYPE_CHECKING:
     from tui_passenger.proxy.front import FrontServer
@@ -38,7 +39,7 @@ class Request:
     """A request as received from the client."""
 
     __slots__ = ("method", "url", "version", "headers", "host", "keep_alive", "body",
-                 "error", "head_size", "received")
+                 "error", "head_size", "received", "plain")
 
     def __init__(self) -> None:
         self.method = "GET"
@@ -51,14 +52,17 @@ class Request:
         self.error: pages.Page | None = None
         self.head_size = 0
         self.received = 0.0
+        #: No header the proxy drops or rewrites (hop-by-hop, framing, forwarding, internal):
+        #: the headers go to the worker as they came (the fast path of upstream_head).
+        self.plain = True
 
 
 class ClientConnection(asyncio.Protocol):
     """The protocol of one public connection."""
 
-    __slots__ = ("front", "transport", "parser", "ip", "address", "queue", "current",
-                 "request", "closed", "paused_writing", "last_active", "_reading_paused",
-                 "head_started", "body_started")
+    __slots__ = ("front", "transport", "parser", "ip", "address", "trusted", "forwarding",
+                 "queue", "current", "request", "closed", "paused_writing", "last_active",
+                 "_reading_paused", "head_started", "body_started")
 
     def __init__(self, front: FrontServer) -> None:
         self.front = front
@@ -66,6 +70,10 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.ip = ""
         self.address = b""
+        #: The peer is one of trusted_proxies (its X-Forwarded-* and X-Request-Id are kept).
+        self.trusted = False
+        #: The forwarding headers that are the same for every request of this connection.
+        self.forwarding = b""
         self.queue: deque[Request] = deque()
         self.current: Exchange | None = None
         self.request: Request | None = None
@@ -92,6 +100,8 @@ class ClientConnection(asyncio.Protocol):
             self.ip = peer[0]
             self.address = (f"[{peer[0]}]:{peer[1]}" if ":" in peer[0]
                             else f"{peer[0]}:{peer[1]}").encode()
+        self.trusted = self.ip in self.front.trusted
+        self.forwarding = forwarding_headers(self.ip, self.address)
         self.front.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -147,9 +157,12 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.request
-        request.headers.append((name, value))  # type: ignore[union-attr]
-        self._count(request, len(name) + len(value) + 4)
-        if len(request.headers) > MAX_HEADERS:  # type: ignore[union-attr]
+        headers = request.headers  # type: ignore[union-attr]
+        headers.append((name, value))
+        request.head_size += len(name) + len(value) + 4  # type: ignore[union-attr]
+        if request.head_size > MAX_HEAD_SIZE:  # type: ignore[union-attr]
+            self._count(request, 0)
+        if len(headers) > MAX_HEADERS:
             self._refuse(431, f"more than {MAX_HEADERS} header fields")
 
     def _refuse(self, status: int, why: str) -> None:
@@ -183,7 +196,10 @@ class ClientConnection(asyncio.Protocol):
             if lower == b"host":
                 request.host = value.decode("latin-1")
                 hosts += 1
-            elif lower == b"content-length":
+                continue
+            if lower in REWRITTEN or lower.startswith(INTERNAL_PREFIX):
+                request.plain = False
+            if lower == b"content-length":
                 declared = int(value) if value.strip().isdigit() else -1
             elif lower == b"expect":
                 expect = value.strip().lower() == b"100-continue"

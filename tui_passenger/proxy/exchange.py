@@ -160,9 +160,9 @@ class Exchange:
         self.upstream = upstream
         body = self.request.body
         if body is None:
-            upstream.send(self, self.head, head_only=self.head_only)
+            upstream.send(self, self.head, self.head_only)
         elif body.file is None:
-            upstream.send(self, self.head + body.data, head_only=self.head_only)
+            upstream.send(self, self.head + body.data, self.head_only)
         else:
             upstream.send_head(self, self.head, head_only=self.head_only)
             asyncio.ensure_future(upstream.send_body(body.chunks()))
@@ -313,6 +313,12 @@ class Exchange:
     def _response_head(self, upstream: UpstreamConnection) -> bytes:
         status = upstream.status
         raw = upstream.headers
+        if upstream.plain and upstream.has_length and self.keep_alive and status >= 200 \
+                and self.request.version == "1.1" and not self.front.closing:
+            # The common case: the worker's fields go out as they came.
+            return b"HTTP/1.1 %d %b\r\n%bX-Request-Id: %b\r\n\r\n" % (
+                status, upstream.reason, b"".join([b"%b: %b\r\n" % h for h in raw]),
+                self.request_id)
         dropped = HOP_BY_HOP | connection_tokens(raw) if len(raw) else HOP_BY_HOP
         parts = [b"HTTP/1.1 ", str(status).encode(), b" ", upstream.reason, b"\r\n"]
         has_length = False

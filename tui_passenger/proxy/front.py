@@ -79,7 +79,7 @@ class FrontServer:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
-        self._id_prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}-"
+        self._id_prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}-".encode()
 
     async def start(self, sock: socket.socket) -> None:
         """Serve connections arriving on the listening socket ``sock``."""
@@ -134,22 +134,28 @@ class FrontServer:
 
     def route(self, request: Request) -> tuple[Group, str] | None:
         """The app (group) for a request and its SCRIPT_NAME."""
-        return self.router.route(request.host, request_path(request.url))
+        return self.router.route(request.host, request.url, request_path)
 
     def request_id(self, client: ClientConnection, request: Request) -> bytes:
         """The request's id: a trusted proxy's X-Request-Id, else a new one."""
-        if client.ip in self.trusted:
+        if client.trusted and not request.plain:
             for name, value in request.headers:
                 if name.lower() == b"x-request-id":
                     return value
-        return (self._id_prefix + str(next(self._ids))).encode()
+        return b"%b%d" % (self._id_prefix, next(self._ids))
 
     def upstream_head(self, client: ClientConnection, request: Request, script_name: str,
                       request_id: bytes) -> bytes:
         """The request line and headers sent to the worker."""
+        if request.plain and not script_name and request.body is None:
+            # The common case: nothing to drop or rewrite.
+            return b"%b %b HTTP/1.1\r\n%b%bX-Forwarded-Host: %b\r\nX-Request-Id: %b\r\n\r\n" % (
+                request.method.encode(), request.url,
+                b"".join([b"%b: %b\r\n" % header for header in request.headers]),
+                client.forwarding, request.host.encode("latin-1"), request_id)
         raw = request.headers
         dropped = HOP_BY_HOP | REFRAMED | connection_tokens(raw)
-        trusted = client.ip in self.trusted
+        trusted = client.trusted
         parts = [request.method.encode(), b" ", request.url, b" HTTP/1.1\r\n"]
         forwarded: dict[bytes, bytes] = {}
         for name, value in raw:

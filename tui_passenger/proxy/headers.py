@@ -15,6 +15,20 @@ INTERNAL_PREFIX = b"x-passenger-"
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 # The request is sent with its buffered body's real length; Expect was handled by the proxy.
 REFRAMED = frozenset({b"content-length", b"expect"})
+#: Request fields the proxy drops or rewrites (besides INTERNAL_PREFIX ones): a request with
+#: none of them has its headers forwarded as they came.
+REWRITTEN = HOP_BY_HOP | REFRAMED | FORWARDED | {b"x-request-id"}
+
+
+def forwarding_headers(ip: str, address: bytes) -> bytes:
+    """The forwarding fields for a direct (untrusted) client, ending in CRLF.
+
+    The same for every request on a connection, so built once per connection;
+    X-Forwarded-Host and X-Request-Id vary per request and are added apart.
+    """
+    peer = ip.encode()
+    return (b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\n"
+            b"X-Passenger-Remote-Addr: %b\r\nX-Passenger-Scheme: http\r\n" % (peer, address))
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:

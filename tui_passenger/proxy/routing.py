@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 def normalise_host(host: str | None) -> str:
@@ -43,28 +44,44 @@ def split_path(base_uri: str, path: str) -> str | None:
 class Router(Generic[T]):
     """Routes (host, path) to a target: most specific host first, then longest base_uri."""
 
+    #: Hosts remembered with their candidate routes (they come from clients: bounded).
+    CACHE_SIZE = 1024
+
     def __init__(self, routes: Iterable[tuple[tuple[str, ...], str, bool, T]]) -> None:
         # (hosts, base_uri, is_default, target)
         self._routes = sorted(routes, key=lambda r: -len(r[1]))
         self._defaults = [r for r in self._routes if r[2]]
+        self._by_host: dict[str, tuple[tuple[str, T], ...]] = {}
 
-    def route(self, host: str | None, path: str) -> tuple[T, str] | None:
-        """The target and its SCRIPT_NAME, or None (404)."""
-        host = normalise_host(host)
-        best: tuple[int, int, T, str] | None = None
-        for hosts, base_uri, _, target in self._routes:
-            score = host_matches(hosts, host)
-            if score < 0:
-                continue
-            script_name = split_path(base_uri, path)
-            if script_name is None:
-                continue
-            key = (score, len(base_uri))
-            if best is None or key > best[:2]:
-                best = (score, len(base_uri), target, script_name)
-        if best is not None:
-            return best[2], best[3]
-        for _, base_uri, _, target in self._defaults:
+    def candidates(self, host: str | None) -> tuple[tuple[str, T], ...]:
+        """(base_uri, target) of the routes ``host`` may take, best first; defaults last."""
+        key = host or ""
+        found = self._by_host.get(key)
+        if found is None:
+            name = normalise_host(host)
+            scored = [(score, base_uri, target) for hosts, base_uri, _, target in self._routes
+                      if (score := host_matches(hosts, name)) >= 0]
+            # Stable: on a tie (same host score and base_uri length) the first route wins.
+            scored.sort(key=lambda r: (-r[0], -len(r[1])))
+            found = tuple((base_uri, target) for _, base_uri, target in scored) + tuple(
+                (base_uri, target) for _, base_uri, _, target in self._defaults)
+            if len(self._by_host) >= self.CACHE_SIZE:
+                self._by_host.clear()
+            self._by_host[key] = found
+        return found
+
+    def route(self, host: str | None, url: U, path_of: Callable[[U], str]
+              ) -> tuple[T, str] | None:
+        """The target and its SCRIPT_NAME, or None (404).
+
+        ``path_of(url)`` is called (once) only when a candidate has a base_uri other than "/".
+        """
+        path: str | None = None
+        for base_uri, target in self.candidates(host):
+            if base_uri == "/":
+                return target, ""
+            if path is None:
+                path = path_of(url)
             script_name = split_path(base_uri, path)
             if script_name is not None:
                 return target, script_name

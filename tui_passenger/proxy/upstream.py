@@ -12,6 +12,8 @@ from typing import Protocol
 
 import httptools
 
+from tui_passenger.proxy.headers import HOP_BY_HOP
+
 
 class ResponseSink(Protocol):
     """What an upstream connection reports to (the exchange it serves)."""
@@ -26,8 +28,8 @@ class UpstreamConnection(asyncio.Protocol):
     """A keep-alive connection to one worker, reused exchange after exchange."""
 
     __slots__ = ("transport", "_parser", "sink", "head_only", "status", "reason", "headers",
-                 "keep_alive", "complete", "failed", "body", "streaming", "_can_write",
-                 "paused", "sending")
+                 "plain", "has_length", "keep_alive", "complete", "failed", "body", "streaming",
+                 "_can_write", "paused", "sending")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -47,6 +49,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        #: No hop-by-hop field in the response (its headers can be relayed as they are).
+        self.plain = True
+        #: The response has a Content-Length field.
+        self.has_length = False
         self.keep_alive = False
         self.complete = False
         #: Body bytes received before the head was handed over (usually the whole body).
@@ -68,7 +74,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- driving an exchange -------------------------------------------------------------
 
-    def send(self, sink: ResponseSink, data: bytes, *, head_only: bool = False) -> None:
+    def send(self, sink: ResponseSink, data: bytes, head_only: bool = False) -> None:
         """Send a whole request (head and body); the response goes to ``sink``."""
         self._begin(sink, head_only)
         self.transport.write(data)  # type: ignore[union-attr]
@@ -170,6 +176,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        lower = name.lower()
+        if lower == b"content-length":
+            self.has_length = True
+        elif lower in HOP_BY_HOP:
+            self.plain = False
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -177,6 +188,8 @@ class UpstreamConnection(asyncio.Protocol):
             # An interim response (we never send Expect, so this is unusual): skip it.
             self.headers = []
             self.reason = b""
+            self.plain = True
+            self.has_length = False
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()

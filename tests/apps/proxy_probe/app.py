@@ -45,6 +45,12 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         chunk = b"x" * 65536
         return (chunk for _ in range(int(query or 16)))
+    if path == "/cookies":
+        body = b"two cookies"
+        start_response("299 Fine Indeed", [("Content-Type", "text/plain"),
+                                           ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
+                                           ("Content-Length", str(len(body)))])
+        return [body]
     if path == "/reject-early":
         start_response("401 Unauthorized", [("Content-Type", "text/plain"),
                                             ("Content-Length", "6")])

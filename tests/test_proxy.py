@@ -213,14 +213,13 @@ async def test_plain_request_headers_reach_the_app_as_sent_plus_forwarding():
 
 
 async def test_response_fields_reason_and_repeated_headers_are_relayed():
-    async with running([{"name": "app"}]) as server:
-        async with aiohttp.ClientSession() as session, session.get(
-                f"http://127.0.0.1:{server.address[1]}/cookies") as response:
-            assert response.status == 299 and response.reason == "Fine Indeed"
-            assert response.headers.getall("Set-Cookie") == ["a=1", "b=2"]
-            assert response.headers["Content-Length"] == "11"
-            assert "X-Request-Id" in response.headers
-            assert await response.read() == b"two cookies"
+    async with running([{"name": "app"}]) as server, aiohttp.ClientSession() as session, \
+            session.get(f"http://127.0.0.1:{server.address[1]}/cookies") as response:
+        assert response.status == 299 and response.reason == "Fine Indeed"
+        assert response.headers.getall("Set-Cookie") == ["a=1", "b=2"]
+        assert response.headers["Content-Length"] == "11"
+        assert "X-Request-Id" in response.headers
+        assert await response.read() == b"two cookies"
 
 
 async def test_trusted_proxy_forwarded_headers_are_kept():

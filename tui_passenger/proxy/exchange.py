@@ -312,13 +312,12 @@ class Exchange:
 
     def _response_head(self, upstream: UpstreamConnection) -> bytes:
         status = upstream.status
-        raw = upstream.headers
         if upstream.plain and upstream.has_length and self.keep_alive and status >= 200 \
-                and self.request.version == "1.1" and not self.front.closing:
-            # The common case: the worker's fields go out as they came.
-            return b"HTTP/1.1 %d %b\r\n%bX-Request-Id: %b\r\n\r\n" % (
-                status, upstream.reason, b"".join([b"%b: %b\r\n" % h for h in raw]),
-                self.request_id)
+                and self.request.version == "1.1" and not self.front.closing \
+                and upstream.head.startswith(b"HTTP/1.1 "):
+            # The common case: the worker's head goes out as it came, plus the request id.
+            return b"%bX-Request-Id: %b\r\n\r\n" % (upstream.head, self.request_id)
+        raw = upstream.headers
         dropped = HOP_BY_HOP | connection_tokens(raw) if len(raw) else HOP_BY_HOP
         parts = [b"HTTP/1.1 ", str(status).encode(), b" ", upstream.reason, b"\r\n"]
         has_length = False

@@ -8,11 +8,16 @@ the hot path). Reading from the worker pauses while the client cannot take more.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Protocol
 
 import httptools
 
 from tui_passenger.proxy.headers import HOP_BY_HOP
+
+#: The names of the fields that matter to the relay, in a lower-cased head.
+_SPECIAL_FIELDS = re.compile(
+    rb"\n(" + b"|".join(sorted(HOP_BY_HOP | {b"content-length"})) + rb"):")
 
 
 class ResponseSink(Protocol):
@@ -27,7 +32,7 @@ class ResponseSink(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """A keep-alive connection to one worker, reused exchange after exchange."""
 
-    __slots__ = ("transport", "_parser", "sink", "head_only", "status", "reason", "headers",
+    __slots__ = ("transport", "_parser", "sink", "head_only", "status", "head", "pending",
                  "plain", "has_length", "keep_alive", "complete", "failed", "body", "streaming",
                  "_can_write", "paused", "sending")
 
@@ -47,9 +52,11 @@ class UpstreamConnection(asyncio.Protocol):
     def _reset(self, head_only: bool) -> None:
         self.head_only = head_only
         self.status = 0
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        #: No hop-by-hop field in the response (its headers can be relayed as they are).
+        #: The status line and fields as received, each line ending in CRLF (see headers).
+        self.head = b""
+        #: What arrived of the response before its head was complete.
+        self.pending = b""
+        #: No hop-by-hop field in the response (its fields can be relayed as they are).
         self.plain = True
         #: The response has a Content-Length field.
         self.has_length = False
@@ -136,12 +143,16 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is None:
             self._fail("worker sent data nobody asked for")
             return
+        if not self.status:
+            self.pending += data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(f"bad response from worker: {exc}")
             return
         if self.status and not self.streaming:
+            if not self._take_head():
+                return
             if self.head_only:
                 # llhttp cannot be told that a HEAD response has no body: start afresh.
                 self._parser = httptools.HttpResponseParser(self)
@@ -169,27 +180,50 @@ class UpstreamConnection(asyncio.Protocol):
             self._can_write.set_result(None)
         self._can_write = None
 
+    def _take_head(self) -> bool:
+        """Take the status line and fields of the (complete) head from the bytes received.
+
+        llhttp has validated the head; here it is only cut out: no Python callback per field.
+        """
+        pending, self.pending = self.pending, b""
+        end = pending.find(b"\r\n\r\n")
+        if end < 0:
+            self._fail("bad response from worker: head not terminated by CRLF CRLF")
+            return False
+        self.head = head = pending[:end + 2]
+        special = _SPECIAL_FIELDS.findall(head.lower())
+        self.has_length = b"content-length" in special
+        self.plain = len(special) == self.has_length  # nothing else, one Content-Length
+        return True
+
+    @property
+    def reason(self) -> bytes:
+        """The reason phrase of the status line (may be empty)."""
+        status_line = self.head[:self.head.find(b"\r\n")].split(b" ", 2)
+        return status_line[2] if len(status_line) == 3 else b""
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The response's fields as (name, value) pairs, in order."""
+        pairs: list[tuple[bytes, bytes]] = []
+        for line in self.head.split(b"\r\n")[1:]:
+            if not line:
+                continue
+            if line[:1] in (b" ", b"\t") and pairs:  # obsolete line folding
+                name, value = pairs[-1]
+                pairs[-1] = (name, value + b" " + line.strip())
+                continue
+            name, _, value = line.partition(b":")
+            pairs.append((name, value.strip(b" \t")))
+        return pairs
+
     # -- httptools callbacks -------------------------------------------------------------
-
-    def on_status(self, status: bytes) -> None:
-        self.reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        lower = name.lower()
-        if lower == b"content-length":
-            self.has_length = True
-        elif lower in HOP_BY_HOP:
-            self.plain = False
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            # An interim response (we never send Expect, so this is unusual): skip it.
-            self.headers = []
-            self.reason = b""
-            self.plain = True
-            self.has_length = False
+            # An interim response (we never send Expect, so this is unusual): skip its head.
+            self.pending = self.pending[self.pending.find(b"\r\n\r\n") + 4:]
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()

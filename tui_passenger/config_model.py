@@ -112,6 +112,11 @@ class AppConfig:
     refork_max_unavailable: float = 0.1
     #: Seconds a request may run; longer → 504 and the worker is killed and replaced (0 = off).
     max_request_time: float = 0.0
+    #: One-request-at-a-time workers: a GET-like request that would wait for a worker may
+    #: instead be sent to a busy one (it runs next, no round trip through the proxy) when
+    #: that worker's request started less than this many seconds ago and the app's requests
+    #: have all finished within it lately (0 = off). See Pool.try_pipeline.
+    pipeline_window: float = 0.01
     #: MB of private (dirty) memory a worker may hold; above → recycled gracefully (0 = off).
     memory_limit: int = 0
     #: Started as root: run the app's preloader and workers as this user (and group).

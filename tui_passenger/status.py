@@ -11,7 +11,9 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   log entry, see ``/events``), ``sampling`` (false while paused).
 - ``apps``: one object per app: ``name``, ``spawn_method``, ``environment``,
   ``min_instances``, ``max_instances``, ``queue``, ``queue_limit``, ``spawning``,
-  ``spawned``, ``restarts``, ``requests``, ``last_spawn_error`` (null or {``category``,
+  ``spawned``, ``restarts``, ``requests``, ``pipeline_window`` (s), ``pipelined`` (requests
+  sent to a busy worker to run next), ``pipelining`` (whether that is on right now),
+  ``last_spawn_error`` (null or {``category``,
   ``message``}), ``preloader`` (null, or a process object with ``load_ms``,
   ``threads_at_load``, ``generation`` and ``mold``: true for a worker promoted by refork),
   ``generation`` (the one new workers are forked in), ``mold`` (pid of the preloader when it
@@ -154,6 +156,9 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float,
         "spawned": group.spawned,
         "restarts": group.restarts,
         "requests": group.requests,
+        "pipeline_window": app.pipeline_window,
+        "pipelined": group.pipelined,
+        "pipelining": group.may_pipeline(time.monotonic()),
         "last_spawn_error": None if error is None else {
             "category": error.category, "message": error.message},
         "preloader": preloader,

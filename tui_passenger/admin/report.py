@@ -53,6 +53,9 @@ def status_text(state: dict[str, Any]) -> str:
                   else ""]
         if any(limits):
             lines.append("  Limits: " + ", ".join(x for x in limits if x))
+        if app.get("pipelined"):
+            lines.append(f"  Pipelined to busy workers: {app['pipelined']} requests "
+                         f"(now {'on' if app.get('pipelining') else 'off'})")
         if app["last_spawn_error"]:
             error = app["last_spawn_error"]
             lines.append(f"  Last spawn error ({error['category']}): {error['message']}")

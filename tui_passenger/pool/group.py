@@ -16,6 +16,11 @@ from tui_passenger.engine import OutputSink, Spawner, SpawnError, WorkerProcess,
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 60.0
 
+#: Pipelining (pipeline_window) starts after this many requests in a row within the window,
+#: and stops for PIPELINE_BACKOFF seconds after one that took longer.
+PIPELINE_STREAK = 50
+PIPELINE_BACKOFF = 10.0
+
 READY, DRAINING, STOPPING = "ready", "draining", "stopping"
 #: Refork: a worker taking no more requests until idle, then becoming the new preloader.
 MOLDING, MOLD = "molding", "mold"
@@ -25,7 +30,7 @@ class PoolProcess:
     """A worker as the pool sees it: state, load, counters."""
 
     __slots__ = ("worker", "group", "state", "sessions", "processed", "last_used",
-                 "max_requests", "connections", "stop_reason", "idle")
+                 "busy_since", "max_requests", "connections", "stop_reason", "idle")
 
     def __init__(self, worker: WorkerProcess, group: Group) -> None:
         self.worker = worker
@@ -34,6 +39,8 @@ class PoolProcess:
         self.sessions = 0
         self.processed = 0
         self.last_used = time.monotonic()
+        #: When the request it is running now started (monotonic; see Pool.try_pipeline).
+        self.busy_since = 0.0
         app = group.app
         jitter = random.randint(0, app.max_requests_jitter) if app.max_requests_jitter else 0
         self.max_requests = app.max_requests + jitter if app.max_requests else 0
@@ -76,6 +83,12 @@ class Group:
         self.spawned = 0
         self.restarts = 0
         self.requests = 0
+        #: Requests sent to a busy worker to run next (pipeline_window); requests in a row
+        #: that finished within the window, and until when pipelining is off because one
+        #: took longer (see Pool.try_pipeline).
+        self.pipelined = 0
+        self.fast_streak = 0
+        self.pipeline_off_until = 0.0
         #: The rolling restart in progress, if any (one at a time per group).
         self.rolling: asyncio.Task[int] | None = None
         #: refork_after: the next count, 0 when there is none left.
@@ -84,6 +97,11 @@ class Group:
         self.reforking = False
         #: Why the last refork did not happen (None: it did, or none was tried).
         self.last_refork_error: str | None = None
+
+    def may_pipeline(self, now: float) -> bool:
+        """True when requests may be sent to busy workers (pipeline_window), now."""
+        return (self.fast_streak >= PIPELINE_STREAK and now >= self.pipeline_off_until
+                and self.app.pipeline_window > 0)
 
     def next_refork_count(self) -> None:
         """The count in refork_after after this one (0: no more automatic reforks)."""

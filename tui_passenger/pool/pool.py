@@ -17,7 +17,15 @@ from typing import Any
 
 from tui_passenger.config import Config
 from tui_passenger.engine import OutputSink, SpawnError
-from tui_passenger.pool.group import DRAINING, MOLD, READY, STOPPING, Group, PoolProcess
+from tui_passenger.pool.group import (
+    DRAINING,
+    MOLD,
+    PIPELINE_BACKOFF,
+    READY,
+    STOPPING,
+    Group,
+    PoolProcess,
+)
 from tui_passenger.pool.live import LiveOperations
 
 log = logging.getLogger("tui_passenger.pool")
@@ -38,11 +46,13 @@ WaiterCallback = Callable[[PoolProcess | None, BaseException | None], None]
 class Waiter:
     """A request waiting in a group's queue; cancelled when its client goes away."""
 
-    __slots__ = ("callback", "cancelled")
+    __slots__ = ("callback", "cancelled", "pipelinable")
 
-    def __init__(self, callback: WaiterCallback) -> None:
+    def __init__(self, callback: WaiterCallback, pipelinable: bool = False) -> None:
         self.callback = callback
         self.cancelled = False
+        #: The request may be sent to a busy worker to run next (see Pool.try_pipeline).
+        self.pipelinable = pipelinable
 
 
 class Pool(LiveOperations):
@@ -122,6 +132,8 @@ class Pool(LiveOperations):
             raise PoolClosed("shutting down")
         process = group.pick()
         if process is not None:
+            if not process.sessions:
+                process.busy_since = time.monotonic()
             process.sessions += 1
             return process
         if group.last_error is not None and not group.processes and not group.spawning \
@@ -129,7 +141,36 @@ class Pool(LiveOperations):
             raise group.last_error
         return None
 
-    def enqueue(self, group: Group, callback: WaiterCallback) -> Waiter:
+    @staticmethod
+    def try_pipeline(group: Group) -> PoolProcess | None:
+        """A busy worker of ``group`` that may take one more request now, or None.
+
+        Only for workers that run one request at a time, one extra request each, and only
+        when no request is queued before this one. The request waits in the worker's socket
+        and runs as soon as the current one is done, without the proxy's round trip in
+        between; the price is that it cannot go to another worker that frees up first. So
+        it is done only when that costs little: the current request started less than
+        ``pipeline_window`` ago and the app's last PIPELINE_STREAK requests all took less
+        than that (one slower turns pipelining off for PIPELINE_BACKOFF seconds). The caller
+        sends only requests that may be retried on another worker (idempotent, no body).
+        """
+        now = time.monotonic()
+        if group.waiters or not group.may_pipeline(now):
+            return None
+        window = group.app.pipeline_window
+        best: PoolProcess | None = None
+        for process in group.processes:
+            if process.state is READY and process.sessions == 1 \
+                    and process.worker.concurrency == 1 and now - process.busy_since < window \
+                    and (best is None or process.busy_since < best.busy_since):
+                best = process  # the one running longest is likely the first to finish
+        if best is not None:
+            best.sessions += 1
+            group.pipelined += 1
+        return best
+
+    def enqueue(self, group: Group, callback: WaiterCallback,
+                pipelinable: bool = False) -> Waiter:
         """Queue for the next free process of ``group``: ``callback(process, None)``.
 
         If none can come (spawn failure with no process left, shutdown), the callback gets
@@ -138,7 +179,7 @@ class Pool(LiveOperations):
         if len(group.waiters) >= group.app.max_request_queue_size:
             raise QueueFull(f"{group.name}: request queue full "
                             f"({group.app.max_request_queue_size} waiting)")
-        waiter = Waiter(callback)
+        waiter = Waiter(callback, pipelinable)
         group.waiters.append(waiter)
         if not group.at_max():
             self.reconcile()
@@ -155,7 +196,15 @@ class Pool(LiveOperations):
         """A request on ``process`` has finished."""
         process.sessions -= 1
         process.processed += 1
-        process.last_used = time.monotonic()
+        process.last_used = now = time.monotonic()
+        group = process.group
+        if process.worker.concurrency == 1:
+            if now - process.busy_since < group.app.pipeline_window:
+                group.fast_streak += 1
+            else:
+                group.fast_streak = 0
+                group.pipeline_off_until = now + PIPELINE_BACKOFF
+        process.busy_since = now  # a request sent to it while busy starts now
         if process.max_requests and process.processed >= process.max_requests \
                 and process.state is READY:
             self.drain(process, "max_requests reached")
@@ -163,15 +212,14 @@ class Pool(LiveOperations):
             self._stop(process)
         elif process.sessions == 0 and process.idle is not None and not process.idle.done():
             process.idle.set_result(None)  # a molding process is idle now
-        group = process.group
         if group.refork_next and process.processed >= group.refork_next \
                 and process.state is READY and not group.reforking:
             self._refork_after(process)
         if group.waiters:
-            if process.state is READY and process.sessions < process.worker.concurrency:
+            if process.state is READY and process.sessions <= process.worker.concurrency:
                 # Only this process gained a free slot: hand it the next waiter without
                 # looking over the whole group (the hot path when requests queue).
-                self._hand_over(process, group)
+                self._hand_over(process, group, now)
             else:
                 self._dispatch(group)
         elif process.sessions == 0 and len(self.groups) > 1 and any(
@@ -183,14 +231,22 @@ class Pool(LiveOperations):
             self._idle.set()
 
     @staticmethod
-    def _hand_over(process: PoolProcess, group: Group) -> None:
-        """Give ``process``'s free slots to the first waiters of ``group``."""
+    def _hand_over(process: PoolProcess, group: Group, now: float) -> None:
+        """Give ``process``'s free slots to the first waiters of ``group``; a worker that has
+        just started a pipelined request gets the next one pipelined too (try_pipeline)."""
         waiters = group.waiters
         concurrency = process.worker.concurrency
-        while waiters and process.sessions < concurrency and process.state is READY:
-            waiter = waiters.popleft()
+        limit = 2 if concurrency == 1 and group.may_pipeline(now) else concurrency
+        while waiters and process.sessions < limit and process.state is READY:
+            waiter = waiters[0]
             if waiter.cancelled:
+                waiters.popleft()
                 continue
+            if process.sessions >= concurrency:
+                if not waiter.pipelinable:
+                    return
+                group.pipelined += 1
+            waiters.popleft()
             process.sessions += 1
             waiter.callback(process, None)
 
@@ -202,6 +258,8 @@ class Pool(LiveOperations):
             waiter = group.waiters.popleft()
             if waiter.cancelled:
                 continue
+            if not process.sessions:
+                process.busy_since = time.monotonic()
             process.sessions += 1
             waiter.callback(process, None)
 

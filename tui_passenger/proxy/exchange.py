@@ -94,8 +94,15 @@ class Exchange:
         try:
             process = pool.try_checkout(group)
             if process is None:
-                self.waiter = pool.enqueue(group, self._on_process)
-                return
+                # Sent to a busy worker only if a retry elsewhere stays possible.
+                request = self.request
+                pipelinable = (request.body is None and request.method in IDEMPOTENT
+                               and self.attempt == 1)
+                if pipelinable:
+                    process = pool.try_pipeline(group)
+                if process is None:
+                    self.waiter = pool.enqueue(group, self._on_process, pipelinable)
+                    return
         except QueueFull as exc:
             self.front.stats.errors_503 += 1
             self.answer(pages.error(503, str(exc)))

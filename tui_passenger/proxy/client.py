@@ -251,6 +251,12 @@ class ClientConnection(asyncio.Protocol):
         if request is None:
             return
         request.received = time.perf_counter()
+        if self.current is None and not self.queue and request.error is None \
+                and not self.closed:
+            # Nothing before it on this connection (no pipelining): start it right away.
+            self.current = Exchange(self.front, self, request)
+            self.current.start()
+            return
         self.queue.append(request)
         if len(self.queue) > MAX_PIPELINED:
             self.pause_reading()

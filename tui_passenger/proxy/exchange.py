@@ -17,6 +17,7 @@ from tui_passenger.pool import PoolClosed, PoolProcess, QueueFull
 from tui_passenger.pool.group import READY
 from tui_passenger.proxy import pages
 from tui_passenger.proxy.headers import HOP_BY_HOP, connection_tokens
+from tui_passenger.proxy.routing import request_path
 from tui_passenger.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class Exchange:
     def start(self) -> None:
         """Route the request and ask the pool for a worker."""
         request = self.request
-        routed = self.front.route(request)
+        routed = self.front.router.route(request.host, request.url, request_path)
         if routed is None:
             self.answer(pages.not_found(request.host, request.url.decode("latin-1")))
             return
@@ -370,7 +371,9 @@ class Exchange:
         if request.body is not None:
             request.body.close()
         front = self.front
-        front.stats.count(self.status)
+        stats = front.stats
+        stats.requests += 1
+        stats.by_class[min(self.status // 100, 5)] += 1
         elapsed = time.perf_counter() - request.received
         group_name = "-"
         if self.group is not None:

@@ -15,7 +15,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from urllib.parse import unquote
 
 from tui_passenger.config import Config
 from tui_passenger.pool import Group, Pool
@@ -49,15 +48,6 @@ class Stats:
         """One response with ``status`` was sent."""
         self.requests += 1
         self.by_class[min(status // 100, 5)] += 1
-
-
-def request_path(url: bytes) -> str:
-    """The decoded path of a request target (no query), for routing."""
-    path = url.partition(b"?")[0].decode("latin-1")
-    if not path.startswith("/"):  # absolute form: http://host/path
-        after_scheme = path.partition("//")[2]
-        path = "/" + after_scheme.partition("/")[2]
-    return unquote(path) if "%" in path else path
 
 
 class FrontServer:
@@ -131,10 +121,6 @@ class FrontServer:
                 connection.sweep(now)
 
     # -- per request ---------------------------------------------------------------------
-
-    def route(self, request: Request) -> tuple[Group, str] | None:
-        """The app (group) for a request and its SCRIPT_NAME."""
-        return self.router.route(request.host, request.url, request_path)
 
     def request_id(self, client: ClientConnection, request: Request) -> bytes:
         """The request's id: a trusted proxy's X-Request-Id, else a new one."""

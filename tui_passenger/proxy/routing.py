@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
+from urllib.parse import unquote
 
 T = TypeVar("T")
 U = TypeVar("U")
+
+
+def request_path(url: bytes) -> str:
+    """The decoded path of a request target (no query), for routing."""
+    path = url.partition(b"?")[0].decode("latin-1")
+    if not path.startswith("/"):  # absolute form: http://host/path
+        after_scheme = path.partition("//")[2]
+        path = "/" + after_scheme.partition("/")[2]
+    return unquote(path) if "%" in path else path
 
 
 def normalise_host(host: str | None) -> str:

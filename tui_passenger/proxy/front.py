@@ -163,8 +163,9 @@ class FrontServer:
                   b"\r\nX-Forwarded-Host: ",
                   forwarded.get(b"x-forwarded-host") or request.host.encode("latin-1"),
                   b"\r\nX-Request-Id: ", request_id,
-                  b"\r\nX-Passenger-Remote-Addr: ", client.address,
-                  b"\r\nX-Passenger-Scheme: ", scheme, b"\r\n")
+                  b"\r\nX-Passenger-Remote-Addr: ", client.address, b"\r\n")
+        if scheme != b"http":  # a worker takes no X-Passenger-Scheme for http
+            parts += (b"X-Passenger-Scheme: ", scheme, b"\r\n")
         if script_name:
             parts += (b"X-Passenger-Script-Name: ", script_name.encode("latin-1"), b"\r\n")
         body = request.body

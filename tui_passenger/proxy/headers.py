@@ -24,11 +24,12 @@ def forwarding_headers(ip: str, address: bytes) -> bytes:
     """The forwarding fields for a direct (untrusted) client, ending in CRLF.
 
     The same for every request on a connection, so built once per connection;
-    X-Forwarded-Host and X-Request-Id vary per request and are added apart.
+    X-Forwarded-Host and X-Request-Id vary per request and are added apart. No
+    X-Passenger-Scheme: a worker takes its absence for http.
     """
     peer = ip.encode()
     return (b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\n"
-            b"X-Passenger-Remote-Addr: %b\r\nX-Passenger-Scheme: http\r\n" % (peer, address))
+            b"X-Passenger-Remote-Addr: %b\r\n" % (peer, address))
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:

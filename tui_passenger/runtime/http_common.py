@@ -12,6 +12,7 @@ Workers import this on start-up: standard library only, and the rarely needed pa
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 #: The app's mount prefix (e.g. ``/api``): WSGI ``SCRIPT_NAME``, ASGI ``root_path``.
@@ -110,6 +111,7 @@ def prefix_length(path: bytes, prefix: bytes) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=1024)  # the same few client connections, request after request
 def parse_remote_addr(value: bytes) -> tuple[str, int] | None:
     """``ip``, ``ip:port``, ``[v6]`` or ``[v6]:port`` as ``(ip, port)``; port 0 when absent."""
     text = value.decode("latin-1").strip()

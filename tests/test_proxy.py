@@ -504,3 +504,16 @@ async def test_connections_over_max_connections_get_503():
             writer.close()
         await wait_until(lambda: not server.proxy.connections)
         assert (await get(server, "/"))[0] == 200
+
+
+@pytest.mark.parametrize("policy", ["batch", "normal"])
+async def test_worker_scheduling_policy(policy):
+    # Workers do not preempt the proxy when woken ("batch"); the preloader stays normal.
+    expected = {"batch": os.SCHED_BATCH, "normal": os.SCHED_OTHER}[policy]
+    app = {"name": "app", "min_instances": 2, "worker_scheduling": policy}
+    async with running([app]) as server:
+        assert (await get(server, "/"))[0] == 200
+        group = server.pool.groups["app"]
+        assert [os.sched_getscheduler(p.pid) for p in group.processes] == [expected] * 2
+        preloader = group.spawner.preloader
+        assert preloader is not None and os.sched_getscheduler(preloader.pid) == os.SCHED_OTHER

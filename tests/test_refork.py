@@ -92,6 +92,9 @@ async def test_ctl_refork_children_start_warm_and_run_hooks_as_forked():
         assert warm_up.failures == [] and load.failures == []
         mold = group.spawner.preloader
         assert mold.pid == busiest.pid  # the worker that served most became the mold
+        # A worker ran under SCHED_BATCH (worker_scheduling); as a preloader it is normal again.
+        assert os.sched_getscheduler(mold.pid) == os.SCHED_OTHER
+        assert {os.sched_getscheduler(p.pid) for p in group.processes} == {os.SCHED_BATCH}
         assert f"worker {mold.pid} is the mold of generation 1" in out
         await wait_until(lambda: generation_in_place(group, 1, 2), 10)
         _, _, body = await get(server, "/")

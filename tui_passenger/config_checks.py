@@ -324,6 +324,7 @@ _INHERITABLE: dict[str, Check] = {
     "refork_max_unavailable": _fraction,
     "max_request_time": _seconds(),
     "pipeline_window": _seconds(),
+    "worker_scheduling": _choice("batch", "normal"),
     "memory_limit": _int(),
 }
 _APP_ONLY: dict[str, Check] = {"hosts": _hosts, "base_uri": _base_uri, "default": _bool}

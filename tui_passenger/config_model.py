@@ -117,6 +117,9 @@ class AppConfig:
     #: that worker's request started less than this many seconds ago and the app's requests
     #: have all finished within it lately (0 = off). See Pool.try_pipeline.
     pipeline_window: float = 0.01
+    #: Linux scheduling policy of the workers: "batch" (SCHED_BATCH: a worker woken by a
+    #: request does not preempt the proxy, which feeds every worker) or "normal".
+    worker_scheduling: str = "batch"
     #: MB of private (dirty) memory a worker may hold; above → recycled gracefully (0 = off).
     memory_limit: int = 0
     #: Started as root: run the app's preloader and workers as this user (and group).

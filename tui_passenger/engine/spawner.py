@@ -32,6 +32,7 @@ def worker_spec(app: AppConfig, socket_dir: Path, spawn_method: str,
         spawn_method=spawn_method,
         max_preloader_idle_time=float(app.max_preloader_idle_time),
         gc_freeze=app.gc_freeze,
+        scheduling=app.worker_scheduling,
         run_as=identity.as_spec() if identity else None,
     )
 

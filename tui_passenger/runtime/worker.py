@@ -46,6 +46,8 @@ class WorkerSpec:
     spawn_method: str = "direct"
     max_preloader_idle_time: float = 300.0
     gc_freeze: bool = True
+    #: The worker's scheduling policy: "batch" or "normal" (see set_scheduling).
+    scheduling: str = "normal"
     #: [uid, gid, [groups]] to switch to before loading the app (started as root).
     run_as: list | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -161,6 +163,7 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         # Descriptors of our runtime (shown, never flagged as inherited by the app).
         "own_fds": [0, 1, 2, control.fileno(), listener.fileno()],
     })
+    set_scheduling(spec.scheduling)
     try:
         server.serve_forever()
     finally:
@@ -169,6 +172,7 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         with contextlib.suppress(OSError):
             os.unlink(path)
     if mold:
+        set_scheduling("normal")  # a preloader now, like the first one
         return _become_mold(control)
     try:
         run_hooks("stopping_worker_process")
@@ -177,6 +181,22 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
 
         traceback.print_exc()
     return ExitCode.OK
+
+
+def set_scheduling(policy: str) -> None:
+    """Run this process under SCHED_BATCH ("batch") or SCHED_OTHER ("normal").
+
+    The proxy is the one process every request goes through. A worker woken by a request
+    it sends would, under SCHED_OTHER, often preempt the proxy on its CPU and so delay every
+    other request; under SCHED_BATCH it waits for the next scheduling point instead (it
+    still runs at once on an idle CPU, and gets the same CPU share). No privilege needed;
+    where the policy does not exist (not Linux) nothing changes.
+    """
+    chosen = getattr(os, "SCHED_BATCH" if policy == "batch" else "SCHED_OTHER", None)
+    if chosen is None or not hasattr(os, "sched_setscheduler"):
+        return
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, chosen, os.sched_param(0))
 
 
 def _become_mold(control: socket.socket) -> int:

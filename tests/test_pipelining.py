@@ -117,3 +117,21 @@ async def test_worker_killed_with_pipelined_requests_behind_it_loses_none(tmp_pa
         assert json.loads(results[1][1])["survived"] is True
         assert group.pipelined > 0 and server.proxy.stats.retries >= 1
         assert first_pid not in {p.pid for p in group.processes}
+
+
+async def test_no_pipelining_while_a_worker_can_still_be_spawned():
+    # Below max_instances a request that finds every worker busy queues and a worker is
+    # spawned for it (the pool's usual scale-out), even while pipelining is on.
+    app = {"name": "app", "min_instances": 1, "max_instances": 2, "pipeline_window": 0.5}
+    async with running([app]) as server:
+        group = server.pool.groups["app"]
+        await warm_up(server)
+        assert group.may_pipeline(time.monotonic()) and len(group.processes) == 1
+        slow = asyncio.ensure_future(get(server, "/slow?0.5"))
+        await wait_until(lambda: group.processes[0].sessions == 1)
+        status, _, body = await get(server, "/")
+        assert status == 200 and group.pipelined == 0
+        slow_status, _, slow_body = await slow
+        assert slow_status == 200
+        assert json.loads(body)["pid"] != json.loads(slow_body)["pid"]
+        assert group.spawned == 2

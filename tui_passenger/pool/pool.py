@@ -141,12 +141,13 @@ class Pool(LiveOperations):
             raise group.last_error
         return None
 
-    @staticmethod
-    def try_pipeline(group: Group) -> PoolProcess | None:
+    def try_pipeline(self, group: Group) -> PoolProcess | None:
         """A busy worker of ``group`` that may take one more request now, or None.
 
         Only for workers that run one request at a time, one extra request each, and only
-        when no request is queued before this one. The request waits in the worker's socket
+        when no request is queued before this one and no worker can be added (the group is
+        at max_instances or the pool at max_pool_size: else the request queues and a worker
+        is spawned for it, as without pipelining). The request waits in the worker's socket
         and runs as soon as the current one is done, without the proxy's round trip in
         between; the price is that it cannot go to another worker that frees up first. So
         it is done only when that costs little: the current request started less than
@@ -155,7 +156,7 @@ class Pool(LiveOperations):
         sends only requests that may be retried on another worker (idempotent, no body).
         """
         now = time.monotonic()
-        if group.waiters or not group.may_pipeline(now):
+        if group.waiters or not group.may_pipeline(now) or not self._full(group):
             return None
         window = group.app.pipeline_window
         best: PoolProcess | None = None
@@ -230,13 +231,19 @@ class Pool(LiveOperations):
         if self.closing:
             self._idle.set()
 
-    @staticmethod
-    def _hand_over(process: PoolProcess, group: Group, now: float) -> None:
+    def _full(self, group: Group) -> bool:
+        """No worker can be added to ``group`` now (max_instances, or max_pool_size)."""
+        return group.at_max() or self.total() >= self.max_pool_size
+
+    def _hand_over(self, process: PoolProcess, group: Group, now: float) -> None:
         """Give ``process``'s free slots to the first waiters of ``group``; a worker that has
         just started a pipelined request gets the next one pipelined too (try_pipeline)."""
         waiters = group.waiters
         concurrency = process.worker.concurrency
-        limit = 2 if concurrency == 1 and group.may_pipeline(now) else concurrency
+        limit = concurrency
+        if concurrency == 1 and process.sessions == 1 and group.may_pipeline(now) \
+                and self._full(group):
+            limit = 2
         while waiters and process.sessions < limit and process.state is READY:
             waiter = waiters[0]
             if waiter.cancelled:

@@ -57,8 +57,8 @@ async def test_fast_requests_queue_in_a_busy_worker_and_all_succeed():
         state = snapshot(server)
         app = state["apps"][0]
         assert app["pipelined"] == group.pipelined and app["pipelining"] is True
-        assert f"Pipelined to busy workers: {group.pipelined} requests (now on)" in \
-            status_text(state)
+        assert f"Pipelined to busy workers: {group.pipelined} requests, 0 taken back (now on)" \
+            in status_text(state)
 
 
 async def test_requests_with_a_body_are_never_pipelined():
@@ -135,3 +135,30 @@ async def test_no_pipelining_while_a_worker_can_still_be_spawned():
         assert slow_status == 200
         assert json.loads(body)["pid"] != json.loads(slow_body)["pid"]
         assert group.spawned == 2
+
+
+async def test_request_behind_one_that_turned_slow_is_taken_back_and_served_elsewhere():
+    # Worker X runs a request past the window; worker Y has just started one that will take
+    # 3 s, so a new request is pipelined behind Y. Once Y's request is past the window the
+    # proxy takes it back; X serves it when free, and Y never runs it.
+    lines: list[str] = []
+    app = {"name": "app", "min_instances": 2, "max_instances": 2, "pipeline_window": 0.3}
+    async with running([app], on_output=lambda line: lines.append(line.text)) as server:
+        group = server.pool.groups["app"]
+        await warm_up(server)
+        first = asyncio.ensure_future(get(server, "/slow?0.8"))
+        await wait_until(lambda: any(p.sessions for p in group.processes))
+        (x,) = [p for p in group.processes if p.sessions]
+        await wait_until(lambda: time.monotonic() - x.busy_since > 0.3)
+        long = asyncio.ensure_future(get(server, "/slow?3"))
+        await wait_until(lambda: all(p.sessions for p in group.processes))
+        (y,) = [p for p in group.processes if p is not x]
+        behind = asyncio.ensure_future(get(server, "/slow?0"))
+        await wait_until(lambda: group.pipelined == 1)
+        status, _, body = await behind
+        assert status == 200 and json.loads(body)["pid"] == x.pid and not long.done()
+        assert group.reclaimed == 1 and not group.may_pipeline(time.monotonic())
+        assert (await first)[0] == 200 and (await long)[0] == 200
+        pids = [json.loads((await get(server, "/slow?0"))[2])["pid"] for _ in range(5)]
+        ran_on_y = sum(f"slow request started in {y.pid}" in text for text in lines)
+        assert ran_on_y == 1 + pids.count(y.pid)  # /slow?3 and these, not the taken-back one

@@ -12,7 +12,8 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
 - ``apps``: one object per app: ``name``, ``spawn_method``, ``environment``,
   ``min_instances``, ``max_instances``, ``queue``, ``queue_limit``, ``spawning``,
   ``spawned``, ``restarts``, ``requests``, ``pipeline_window`` (s), ``pipelined`` (requests
-  sent to a busy worker to run next), ``pipelining`` (whether that is on right now),
+  sent to a busy worker to run next), ``reclaimed`` (of those, taken back because the
+  request ahead ran past the window), ``pipelining`` (whether that is on right now),
   ``worker_scheduling`` (batch | normal),
   ``last_spawn_error`` (null or {``category``,
   ``message``}), ``preloader`` (null, or a process object with ``load_ms``,
@@ -159,6 +160,7 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float,
         "requests": group.requests,
         "pipeline_window": app.pipeline_window,
         "pipelined": group.pipelined,
+        "reclaimed": group.reclaimed,
         "pipelining": group.may_pipeline(time.monotonic()),
         "worker_scheduling": app.worker_scheduling,
         "last_spawn_error": None if error is None else {

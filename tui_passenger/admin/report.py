@@ -54,7 +54,8 @@ def status_text(state: dict[str, Any]) -> str:
         if any(limits):
             lines.append("  Limits: " + ", ".join(x for x in limits if x))
         if app.get("pipelined"):
-            lines.append(f"  Pipelined to busy workers: {app['pipelined']} requests "
+            lines.append(f"  Pipelined to busy workers: {app['pipelined']} requests, "
+                         f"{app.get('reclaimed', 0)} taken back "
                          f"(now {'on' if app.get('pipelining') else 'off'})")
         if app["last_spawn_error"]:
             error = app["last_spawn_error"]

@@ -30,7 +30,7 @@ class PoolProcess:
     """A worker as the pool sees it: state, load, counters."""
 
     __slots__ = ("worker", "group", "state", "sessions", "processed", "last_used",
-                 "busy_since", "max_requests", "connections", "stop_reason", "idle")
+                 "busy_since", "queued", "max_requests", "connections", "stop_reason", "idle")
 
     def __init__(self, worker: WorkerProcess, group: Group) -> None:
         self.worker = worker
@@ -41,6 +41,9 @@ class PoolProcess:
         self.last_used = time.monotonic()
         #: When the request it is running now started (monotonic; see Pool.try_pipeline).
         self.busy_since = 0.0
+        #: Requests pipelined to it that have not started yet, oldest first: objects with a
+        #: reclaim() method (the proxy's exchanges; see Pool.reclaim_stuck).
+        self.queued: deque[Any] = deque()
         app = group.app
         jitter = random.randint(0, app.max_requests_jitter) if app.max_requests_jitter else 0
         self.max_requests = app.max_requests + jitter if app.max_requests else 0
@@ -89,6 +92,10 @@ class Group:
         self.pipelined = 0
         self.fast_streak = 0
         self.pipeline_off_until = 0.0
+        #: Pipelined requests taken back from a worker stuck on a slow request, and the
+        #: timer of the next check for such workers.
+        self.reclaimed = 0
+        self.reclaim_timer: asyncio.TimerHandle | None = None
         #: The rolling restart in progress, if any (one at a time per group).
         self.rolling: asyncio.Task[int] | None = None
         #: refork_after: the next count, 0 when there is none left.

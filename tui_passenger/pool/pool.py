@@ -206,6 +206,8 @@ class Pool(LiveOperations):
                 group.fast_streak = 0
                 group.pipeline_off_until = now + PIPELINE_BACKOFF
         process.busy_since = now  # a request sent to it while busy starts now
+        if process.queued:
+            process.queued.popleft()  # ... the oldest of them (a worker runs one at a time)
         if process.max_requests and process.processed >= process.max_requests \
                 and process.state is READY:
             self.drain(process, "max_requests reached")
@@ -230,6 +232,44 @@ class Pool(LiveOperations):
             self.reconcile()
         if self.closing:
             self._idle.set()
+
+    def pipelined(self, process: PoolProcess, request: Any) -> None:
+        """``request`` was sent to the busy ``process`` to run next; it is taken back if the
+        request ahead of it runs past the window (reclaim_stuck)."""
+        process.queued.append(request)
+        group = process.group
+        if group.reclaim_timer is None:
+            group.reclaim_timer = asyncio.get_running_loop().call_later(
+                group.app.pipeline_window / 2, self.reclaim_stuck, group)
+
+    def reclaim_stuck(self, group: Group) -> None:
+        """Take back what was pipelined to workers whose current request has run longer
+        than the window: each such request goes back to the queue (or to a free worker)
+        instead of waiting behind a slow one. The worker skips a request whose connection
+        the proxy has closed (see WSGIServer); pipelining pauses (a request was slow)."""
+        group.reclaim_timer = None
+        if self.closing:
+            return  # what was sent still gets served: the pool waits for every session
+        now = time.monotonic()
+        window = group.app.pipeline_window
+        waiting = False
+        for process in group.processes:
+            if not process.queued:
+                continue
+            if now - process.busy_since <= window:
+                waiting = True
+                continue
+            group.fast_streak = 0
+            group.pipeline_off_until = now + PIPELINE_BACKOFF
+            stuck = list(process.queued)
+            process.queued.clear()
+            for request in stuck:
+                process.sessions -= 1
+                group.reclaimed += 1
+                request.reclaim()
+        if waiting and group.reclaim_timer is None:
+            group.reclaim_timer = asyncio.get_running_loop().call_later(
+                window / 2, self.reclaim_stuck, group)
 
     def _full(self, group: Group) -> bool:
         """No worker can be added to ``group`` now (max_instances, or max_pool_size)."""

@@ -128,13 +128,15 @@ class Exchange:
                 self.answer(pages.error(503, str(error) or "no worker available"))
             return
         if self.client.closed:
-            self.front.pool.release(process)
+            self._release(process)
             self._finish(False)
             return
         self._send(process)
 
     def _send(self, process: PoolProcess) -> None:
         self.process = process
+        if process.sessions > process.worker.concurrency:  # pipelined behind a busy one
+            self.front.pool.pipelined(process, self)
         limit = process.group.app.max_request_time
         if limit:
             self.timer = asyncio.get_running_loop().call_later(limit, self._too_long)
@@ -179,6 +181,9 @@ class Exchange:
 
     def upstream_head(self, upstream: UpstreamConnection) -> None:
         self.status = upstream.status
+        process = self.process
+        if process is not None and process.queued and self in process.queued:
+            process.queued.remove(self)  # it has started: no longer to be reclaimed
         head = self._response_head(upstream)
         if upstream.complete:
             # Held until upstream_done() has handed the worker its next request: the worker
@@ -211,7 +216,7 @@ class Exchange:
         log.warning("%s: request %s ran longer than max_request_time (%g s); killing worker %d",
                     process.group.name, self.request.url.decode("latin-1"), limit, process.pid)
         pool = self.front.pool
-        pool.release(process)
+        self._release(process)
         pool.kill(process, force=True, reason=f"max_request_time ({limit:g} s) exceeded")
         if self.status:
             self.client.abort()
@@ -261,7 +266,7 @@ class Exchange:
                 # has usually died and its exit may not have been seen yet). One that cut
                 # a response short (the app failed mid-body) is healthy: not recycled.
                 self.front.pool.drain(process, f"dropped a request: {reason}")
-            self.front.pool.release(process)
+            self._release(process)
         if self.status:
             log.warning("%s: worker %d failed mid-response (%s); closing the client "
                         "connection", group.name, pid, reason)
@@ -282,6 +287,22 @@ class Exchange:
 
     # -- the client side -----------------------------------------------------------------
 
+    def reclaim(self) -> None:
+        """Taken back (by the pool) from a worker still busy with a slow request before this
+        one started: closing the connection tells the worker to skip it; ask again."""
+        upstream, self.upstream = self.upstream, None
+        self.process = None
+        self._stop_timer()
+        if upstream is not None:
+            upstream.detach()
+        self._acquire()
+
+    def _release(self, process: PoolProcess) -> None:
+        """Give the worker's slot back (leaving its pipelined queue if still in it)."""
+        if process.queued and self in process.queued:
+            process.queued.remove(self)
+        self.front.pool.release(process)
+
     def client_gone(self) -> None:
         """The client disconnected: leave the queue, or stop relaying the response.
 
@@ -297,7 +318,7 @@ class Exchange:
             upstream, process = self.upstream, self.process
             self.upstream = self.process = None
             upstream.detach()
-            self.front.pool.release(process)
+            self._release(process)
             self._finish(False)
 
     def client_paused(self) -> None:

@@ -55,6 +55,13 @@ def _env_key(name: bytes) -> str:
 
 
 
+def _hung_up(sock: socket.socket) -> bool:
+    """The peer has closed the connection (POLLHUP: shown for Unix-socket peers)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
+
+
 class _Connection(hc.HeadCollector):
     """A client connection: socket, parser, and the requests parsed but not yet answered."""
 
@@ -201,10 +208,16 @@ class WSGIServer:
             for fd, callback in self._watched.items():
                 self._register(fd, callback)
             while not self._stopping:
-                for fd, _ in self._poll.poll():
+                for fd, events in self._poll.poll():
                     handler = handlers.get(fd)
                     if handler.__class__ is _Connection:
-                        self._on_readable(handler)
+                        if events & select.POLLHUP and not handler.queue:
+                            # The peer closed it (a Unix-socket peer; TCP shows no HUP for
+                            # a mere close): nobody can read an answer. The proxy does this
+                            # to take back a request queued here behind a slow one: skip it.
+                            self._close(handler)
+                        else:
+                            self._on_readable(handler)
                     elif handler is _ACCEPT:
                         self._accept()
                     elif handler is _WAKE:
@@ -252,6 +265,9 @@ class WSGIServer:
                 hc.log(self.error_log, "accept() failed:", exc)
                 time.sleep(0.1)  # rather than spin: poll() keeps reporting the listener
                 return
+            if _hung_up(sock):  # closed before we got to it (see serve_forever): skip
+                sock.close()
+                continue
             conn = _Connection(self, sock, base, peer)
             self._register(sock.fileno(), conn)
             # A fresh client usually sends its request at once: save a trip through poll().

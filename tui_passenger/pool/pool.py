@@ -17,16 +17,9 @@ from typing import Any
 
 from tui_passenger.config import Config
 from tui_passenger.engine import OutputSink, SpawnError
-from tui_passenger.pool.group import (
-    DRAINING,
-    MOLD,
-    PIPELINE_BACKOFF,
-    READY,
-    STOPPING,
-    Group,
-    PoolProcess,
-)
+from tui_passenger.pool.group import DRAINING, MOLD, READY, STOPPING, Group, PoolProcess
 from tui_passenger.pool.live import LiveOperations
+from tui_passenger.pool.pipelining import Pipelining
 
 log = logging.getLogger("tui_passenger.pool")
 
@@ -55,7 +48,7 @@ class Waiter:
         self.pipelinable = pipelinable
 
 
-class Pool(LiveOperations):
+class Pool(LiveOperations, Pipelining):
     """All groups, and the decisions about which processes run."""
 
     def __init__(self, config: Config, socket_dir: Path, *, on_output: OutputSink | None = None,
@@ -141,35 +134,6 @@ class Pool(LiveOperations):
             raise group.last_error
         return None
 
-    def try_pipeline(self, group: Group) -> PoolProcess | None:
-        """A busy worker of ``group`` that may take one more request now, or None.
-
-        Only for workers that run one request at a time, one extra request each, and only
-        when no request is queued before this one and no worker can be added (the group is
-        at max_instances or the pool at max_pool_size: else the request queues and a worker
-        is spawned for it, as without pipelining). The request waits in the worker's socket
-        and runs as soon as the current one is done, without the proxy's round trip in
-        between; the price is that it cannot go to another worker that frees up first. So
-        it is done only when that costs little: the current request started less than
-        ``pipeline_window`` ago and the app's last PIPELINE_STREAK requests all took less
-        than that (one slower turns pipelining off for PIPELINE_BACKOFF seconds). The caller
-        sends only requests that may be retried on another worker (idempotent, no body).
-        """
-        now = time.monotonic()
-        if group.waiters or not group.may_pipeline(now) or not self._full(group):
-            return None
-        window = group.app.pipeline_window
-        best: PoolProcess | None = None
-        for process in group.processes:
-            if process.state is READY and process.sessions == 1 \
-                    and process.worker.concurrency == 1 and now - process.busy_since < window \
-                    and (best is None or process.busy_since < best.busy_since):
-                best = process  # the one running longest is likely the first to finish
-        if best is not None:
-            best.sessions += 1
-            group.pipelined += 1
-        return best
-
     def enqueue(self, group: Group, callback: WaiterCallback,
                 pipelinable: bool = False) -> Waiter:
         """Queue for the next free process of ``group``: ``callback(process, None)``.
@@ -199,15 +163,7 @@ class Pool(LiveOperations):
         process.processed += 1
         process.last_used = now = time.monotonic()
         group = process.group
-        if process.worker.concurrency == 1:
-            if now - process.busy_since < group.app.pipeline_window:
-                group.fast_streak += 1
-            else:
-                group.fast_streak = 0
-                group.pipeline_off_until = now + PIPELINE_BACKOFF
-        process.busy_since = now  # a request sent to it while busy starts now
-        if process.queued:
-            process.queued.popleft()  # ... the oldest of them (a worker runs one at a time)
+        self._timed(process, group, now)
         if process.max_requests and process.processed >= process.max_requests \
                 and process.state is READY:
             self.drain(process, "max_requests reached")
@@ -233,57 +189,12 @@ class Pool(LiveOperations):
         if self.closing:
             self._idle.set()
 
-    def pipelined(self, process: PoolProcess, request: Any) -> None:
-        """``request`` was sent to the busy ``process`` to run next; it is taken back if the
-        request ahead of it runs past the window (reclaim_stuck)."""
-        process.queued.append(request)
-        group = process.group
-        if group.reclaim_timer is None:
-            group.reclaim_timer = asyncio.get_running_loop().call_later(
-                group.app.pipeline_window / 2, self.reclaim_stuck, group)
-
-    def reclaim_stuck(self, group: Group) -> None:
-        """Take back what was pipelined to workers whose current request has run longer
-        than the window: each such request goes back to the queue (or to a free worker)
-        instead of waiting behind a slow one. The worker skips a request whose connection
-        the proxy has closed (see WSGIServer); pipelining pauses (a request was slow)."""
-        group.reclaim_timer = None
-        if self.closing:
-            return  # what was sent still gets served: the pool waits for every session
-        now = time.monotonic()
-        window = group.app.pipeline_window
-        waiting = False
-        for process in group.processes:
-            if not process.queued:
-                continue
-            if now - process.busy_since <= window:
-                waiting = True
-                continue
-            group.fast_streak = 0
-            group.pipeline_off_until = now + PIPELINE_BACKOFF
-            stuck = list(process.queued)
-            process.queued.clear()
-            for request in stuck:
-                process.sessions -= 1
-                group.reclaimed += 1
-                request.reclaim()
-        if waiting and group.reclaim_timer is None:
-            group.reclaim_timer = asyncio.get_running_loop().call_later(
-                window / 2, self.reclaim_stuck, group)
-
-    def _full(self, group: Group) -> bool:
-        """No worker can be added to ``group`` now (max_instances, or max_pool_size)."""
-        return group.at_max() or self.total() >= self.max_pool_size
-
     def _hand_over(self, process: PoolProcess, group: Group, now: float) -> None:
         """Give ``process``'s free slots to the first waiters of ``group``; a worker that has
         just started a pipelined request gets the next one pipelined too (try_pipeline)."""
         waiters = group.waiters
         concurrency = process.worker.concurrency
-        limit = concurrency
-        if concurrency == 1 and process.sessions == 1 and group.may_pipeline(now) \
-                and self._full(group):
-            limit = 2
+        limit = self._pipeline_limit(process, group, now)
         while waiters and process.sessions < limit and process.state is READY:
             waiter = waiters[0]
             if waiter.cancelled:

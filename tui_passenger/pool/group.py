@@ -137,7 +137,11 @@ class Group:
 
     def live_count(self) -> int:
         """Processes that take or will take new requests: ready ones and those spawning."""
-        return sum(1 for p in self.processes if p.state is READY) + self.spawning
+        live = self.spawning
+        for process in self.processes:  # a loop, not sum(): at_max() runs per queued request
+            if process.state is READY:
+                live += 1
+        return live
 
     def footprint(self) -> int:
         """Processes counted against max_pool_size: all but those on their way out."""
@@ -163,13 +167,7 @@ class Group:
     def at_max(self) -> bool:
         """True when max_instances processes are up or coming (no point in reconciling)."""
         limit = self.app.max_instances
-        if not limit:
-            return False
-        live = self.spawning
-        for process in self.processes:  # live_count(), inlined: called for every queued request
-            if process.state is READY:
-                live += 1
-        return live >= limit
+        return bool(limit) and self.live_count() >= limit
 
     def idle_candidates(self) -> list[PoolProcess]:
         """Ready processes with no session, idle longest first."""

@@ -49,7 +49,6 @@ class Pipelining:
                 best = process  # the one running longest is likely the first to finish
         if best is not None:
             best.sessions += 1
-            group.pipelined += 1
         return best
 
     def pipelined(self, process: PoolProcess, request: Any) -> None:
@@ -57,6 +56,7 @@ class Pipelining:
         request ahead of it runs past the window (reclaim_stuck)."""
         process.queued.append(request)
         group = process.group
+        group.pipelined += 1
         if group.reclaim_timer is None:
             group.reclaim_timer = asyncio.get_running_loop().call_later(
                 group.app.pipeline_window / 2, self.reclaim_stuck, group)

@@ -200,10 +200,8 @@ class Pool(LiveOperations, Pipelining):
             if waiter.cancelled:
                 waiters.popleft()
                 continue
-            if process.sessions >= concurrency:
-                if not waiter.pipelinable:
-                    return
-                group.pipelined += 1
+            if process.sessions >= concurrency and not waiter.pipelinable:
+                return
             waiters.popleft()
             process.sessions += 1
             waiter.callback(process, None)

@@ -253,9 +253,7 @@ class ClientConnection(asyncio.Protocol):
         request.received = time.perf_counter()
         if self.current is None and not self.queue and request.error is None \
                 and not self.closed:
-            # Nothing before it on this connection (no pipelining): start it right away.
-            self.current = Exchange(self.front, self, request)
-            self.current.start()
+            self._start(request)  # nothing before it on this connection: no queue
             return
         self.queue.append(request)
         if len(self.queue) > MAX_PIPELINED:
@@ -272,6 +270,9 @@ class ClientConnection(asyncio.Protocol):
         if request.error is not None:
             self.reject(request.error)
             return
+        self._start(request)
+
+    def _start(self, request: Request) -> None:
         self.current = Exchange(self.front, self, request)
         self.current.start()
 

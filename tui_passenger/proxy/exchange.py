@@ -181,9 +181,8 @@ class Exchange:
 
     def upstream_head(self, upstream: UpstreamConnection) -> None:
         self.status = upstream.status
-        process = self.process
-        if process is not None and process.queued and self in process.queued:
-            process.queued.remove(self)  # it has started: no longer to be reclaimed
+        if self.process is not None:
+            self._leave_queue(self.process)  # it has started: no longer to be reclaimed
         head = self._response_head(upstream)
         if upstream.complete:
             # Held until upstream_done() has handed the worker its next request: the worker
@@ -297,10 +296,14 @@ class Exchange:
             upstream.detach()
         self._acquire()
 
-    def _release(self, process: PoolProcess) -> None:
-        """Give the worker's slot back (leaving its pipelined queue if still in it)."""
+    def _leave_queue(self, process: PoolProcess) -> None:
+        """No longer among the requests pipelined to ``process`` that have not started."""
         if process.queued and self in process.queued:
             process.queued.remove(self)
+
+    def _release(self, process: PoolProcess) -> None:
+        """Give the worker's slot back (leaving its pipelined queue if still in it)."""
+        self._leave_queue(process)
         self.front.pool.release(process)
 
     def client_gone(self) -> None:

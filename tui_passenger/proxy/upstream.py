@@ -107,7 +107,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.sending = False
 
     def _begin(self, sink: ResponseSink, head_only: bool) -> None:
-        if self.sink is not None or self.transport is None or self.failed is not None:
+        if not self.usable:
             raise ConnectionError(self.failed or "connection to the worker is closed")
         self._reset(head_only)
         self.sink = sink

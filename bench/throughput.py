@@ -15,7 +15,11 @@ dashboard/headless ratio.
     python3 dev.py bench throughput [--workers 2] [--connections 16] [--duration 5]
                                     [--rounds 3] [--warmup 2] [--no-c1]
                                     [--only tp,tpdash,sync,gthread,passenger,tpasgi,uvicorn]
-                                    [--json results.json] [--install]
+                                    [--json results.json] [--install] [--base REV]
+
+``--base REV`` adds ``tpbase``: headless tui-passenger as of git revision REV (checked out
+into a scratch worktree, run with the same interpreter), measured in the same rounds, so
+``tui-passenger / tui-passenger at REV`` is an interleaved A/B of a change.
 """
 
 from __future__ import annotations
@@ -49,10 +53,12 @@ PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
 GTHREAD_THREADS = 4
 SYSTEMS = {"tp": "tui-passenger", "tpdash": "tui-passenger dashboard",
            "sync": "gunicorn sync", "gthread": "gunicorn gthread", "passenger": "passenger",
-           "tpasgi": "tui-passenger ASGI", "uvicorn": "uvicorn"}
+           "tpasgi": "tui-passenger ASGI", "uvicorn": "uvicorn",
+           "tpbase": "tui-passenger at base"}
 ASGI_SYSTEMS = ("tpasgi", "uvicorn")  # serve sample_apps/hello_asgi; the others hello_wsgi
 #: baseline -> the tui-passenger system serving the same app (the ratios are pair/baseline)
-PAIRS = {"sync": "tp", "gthread": "tp", "passenger": "tp", "uvicorn": "tpasgi"}
+PAIRS = {"sync": "tp", "gthread": "tp", "passenger": "tp", "uvicorn": "tpasgi",
+         "tpbase": "tp"}
 #: the Python packages a system needs in the venv (the ``bench`` extra): key -> (module, spec)
 PACKAGES = {"sync": ("gunicorn", "gunicorn>=22"), "gthread": ("gunicorn", "gunicorn>=22"),
             "uvicorn": ("uvicorn", "uvicorn>=0.29")}
@@ -320,19 +326,43 @@ def tp_toml(work: Path, port: int, workers: int, asgi: bool = False) -> Path:
     return toml
 
 
-def make_servers(keys: list[str], workers: int, tmp: Path) -> dict[str, Server]:
-    """Build (not start) every requested system, each in its own scratch directory."""
+def base_tree(rev: str, tmp: Path) -> Path:
+    """A scratch worktree of ``rev`` (for ``--base``); removed by :func:`drop_base_tree`."""
+    tree = tmp / "base-tree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet",
+                    str(tree), rev], check=True)
+    return tree
+
+
+def drop_base_tree(tmp: Path) -> None:
+    """Remove the ``--base`` worktree, if one was made."""
+    tree = tmp / "base-tree"
+    if tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                       check=False)
+
+
+def make_servers(keys: list[str], workers: int, tmp: Path,
+                 base: Path | None = None) -> dict[str, Server]:
+    """Build (not start) every requested system, each in its own scratch directory;
+    ``tpbase`` runs the package from the ``base`` tree (first on PYTHONPATH, which its
+    preloader and workers inherit)."""
     servers: dict[str, Server] = {}
     for key in keys:
         port, work = free_port(), tmp / key
         work.mkdir()
         log = work / "server.log"
-        if key in ("tp", "tpasgi"):
+        if key in ("tp", "tpasgi", "tpbase"):
             toml = tp_toml(work, port, workers, asgi=key == "tpasgi")
             # warning: no per-request access log (gunicorn and passenger keep none either)
             argv = [PYTHON, "-m", "tui_passenger", "--headless", "-c", str(toml),
                     "--port", str(port), "--log-level", "warning"]
-            servers[key] = Server(key, argv, port, ROOT, log)
+            if key == "tpbase":
+                assert base is not None, "tpbase needs --base"
+                servers[key] = Server(key, argv, port, base, log,
+                                      env={"PYTHONPATH": str(base)})
+            else:
+                servers[key] = Server(key, argv, port, ROOT, log)
         elif key == "tpdash":
             toml = tp_toml(work, port, workers)
             argv = [PYTHON, "-m", "tui_passenger", "-c", str(toml), "--port", str(port),
@@ -751,10 +781,13 @@ def main() -> int:
     parser.add_argument("--no-c1", action="store_true",
                         help="skip the c=1 proxy-vs-worker latency test after the rounds")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--base", metavar="REV",
+                        help="also run tui-passenger as of git revision REV (A/B of a change)")
     parser.add_argument("--install", action="store_true",
                         help="first run 'apt-get install -y wrk passenger tmux' (needs root)")
     args = parser.parse_args()
-    keys = [k for k in SYSTEMS if k in args.only.split(",")]
+    only = args.only.split(",") + (["tpbase"] if args.base else [])
+    keys = [k for k in SYSTEMS if k in only and (k != "tpbase" or args.base)]
     if args.install:
         apt_install(["wrk", "passenger", "tmux"])
     if not shutil.which("wrk"):
@@ -767,7 +800,8 @@ def main() -> int:
     results: dict[str, list[Run | None]] = {}
     c1: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="tp-bench-"))
-    servers = make_servers(keys, args.workers, tmp)
+    servers = make_servers(keys, args.workers, tmp,
+                           base_tree(args.base, tmp) if args.base else None)
     try:
         if "passenger" in servers and not shutil.which("passenger"):
             status["passenger"] = ("skipped: Debian package 'passenger' not installed "
@@ -802,6 +836,7 @@ def main() -> int:
             signal.signal(sig, signal.SIG_IGN)
         for server in servers.values():
             server.stop()
+        drop_base_tree(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
     figures = report(keys, status, results, c1, args.rounds)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import assert_no_children
 from tests.serving import config_text, wait_until
+from tests.test_dashboard import dashboard_on, until
 from tui_passenger.admin.client import AdminClient
 from tui_passenger.config import parse_config
 from tui_passenger.cores import AttachedCore, EmbeddedCore
@@ -158,3 +159,23 @@ async def test_sampling_pauses_and_a_disabled_sampler_is_a_conflict():
                     RefusalKind.CONFLICT, "sampling is disabled in this instance")
         finally:
             embedded.server.sampler = sampler
+
+
+async def test_the_dashboard_shows_the_refusal_and_counts_on_from_the_pool():
+    async with dashboard_on({"min_instances": 1, "max_instances": 1}) as (group, app, pilot):
+        said: list[str] = []
+        notify = app.notify
+
+        def record(text: str, **options: Any) -> None:
+            said.append(text)
+            notify(text, **options)
+
+        app.notify = record  # type: ignore[method-assign]
+        await pilot.press("plus")
+        reason = "count 2 is above the limit of 1 (max_instances / max_pool_size)"
+        await until(pilot, lambda: f"scale app: {reason}" in said, what="the refusal")
+        assert group.min_instances == 1
+        # The refused target is forgotten: minus counts down from the pool's 1, not from 2.
+        await pilot.press("minus")
+        await until(pilot, lambda: "app: keeping 0 worker(s) warm" in said, what="scale to 0")
+        assert group.min_instances == 0

@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tui_passenger.engine import SmartSpawner
-
 if TYPE_CHECKING:
     from tui_passenger.pool.group import Group
     from tui_passenger.server import Server
@@ -64,9 +62,10 @@ def reply_error(status: int, reply: object) -> Exception:
     :class:`Refused` for a refusal, RuntimeError for anything else (a server fault)."""
     error = reply.get("error") if isinstance(reply, dict) else None
     reason = error if isinstance(error, str) else f"HTTP {status}"
-    if status in RefusalKind._value2member_map_:
+    try:
         return Refused(RefusalKind(status), reason)
-    return RuntimeError(reason)
+    except ValueError:  # not a status the operations answer with
+        return RuntimeError(reason)
 
 
 def _scaled(reply: Reply) -> str:
@@ -182,6 +181,10 @@ class Operations:
     async def refork(self, app: str) -> Done:
         """Make a warmed worker of ``app`` the preloader of a new generation and replace the
         others from it (smart spawning only); Refused (conflict) if it did not happen."""
+        # Imported here: the CLI and the attach client use this module's result types and
+        # need not load the engine for them.
+        from tui_passenger.engine import SmartSpawner
+
         group = self.group(app)
         try:
             replaced = await self.server.pool.refork_now(group)

@@ -21,6 +21,7 @@ from tests.serving import Load, config_text
 from tui_passenger.config import parse_config
 from tui_passenger.core import Core
 from tui_passenger.cores import EmbeddedCore
+from tui_passenger.operations import Action, Done
 from tui_passenger.tui.app import Dashboard
 from tui_passenger.tui.screens.confirm import Confirm
 from tui_passenger.tui.widgets.detail import FdView
@@ -316,28 +317,29 @@ class FakeCore(Core):
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
         return 3, [e for e in FAKE_EVENTS if e["seq"] > since]
 
-    async def scale(self, app: str, count: int) -> str:
+    async def scale(self, app: str, count: int) -> Done:
         self.calls.append(("scale", app, count))
-        return f"{app}: keeping {count} worker(s) warm"
+        return Done(Action.SCALE, {"app": app, "min_instances": count})
 
-    async def kill(self, pid: int, force: bool = False) -> str:
+    async def kill(self, pid: int, force: bool = False) -> Done:
         self.calls.append(("kill", pid))
-        return f"worker {pid} stopped"
+        return Done(Action.KILL, {"pid": pid, "app": "hello", "exit": "exit status 0"})
 
-    async def restart(self, app: str) -> str:
+    async def restart(self, app: str) -> Done:
         self.calls.append(("restart", app))
-        return "restarted"
+        return Done(Action.RESTART, {"app": app, "replaced": 2})
 
-    async def set_spawn_method(self, app: str, method: str) -> str:
+    async def set_spawn_method(self, app: str, method: str) -> Done:
         self.calls.append(("spawn_method", app, method))
-        return f"now {method}"
+        return Done(Action.SPAWN_METHOD, {"app": app, "spawn_method": method, "replaced": 2})
 
-    async def refork(self, app: str) -> str:
+    async def refork(self, app: str) -> Done:
         self.calls.append(("refork", app))
-        return "reforked"
+        return Done(Action.REFORK, {"app": app, "generation": 1, "mold": 1102, "replaced": 1})
 
-    async def pause_sampling(self, paused: bool) -> None:
+    async def pause_sampling(self, paused: bool) -> Done:
         self.calls.append(("pause", paused))
+        return Done(Action.SAMPLING, {"paused": paused})
 
 
 async def test_cursor_stays_on_its_pid_across_refreshes_and_sorts():

@@ -2,7 +2,8 @@
 
 ``tui-passenger`` starts the dashboard with the core embedded; ``--headless`` runs the core
 alone, logging to stderr; ``attach`` shows the dashboard of a running instance;
-``status``, ``memory`` and ``ctl`` ask a running instance (see :mod:`.admin.cli`).
+``status``, ``memory`` and ``ctl`` ask a running instance (see :mod:`.admin.cli`). The
+options that say which instance (``-c``, ``--admin-socket``) go before or after a command.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -21,39 +23,40 @@ from tui_passenger import __version__
 log = logging.getLogger("tui_passenger")
 
 
+#: The options for running the server, which the other commands do not take.
+RUN_OPTIONS = ("port", "address", "spawn_method", "headless", "log_level", "log_file")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for running tui-passenger."""
+    """The ``tui-passenger`` command line: running the server, and the commands that ask a
+    running one (``attach``, ``status``, ``memory``, ``ctl``)."""
+    from tui_passenger.admin.cli import DEFAULT_CONFIG, add_commands, where_options
+
+    where = where_options()
     parser = argparse.ArgumentParser(
-        prog="tui-passenger",
-        description="Serve Python web apps with direct or smart (preload + fork) spawning.",
-        epilog="Also: tui-passenger attach | status [--json] | memory | ctl scale|kill|restart"
-               "|spawn-method ... (see tui-passenger ctl --help).")
-    parser.add_argument("-c", "--config", default="passenger.toml",
-                        help="configuration file (default: ./passenger.toml)")
+        prog="tui-passenger", parents=[where],
+        description="Serve Python web apps with direct or smart (preload + fork) spawning. "
+                    "Without a command: run the server, with the dashboard on a terminal.")
     parser.add_argument("--port", type=int, help="public port (overrides [server] port)")
     parser.add_argument("--address", help="public address (overrides [server] address)")
     parser.add_argument("--spawn-method", choices=("smart", "direct"),
                         help="spawn method for every app (overrides spawn_method)")
-    parser.add_argument("--headless", action="store_true",
+    parser.add_argument("--headless", action="store_true", default=None,
                         help="run without the dashboard, logging to stderr")
-    parser.add_argument("--log-level", default="info",
-                        choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="default: info")
     parser.add_argument("--log-file", type=Path,
                         help="with the dashboard: where the log goes (default: next to the "
                              "admin socket)")
     parser.add_argument("--version", action="version", version=f"tui-passenger {__version__}")
-    return parser
-
-
-def attach_parser() -> argparse.ArgumentParser:
-    """``tui-passenger attach``: the dashboard over a running instance."""
-    parser = argparse.ArgumentParser(prog="tui-passenger attach",
-                                     description="Show the dashboard of a running instance; "
-                                                 "quitting leaves it running.")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--admin-socket", type=Path, help="the instance's admin socket")
-    where.add_argument("-c", "--config", default="passenger.toml",
-                       help="find the instance started with this config")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     title="commands for a running instance")
+    attach_help = "show the dashboard of a running instance; quitting leaves it running"
+    commands.add_parser("attach", parents=[where], help=attach_help, description=attach_help)
+    actions = add_commands(commands, where)
+    parser.epilog = (f"ctl actions: {', '.join(actions)} (see tui-passenger ctl --help). "
+                     "-c and --admin-socket go before or after the command; without either, "
+                     f"the commands find the instance started with ./{DEFAULT_CONFIG}.")
     return parser
 
 
@@ -69,30 +72,54 @@ def setup_logging(level: str, file: Path | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run tui-passenger; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from tui_passenger.admin.cli import COMMANDS
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if hasattr(args, "config") and hasattr(args, "admin_socket"):
+        # each level's pair is exclusive in argparse; across levels it is checked here
+        parser.error("argument -c/--config: not allowed with argument --admin-socket")
+    if args.command is None:
+        if hasattr(args, "admin_socket"):
+            parser.error("--admin-socket is for attach, status, memory and ctl")
+        return serve(args)
+    given = [name for name in RUN_OPTIONS if getattr(args, name) is not None]
+    if given:
+        option = "--" + given[0].replace("_", "-")
+        parser.error(f"{option} is for running the server, not for {args.command}")
+    if args.command == "attach":
+        return attach(args)
+    from tui_passenger.admin.cli import run_command
 
-    if argv and argv[0] in COMMANDS:
-        from tui_passenger.admin.cli import main as admin_main
+    try:
+        status = run_command(args)
+        sys.stdout.flush()  # now, so that a reader gone away is noticed here
+    except BrokenPipeError:
+        # The reader has what it wanted (``status --json | head -1``). Point stdout at
+        # /dev/null so that Python's own flush at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return status
 
-        return admin_main(argv)
-    if argv and argv[0] == "attach":
-        return attach(argv[1:])
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server: with the dashboard on a terminal, else headless."""
+    from tui_passenger.admin.cli import DEFAULT_CONFIG
     from tui_passenger.config import ConfigError, apply_overrides, load_config
 
-    args = build_parser().parse_args(argv)
     try:
-        config = apply_overrides(load_config(args.config), port=args.port,
-                                 address=args.address, spawn_method=args.spawn_method)
+        config = apply_overrides(load_config(getattr(args, "config", DEFAULT_CONFIG)),
+                                 port=args.port, address=args.address,
+                                 spawn_method=args.spawn_method)
     except ConfigError as exc:
         print(f"tui-passenger: {exc}", file=sys.stderr)
         return 2
-    if not args.headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+    level = args.log_level or "info"
+    headless = bool(args.headless)
+    if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("tui-passenger: no terminal for the dashboard; running headless "
               "(use --headless to say so)", file=sys.stderr)
-        args.headless = True
-    if args.headless:
-        setup_logging(args.log_level)
+        headless = True
+    if headless:
+        setup_logging(level)
         from tui_passenger.headless import run_headless
 
         try:
@@ -111,23 +138,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"tui-passenger: {exc}", file=sys.stderr)
         return 1
-    setup_logging(args.log_level, log_file)
+    setup_logging(level, log_file)
     return run(dashboard(EmbeddedCore(config), config.keys))
 
 
-def attach(argv: Sequence[str]) -> int:
+def attach(args: argparse.Namespace) -> int:
     """Run the dashboard over a running instance's admin socket."""
+    from tui_passenger.admin.cli import DEFAULT_CONFIG
     from tui_passenger.admin.paths import admin_socket_path
     from tui_passenger.config import ConfigError, load_config
     from tui_passenger.cores import AttachedCore
 
-    args = attach_parser().parse_args(argv)
     keys: dict[str, str] = {}
     try:
-        if args.admin_socket:
-            path = args.admin_socket
-        else:
-            config = load_config(args.config)
+        if hasattr(args, "admin_socket"):
+            path: Path = args.admin_socket
+        else:  # the instance's config also gives the dashboard its key bindings
+            config = load_config(getattr(args, "config", DEFAULT_CONFIG))
             path, keys = admin_socket_path(config), dict(config.keys)
     except ConfigError as exc:
         print(f"tui-passenger: {exc}", file=sys.stderr)

@@ -1,12 +1,15 @@
 """What the dashboard talks to: the core embedded in this process, or a running instance
 over its admin socket. Both give the same snapshot (see :mod:`tui_passenger.status`) and
-take the same intents. No UI code here.
+take the same intents, answered with the typed results of :mod:`tui_passenger.operations`
+(:class:`Done`, or :class:`Refused` raised). No UI code here.
 """
 
 from __future__ import annotations
 
 import abc
 from typing import Any
+
+from tui_passenger.operations import Done
 
 
 class Core(abc.ABC):
@@ -33,26 +36,29 @@ class Core(abc.ABC):
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
         """Log entries after sequence number ``since``: (last seq, entries)."""
 
-    @abc.abstractmethod
-    async def scale(self, app: str, count: int) -> str:
-        """Keep ``count`` workers of ``app`` warm; returns a message for the operator."""
+    # The intents: each returns what happened (its message is the same words everywhere)
+    # or raises Refused with a reason for the operator; see tui_passenger.operations.
 
     @abc.abstractmethod
-    async def kill(self, pid: int, force: bool = False) -> str:
+    async def scale(self, app: str, count: int) -> Done:
+        """Keep ``count`` workers of ``app`` warm (0 to the app's limit)."""
+
+    @abc.abstractmethod
+    async def kill(self, pid: int, force: bool = False) -> Done:
         """Stop one worker (the pool replaces it if below the minimum)."""
 
     @abc.abstractmethod
-    async def restart(self, app: str) -> str:
+    async def restart(self, app: str) -> Done:
         """Rolling restart of ``app``."""
 
     @abc.abstractmethod
-    async def set_spawn_method(self, app: str, method: str) -> str:
+    async def set_spawn_method(self, app: str, method: str) -> Done:
         """Switch ``app`` to ``smart`` or ``direct`` spawning (rolling)."""
 
     @abc.abstractmethod
-    async def refork(self, app: str) -> str:
+    async def refork(self, app: str) -> Done:
         """Promote a warmed worker of ``app`` to preloader and replace the others from it."""
 
     @abc.abstractmethod
-    async def pause_sampling(self, paused: bool) -> None:
+    async def pause_sampling(self, paused: bool) -> Done:
         """Stop or resume reading /proc (memory, fds, CPU)."""

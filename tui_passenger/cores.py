@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tui_passenger.admin.report import reforked_text
+from tui_passenger.admin.client import action_url
 from tui_passenger.config import Config
 from tui_passenger.core import Core
+from tui_passenger.operations import Action, Done, Operations, reply_error
 from tui_passenger.server import Server
 from tui_passenger.status import snapshot
 
@@ -22,6 +24,7 @@ class EmbeddedCore(Core):
 
     def __init__(self, config: Config, **server_options: Any) -> None:
         self.server = Server(config, **server_options)
+        self.operations = Operations(self.server)
         self.description = f"{config.path or 'config'}"
 
     async def start(self) -> None:
@@ -37,47 +40,25 @@ class EmbeddedCore(Core):
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
         return self.server.events.since(since)
 
-    def _group(self, app: str):
-        group = self.server.pool.groups.get(app)
-        if group is None:
-            raise KeyError(f"no app named {app!r}")
-        return group
+    # The intents: the operations layer, the same one the admin API calls.
 
-    async def scale(self, app: str, count: int) -> str:
-        group = self._group(app)
-        limit = group.app.max_instances or self.server.pool.max_pool_size
-        count = max(0, min(count, limit))
-        self.server.pool.scale(group, count)
-        return f"{app}: keeping {count} worker(s) warm"
+    async def scale(self, app: str, count: int) -> Done:
+        return await self.operations.scale(app, count)
 
-    async def kill(self, pid: int, force: bool = False) -> str:
-        process = self.server.pool.find(pid)
-        if process is None:
-            raise KeyError(f"pid {pid} is not a worker of this instance")
-        self.server.pool.kill(process, force=force)
-        status = await process.worker.exited
-        return f"{process.group.name}: worker {pid} stopped ({status.describe()})"
+    async def kill(self, pid: int, force: bool = False) -> Done:
+        return await self.operations.kill(pid, force)
 
-    async def restart(self, app: str) -> str:
-        replaced = await self.server.pool.restart(self._group(app))
-        return f"{app}: {replaced} worker(s) replaced, one at a time"
+    async def restart(self, app: str) -> Done:
+        return await self.operations.restart(app)
 
-    async def set_spawn_method(self, app: str, method: str) -> str:
-        replaced = await self.server.pool.set_spawn_method(self._group(app), method)
-        return f"{app}: now {method} spawning ({replaced} worker(s) replaced)"
+    async def set_spawn_method(self, app: str, method: str) -> Done:
+        return await self.operations.set_spawn_method(app, method)
 
-    async def refork(self, app: str) -> str:
-        group = self._group(app)
-        try:
-            replaced = await self.server.pool.refork_now(group)
-        except ValueError as exc:
-            raise KeyError(str(exc)) from None
-        return reforked_text(app, group.spawner.generation, group.spawner.preloader.pid, replaced)
+    async def refork(self, app: str) -> Done:
+        return await self.operations.refork(app)
 
-    async def pause_sampling(self, paused: bool) -> None:
-        sampler = self.server.sampler
-        if sampler is not None:
-            sampler.pause() if paused else sampler.resume()
+    async def pause_sampling(self, paused: bool) -> Done:
+        return await self.operations.pause_sampling(paused)
 
 
 class AttachedCore(Core):
@@ -100,15 +81,20 @@ class AttachedCore(Core):
         if self._session is not None:
             await self._session.close()
 
-    async def _call(self, method: str, url: str, body: dict | None = None) -> Any:
+    async def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+        """One admin API request; its JSON reply. Refused (as the instance said) on a 4xx."""
         assert self._session is not None, "AttachedCore.start() first"
         try:
             async with self._session.request(method, "http://admin" + url, json=body) as r:
-                reply = await r.json()
+                status, text = r.status, await r.text()
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
             raise ConnectionError(f"instance at {self.path} does not answer: {exc}") from None
-        if r.status >= 400:
-            raise KeyError(reply.get("error", f"HTTP {r.status}"))
+        try:
+            reply = json.loads(text)
+        except ValueError:
+            raise RuntimeError(f"HTTP {status}: {text[:200]}") from None
+        if status >= 400:
+            raise reply_error(status, reply)
         return reply
 
     async def snapshot(self) -> dict[str, Any]:
@@ -118,25 +104,26 @@ class AttachedCore(Core):
         reply = await self._call("GET", f"/events?since={since}")
         return reply["seq"], reply["events"]
 
-    async def scale(self, app: str, count: int) -> str:
-        reply = await self._call("POST", f"/apps/{app}/scale", {"count": count})
-        return f"{app}: keeping {reply['min_instances']} worker(s) warm"
+    # The intents: the admin API's replies, read as the operations layer's results.
 
-    async def kill(self, pid: int, force: bool = False) -> str:
-        reply = await self._call("POST", f"/processes/{pid}/kill", {"force": force})
-        return f"{reply['app']}: worker {pid} stopped ({reply['exit']})"
+    async def _act(self, action: Action, target: str | int | None = None,
+                   body: dict[str, Any] | None = None) -> Done:
+        return Done(action, await self._call("POST", action_url(action, target), body))
 
-    async def restart(self, app: str) -> str:
-        reply = await self._call("POST", f"/apps/{app}/restart")
-        return f"{app}: {reply['replaced']} worker(s) replaced, one at a time"
+    async def scale(self, app: str, count: int) -> Done:
+        return await self._act(Action.SCALE, app, {"count": count})
 
-    async def set_spawn_method(self, app: str, method: str) -> str:
-        reply = await self._call("POST", f"/apps/{app}/spawn-method", {"method": method})
-        return f"{app}: now {method} spawning ({reply['replaced']} worker(s) replaced)"
+    async def kill(self, pid: int, force: bool = False) -> Done:
+        return await self._act(Action.KILL, pid, {"force": force})
 
-    async def refork(self, app: str) -> str:
-        reply = await self._call("POST", f"/apps/{app}/refork")
-        return reforked_text(app, reply["generation"], reply["mold"], reply["replaced"])
+    async def restart(self, app: str) -> Done:
+        return await self._act(Action.RESTART, app)
 
-    async def pause_sampling(self, paused: bool) -> None:
-        await self._call("POST", "/sampling", {"paused": paused})
+    async def set_spawn_method(self, app: str, method: str) -> Done:
+        return await self._act(Action.SPAWN_METHOD, app, {"method": method})
+
+    async def refork(self, app: str) -> Done:
+        return await self._act(Action.REFORK, app)
+
+    async def pause_sampling(self, paused: bool) -> Done:
+        return await self._act(Action.SAMPLING, body={"paused": paused})

@@ -2,9 +2,11 @@
 
 GET ``/status`` (the :mod:`tui_passenger.status` snapshot), GET ``/metrics`` (Prometheus
 text), GET ``/events?since=N`` (log entries); POST ``/sampling`` {"paused": bool},
-``/apps/{app}/scale`` {"count": N}, ``/apps/{app}/restart``,
-``/apps/{app}/spawn-method`` {"method": "smart"|"direct"}, ``/processes/{pid}/kill``
-{"force": false}. Errors are JSON ``{"error": reason}`` with a 4xx status.
+``/apps/{app}/scale`` {"count": N}, ``/apps/{app}/restart``, ``/apps/{app}/spawn-method``
+{"method": "smart"|"direct"}, ``/apps/{app}/refork``, ``/processes/{pid}/kill``
+{"force": false}. The operations are :mod:`tui_passenger.operations`; these handlers only
+translate HTTP to them and their results back. Errors are JSON ``{"error": reason}`` with a
+4xx status.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,7 @@ from aiohttp import web
 
 from tui_passenger.admin.metrics import Metrics
 from tui_passenger.admin.paths import private_directory
+from tui_passenger.operations import Done, Operations, RefusalKind, Refused
 from tui_passenger.status import snapshot
 
 if TYPE_CHECKING:
@@ -29,13 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tui_passenger.admin")
 
-
-class AdminError(Exception):
-    """A request the admin API refuses, with its HTTP status."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def peer_uid(request: web.Request) -> int | None:
@@ -44,19 +42,20 @@ def peer_uid(request: web.Request) -> int | None:
     if sock is None or sock.family != socket.AF_UNIX:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    uid: int = struct.unpack("3i", creds)[1]
+    return uid
 
 
 @web.middleware
-async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Refuse other users' processes; turn AdminError into a JSON error."""
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse other users' processes; turn a refusal into a JSON error with its status."""
     uid = peer_uid(request)
-    if uid is not None and uid != os.getuid() and uid != 0:
-        return web.json_response({"error": f"uid {uid} may not use this socket"}, status=403)
     try:
+        if uid is not None and uid != os.getuid() and uid != 0:
+            raise Refused(RefusalKind.FORBIDDEN, f"uid {uid} may not use this socket")
         return await handler(request)
-    except AdminError as exc:
-        return web.json_response({"error": str(exc)}, status=exc.status)
+    except Refused as exc:
+        return web.json_response({"error": exc.reason}, status=exc.kind.value)
 
 
 class AdminServer:
@@ -66,6 +65,7 @@ class AdminServer:
         self.server = server
         self.path = path
         self.metrics = Metrics(server)
+        self.operations = Operations(server)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -111,15 +111,7 @@ class AdminServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    # -- handlers ------------------------------------------------------------------------
-
-    def _group(self, request: web.Request):
-        name = request.match_info["app"]
-        group = self.server.pool.groups.get(name)
-        if group is None:
-            known = ", ".join(sorted(self.server.pool.groups))
-            raise AdminError(404, f"no app named {name!r} (apps: {known})")
-        return group
+    # -- handlers: HTTP in, an operation, JSON out -----------------------------------------
 
     @staticmethod
     async def _body(request: web.Request) -> dict[str, Any]:
@@ -128,9 +120,9 @@ class AdminServer:
         try:
             data = json.loads(await request.read() or b"{}")
         except ValueError as exc:
-            raise AdminError(400, f"request body is not JSON: {exc}") from None
+            raise Refused(RefusalKind.INVALID, f"request body is not JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise AdminError(400, "request body must be a JSON object")
+            raise Refused(RefusalKind.INVALID, "request body must be a JSON object")
         return data
 
     async def status(self, request: web.Request) -> web.Response:
@@ -146,66 +138,36 @@ class AdminServer:
         try:
             since = int(request.query.get("since", "0"))
         except ValueError:
-            raise AdminError(400, "since must be a number") from None
+            raise Refused(RefusalKind.INVALID, "since must be a number") from None
         last, entries = self.server.events.since(since)
         return web.json_response({"seq": last, "events": entries})
 
     async def sampling(self, request: web.Request) -> web.Response:
         paused = (await self._body(request)).get("paused")
-        if not isinstance(paused, bool):
-            raise AdminError(400, "paused must be true or false")
-        sampler = self.server.sampler
-        if sampler is None:
-            raise AdminError(409, "sampling is disabled in this instance")
-        sampler.pause() if paused else sampler.resume()
-        return web.json_response({"paused": paused})
+        return _reply(await self.operations.pause_sampling(paused))
 
     async def scale(self, request: web.Request) -> web.Response:
-        group = self._group(request)
         count = (await self._body(request)).get("count")
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise AdminError(400, f"count must be a whole number ≥ 0, got {count!r}")
-        limit = group.app.max_instances or self.server.pool.max_pool_size
-        if count > limit:
-            raise AdminError(400, f"count {count} is above the limit of {limit} "
-                                  "(max_instances / max_pool_size)")
-        self.server.pool.scale(group, count)
-        return web.json_response({"app": group.name, "min_instances": count})
+        return _reply(await self.operations.scale(request.match_info["app"], count))
 
     async def restart(self, request: web.Request) -> web.Response:
-        group = self._group(request)
-        replaced = await self.server.pool.restart(group)
-        return web.json_response({"app": group.name, "replaced": replaced})
+        return _reply(await self.operations.restart(request.match_info["app"]))
 
     async def spawn_method(self, request: web.Request) -> web.Response:
-        group = self._group(request)
         method = (await self._body(request)).get("method")
-        if method not in ("smart", "direct"):
-            raise AdminError(400, f'method must be "smart" or "direct", got {method!r}')
-        replaced = await self.server.pool.set_spawn_method(group, method)
-        return web.json_response({"app": group.name, "spawn_method": method,
-                                  "replaced": replaced})
+        return _reply(await self.operations.set_spawn_method(request.match_info["app"], method))
 
     async def refork(self, request: web.Request) -> web.Response:
-        group = self._group(request)
-        try:
-            replaced = await self.server.pool.refork_now(group)
-        except ValueError as exc:
-            raise AdminError(409, str(exc)) from None
-        spawner = group.spawner
-        return web.json_response({"app": group.name, "generation": spawner.generation,
-                                  "mold": spawner.preloader.pid, "replaced": replaced})
+        return _reply(await self.operations.refork(request.match_info["app"]))
 
     async def kill(self, request: web.Request) -> web.Response:
         try:
             pid = int(request.match_info["pid"])
         except ValueError:
-            raise AdminError(400, "pid must be a number") from None
-        process = self.server.pool.find(pid)
-        if process is None:
-            raise AdminError(404, f"pid {pid} is not a worker of this instance")
+            raise Refused(RefusalKind.INVALID, "pid must be a number") from None
         force = bool((await self._body(request)).get("force", False))
-        self.server.pool.kill(process, force=force)
-        status = await process.worker.exited
-        return web.json_response({"pid": pid, "app": process.group.name,
-                                  "exit": status.describe()})
+        return _reply(await self.operations.kill(pid, force=force))
+
+
+def _reply(done: Done) -> web.Response:
+    return web.json_response(dict(done.reply))

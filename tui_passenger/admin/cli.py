@@ -1,69 +1,101 @@
-"""``tui-passenger status | memory | ctl ...``: ask a running instance over its admin socket."""
+"""``tui-passenger status | memory | ctl ...``: ask a running instance over its admin socket.
+
+:func:`add_commands` puts these commands on the ``tui-passenger`` parser (see
+:mod:`tui_passenger.cli`); :func:`run_command` runs one. ``ctl`` is a thin adapter: an
+action's arguments become an admin API request, its reply the operations layer's
+:class:`~tui_passenger.operations.Done`, whose message is what the dashboard says too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tui_passenger.admin.client import AdminClient, AdminUnavailable
-from tui_passenger.admin.report import memory_text, reforked_text, status_text
+from tui_passenger.admin.report import memory_text, status_text
+from tui_passenger.operations import SPAWN_METHODS, Action, Refused
 
-COMMANDS = ("status", "memory", "ctl")
+#: ``ctl`` actions that take as long as they take (one worker at a time): no timeout.
+ROLLING = (Action.RESTART, Action.SPAWN_METHOD, Action.REFORK)
+DEFAULT_CONFIG = "passenger.toml"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser for the admin commands."""
-    parser = argparse.ArgumentParser(prog="tui-passenger")
+def where_options() -> argparse.ArgumentParser:
+    """``-c/--config`` and ``--admin-socket``, as a parent parser for every level of the
+    command line, so that they are accepted before and after a subcommand.
+
+    Their defaults are SUPPRESS: a level where they are not given leaves what an earlier
+    level set (argparse would otherwise overwrite it with the default).
+    """
     where = argparse.ArgumentParser(add_help=False)
     group = where.add_mutually_exclusive_group()
-    group.add_argument("--admin-socket", type=Path, help="the instance's admin socket")
-    group.add_argument("-c", "--config", default="passenger.toml",
-                       help="find the instance started with this config (default: "
-                            "./passenger.toml)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    group.add_argument("--admin-socket", type=Path, default=argparse.SUPPRESS,
+                       help="the instance's admin socket")
+    group.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                       help=f"configuration file (default: ./{DEFAULT_CONFIG}); the admin "
+                            "commands find the instance started with it")
+    return where
+
+
+def add_ctl_actions(ctl: argparse.ArgumentParser, where: argparse.ArgumentParser) -> None:
+    """The ``ctl`` actions; each names the request body fields it sends (``fields``)."""
+    actions = ctl.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: Action, help: str, *fields: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name.value, parents=[where], help=help, description=help)
+        parser.set_defaults(fields=fields)
+        return parser
+
+    scale = action(Action.SCALE, "keep COUNT workers of APP warm", "count")
+    scale.add_argument("app", metavar="APP")
+    scale.add_argument("count", metavar="COUNT", type=int)
+    kill = action(Action.KILL, "stop worker PID (the pool replaces it if needed)", "force")
+    kill.add_argument("pid", metavar="PID", type=int)
+    kill.add_argument("--force", action="store_true", help="SIGKILL instead of a drain")
+    action(Action.RESTART, "rolling restart of APP's workers").add_argument("app", metavar="APP")
+    method = action(Action.SPAWN_METHOD, "switch APP to smart or direct spawning", "method")
+    method.add_argument("app", metavar="APP")
+    method.add_argument("method", metavar="METHOD", choices=SPAWN_METHODS,
+                        help=" or ".join(SPAWN_METHODS))
+    action(Action.REFORK, "promote a warmed worker of APP to preloader and replace the "
+                          "others from it (smart only)").add_argument("app", metavar="APP")
+
+
+def add_commands(commands: Any, where: argparse.ArgumentParser) -> list[str]:
+    """Add ``status``, ``memory`` and ``ctl`` to ``commands`` (a subparsers action);
+    returns the ``ctl`` action names."""
     status = commands.add_parser("status", parents=[where], help="apps, processes, queues")
     status.add_argument("--json", action="store_true", help="the full snapshot as JSON")
     commands.add_parser("memory", parents=[where], help="memory per process, saving vs direct")
-    ctl = commands.add_parser("ctl", parents=[where], help="change a running instance")
-    actions = ctl.add_subparsers(dest="action", required=True)
-    scale = actions.add_parser("scale", help="keep N workers of APP warm")
-    scale.add_argument("app")
-    scale.add_argument("count", type=int)
-    kill = actions.add_parser("kill", help="stop one worker (the pool replaces it if needed)")
-    kill.add_argument("pid", type=int)
-    kill.add_argument("--force", action="store_true", help="SIGKILL instead of a drain")
-    restart = actions.add_parser("restart", help="rolling restart of APP's workers")
-    restart.add_argument("app")
-    method = actions.add_parser("spawn-method", help="switch APP to smart or direct spawning")
-    method.add_argument("app")
-    method.add_argument("method", choices=("smart", "direct"))
-    refork = actions.add_parser("refork", help="promote a warmed worker of APP to preloader "
-                                               "and replace the others from it (smart only)")
-    refork.add_argument("app")
-    return parser
+    names = [a.value for a in Action if a is not Action.SAMPLING]
+    ctl = commands.add_parser("ctl", parents=[where], help=f"change a running instance: "
+                              f"{', '.join(names)}", description="Change a running instance.")
+    add_ctl_actions(ctl, where)
+    return names
 
 
-def _socket(args: argparse.Namespace) -> Path:
-    if args.admin_socket:
-        return args.admin_socket
+def admin_socket(args: argparse.Namespace) -> Path:
+    """The admin socket the command line names: ``--admin-socket``, else the one of the
+    instance started with ``-c`` (ConfigError if that config does not load)."""
+    path: Path | None = getattr(args, "admin_socket", None)
+    if path is not None:
+        return path
     from tui_passenger.admin.paths import admin_socket_path
     from tui_passenger.config import load_config
 
-    return admin_socket_path(load_config(args.config))
+    return admin_socket_path(load_config(getattr(args, "config", DEFAULT_CONFIG)))
 
 
-def main(argv: Sequence[str]) -> int:
+def run_command(args: argparse.Namespace) -> int:
     """Run one admin command; returns the exit status."""
     from tui_passenger.config import ConfigError
 
-    args = build_parser().parse_args(argv)
     try:
-        # Rolling operations take as long as they take (one worker at a time): no timeout.
-        slow = args.command == "ctl" and args.action in ("restart", "spawn-method", "refork")
-        client = AdminClient(_socket(args), timeout=None if slow else 120.0)
+        slow = args.command == "ctl" and Action(args.action) in ROLLING
+        client = AdminClient(admin_socket(args), timeout=None if slow else 120.0)
         if args.command == "status":
             state = client.json("GET", "/status?fresh=1")
             print(json.dumps(state, indent=2) if args.json else status_text(state), end="")
@@ -72,32 +104,22 @@ def main(argv: Sequence[str]) -> int:
         elif args.command == "memory":
             print(memory_text(client.json("GET", "/status?fresh=1")), end="")
         else:
-            print(_ctl(client, args))
+            print(ctl(client, args))
     except ConfigError as exc:
         print(f"tui-passenger: {exc}", file=sys.stderr)
         return 2
     except AdminUnavailable as exc:
         print(f"tui-passenger: {exc}", file=sys.stderr)
         return 3
-    except RuntimeError as exc:
+    except (Refused, RuntimeError) as exc:
         print(f"tui-passenger: {args.command} failed: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _ctl(client: AdminClient, args: argparse.Namespace) -> str:
-    if args.action == "scale":
-        reply = client.json("POST", f"/apps/{args.app}/scale", {"count": args.count})
-        return f"{reply['app']}: keeping {reply['min_instances']} worker(s) warm"
-    if args.action == "kill":
-        reply = client.json("POST", f"/processes/{args.pid}/kill", {"force": args.force})
-        return f"{reply['app']}: worker {reply['pid']} stopped ({reply['exit']})"
-    if args.action == "restart":
-        reply = client.json("POST", f"/apps/{args.app}/restart")
-        return f"{reply['app']}: {reply['replaced']} worker(s) replaced, one at a time"
-    if args.action == "refork":
-        reply = client.json("POST", f"/apps/{args.app}/refork")
-        return reforked_text(reply["app"], reply["generation"], reply["mold"], reply["replaced"])
-    reply = client.json("POST", f"/apps/{args.app}/spawn-method", {"method": args.method})
-    return (f"{reply['app']}: now {reply['spawn_method']} spawning, "
-            f"{reply['replaced']} worker(s) replaced")
+def ctl(client: AdminClient, args: argparse.Namespace) -> str:
+    """Perform one ``ctl`` action; the message for the operator. Refused if refused."""
+    action = Action(args.action)
+    target = args.pid if action is Action.KILL else args.app
+    body = {field: getattr(args, field) for field in args.fields} or None
+    return client.act(action, target, body).message

@@ -1,4 +1,5 @@
-"""Talk to a running instance's admin API (used by the CLI; plain blocking HTTP)."""
+"""Talk to a running instance's admin API (used by the CLI; plain blocking HTTP), and
+where each operation lives in that API (:func:`action_url`, for every client)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,19 @@ import json
 import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from tui_passenger.operations import Action, Done, reply_error
+
+
+def action_url(action: Action, target: str | int | None = None) -> str:
+    """The admin API path that performs ``action`` on an app (by name) or, for a kill, a
+    worker (by pid)."""
+    if action is Action.SAMPLING:
+        return "/sampling"
+    if action is Action.KILL:
+        return f"/processes/{target}/kill"
+    return f"/apps/{quote(str(target), safe='')}/{action.value}"
 
 
 class AdminUnavailable(Exception):
@@ -20,7 +34,8 @@ class AdminClient:
         self.path = path
         self.timeout = timeout
 
-    def request(self, method: str, url: str, body: dict | None = None) -> tuple[int, bytes]:
+    def request(self, method: str, url: str,
+                body: dict[str, Any] | None = None) -> tuple[int, bytes]:
         """One request; returns the status and body. Raises AdminUnavailable."""
         conn = http.client.HTTPConnection("localhost", timeout=self.timeout)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -46,13 +61,19 @@ class AdminClient:
         finally:
             conn.close()
 
-    def json(self, method: str, url: str, body: dict | None = None) -> Any:
-        """A request whose answer is JSON; a 4xx/5xx raises RuntimeError with the reason."""
+    def json(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+        """A request whose answer is JSON; a 4xx raises Refused with the instance's reason,
+        a 5xx RuntimeError."""
         status, data = self.request(method, url, body)
         try:
             reply = json.loads(data) if data else {}
         except ValueError:
             raise RuntimeError(f"HTTP {status}: {data[:200].decode(errors='replace')}") from None
         if status >= 400:
-            raise RuntimeError(reply.get("error", f"HTTP {status}"))
+            raise reply_error(status, reply)
         return reply
+
+    def act(self, action: Action, target: str | int | None = None,
+            body: dict[str, Any] | None = None) -> Done:
+        """Perform ``action`` on ``target`` (see :func:`action_url`); Refused if refused."""
+        return Done(action, self.json("POST", action_url(action, target), body))

@@ -96,12 +96,6 @@ def _row(app: str, pid: Any, role: str, memory: dict | None) -> str:
     return f"{app:<14} {pid!s:>7} {role:<9} {cells}"
 
 
-def reforked_text(app: str, generation: int, mold: int, replaced: int) -> str:
-    """What ``ctl refork`` and the dashboard say after a refork."""
-    return (f"{app}: worker {mold} is the mold of generation {generation}; "
-            f"{replaced} worker(s) replaced from it")
-
-
 def memory_text(state: dict[str, Any]) -> str:
     """Like passenger-memory-stats: every process, totals, and the saving vs direct."""
     lines = ["Memory (Private = private dirty, as passenger-memory-stats; Shared = RSS − USS)",

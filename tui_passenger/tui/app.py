@@ -22,6 +22,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input
 
 from tui_passenger.core import Core
+from tui_passenger.operations import Done, Refused
 from tui_passenger.tui.commands import DashboardCommands
 from tui_passenger.tui.rows import SORTS, Selection, build_rows, select
 from tui_passenger.tui.screens.confirm import Confirm
@@ -33,14 +34,11 @@ from tui_passenger.tui.widgets.header import DashboardHeader
 from tui_passenger.tui.widgets.logs import LogPanel
 from tui_passenger.tui.widgets.process_table import ProcessTable
 
-#: Errors an intent may raise with a reason for the operator.
-INTENT_ERRORS = (KeyError, ConnectionError, ValueError, RuntimeError, OSError)
+#: What a call to the core may raise with a reason for the operator: a refusal (the same
+#: words the CLI and the admin API give), an instance that does not answer, a server fault.
+INTENT_ERRORS = (Refused, OSError, RuntimeError)
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
              "question_mark": "?", "escape": "Esc", "enter": "Enter"}
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 class FilterInput(Input):
@@ -170,7 +168,7 @@ class Dashboard(App[None]):
             seq, entries = await self.core.events(since)
         except INTENT_ERRORS as exc:
             self.header.set_class(True, "-disconnected")
-            self.notify(f"no snapshot: {_reason(exc)}", severity="error", markup=False)
+            self.notify(f"no snapshot: {exc}", severity="error", markup=False)
             return
         finally:
             self._fetching = False
@@ -222,15 +220,14 @@ class Dashboard(App[None]):
 
     # -- intents ----------------------------------------------------------------------
 
-    def _intent(self, label: str, call: Callable[[], Awaitable[str | None]]) -> None:
+    def _intent(self, label: str, call: Callable[[], Awaitable[Done]]) -> None:
         async def run() -> None:
             try:
-                result = await call()
+                done = await call()
             except INTENT_ERRORS as exc:
-                self.notify(f"{label}: {_reason(exc)}", severity="error", markup=False)
+                self.notify(f"{label}: {exc}", severity="error", markup=False)
                 return
-            if result:
-                self.notify(result, markup=False)
+            self.notify(done.message, markup=False)
             await self.tick()
 
         self.run_worker(run(), exclusive=False, group="intents", exit_on_error=False)
@@ -255,7 +252,15 @@ class Dashboard(App[None]):
             base = pending[0]
         count = max(0, base + step)
         self._scale_targets[name] = (count, time.monotonic())
-        self._intent(f"scale {name}", lambda: self.core.scale(name, count))
+
+        async def call() -> Done:
+            try:
+                return await self.core.scale(name, count)
+            except Refused:  # e.g. above the limit: the next press counts from the pool's
+                self._scale_targets.pop(name, None)
+                raise
+
+        self._intent(f"scale {name}", call)
 
     def action_scale_up(self) -> None:
         """Keep one more worker of the selected app warm."""
@@ -311,12 +316,7 @@ class Dashboard(App[None]):
     def action_pause(self) -> None:
         """Pause or resume reading /proc."""
         pause = bool(self.snapshot.get("sampling", True))
-
-        async def call() -> str:
-            await self.core.pause_sampling(pause)
-            return "sampling paused" if pause else "sampling resumed"
-
-        self._intent("sampling", call)
+        self._intent("sampling", lambda: self.core.pause_sampling(pause))
 
     # -- view -------------------------------------------------------------------------
 

@@ -1,0 +1,211 @@
+"""What an operator may ask of a running server, checked and carried out in one place.
+
+Every front end goes through this module: the admin API (and through it ``tui-passenger
+ctl`` and an attached dashboard) and the embedded dashboard. An operation either happens and
+returns a :class:`Done` — the reply data exactly as the admin API sends it, and one sentence
+for a person made from that data — or raises :class:`Refused` with a reason a person can act
+on and a :class:`RefusalKind` that is also the HTTP status the admin API answers with.
+
+The sentence is made from the reply data alone (:func:`message`), so a front end that only
+has the admin API's JSON (the attach client, the CLI) says exactly what the embedded
+dashboard says.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tui_passenger.pool.group import Group
+    from tui_passenger.server import Server
+
+#: The reply data of an operation: JSON-serialisable, as the admin API sends it.
+Reply = Mapping[str, Any]
+
+SPAWN_METHODS = ("smart", "direct")
+
+
+class Action(enum.Enum):
+    """The operations, named as in ``tui-passenger ctl`` (and the admin API paths)."""
+
+    SCALE = "scale"
+    KILL = "kill"
+    RESTART = "restart"
+    SPAWN_METHOD = "spawn-method"
+    REFORK = "refork"
+    SAMPLING = "sampling"
+
+
+class RefusalKind(enum.IntEnum):
+    """Why an operation was refused; the value is the admin API's HTTP status."""
+
+    INVALID = 400  #: the request itself is wrong (a count below 0, an unknown method)
+    FORBIDDEN = 403  #: the caller may not ask (another user on the admin socket)
+    NOT_FOUND = 404  #: no such app or worker
+    CONFLICT = 409  #: not possible in the instance's present state
+
+
+class Refused(Exception):
+    """An operation that did not happen, with a reason a person can act on."""
+
+    def __init__(self, kind: RefusalKind, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def reply_error(status: int, reply: object) -> Exception:
+    """The error for an admin API answer with a 4xx/5xx ``status`` and JSON body ``reply``:
+    :class:`Refused` for a refusal, RuntimeError for anything else (a server fault)."""
+    error = reply.get("error") if isinstance(reply, dict) else None
+    reason = error if isinstance(error, str) else f"HTTP {status}"
+    try:
+        return Refused(RefusalKind(status), reason)
+    except ValueError:  # not a status the operations answer with
+        return RuntimeError(reason)
+
+
+def _scaled(reply: Reply) -> str:
+    return f"{reply['app']}: keeping {reply['min_instances']} worker(s) warm"
+
+
+def _killed(reply: Reply) -> str:
+    return f"{reply['app']}: worker {reply['pid']} stopped ({reply['exit']})"
+
+
+def _restarted(reply: Reply) -> str:
+    return f"{reply['app']}: {reply['replaced']} worker(s) replaced, one at a time"
+
+
+def _switched(reply: Reply) -> str:
+    return (f"{reply['app']}: now {reply['spawn_method']} spawning, "
+            f"{reply['replaced']} worker(s) replaced")
+
+
+def _reforked(reply: Reply) -> str:
+    return (f"{reply['app']}: worker {reply['mold']} is the mold of generation "
+            f"{reply['generation']}; {reply['replaced']} worker(s) replaced from it")
+
+
+def _sampling(reply: Reply) -> str:
+    return "sampling paused" if reply["paused"] else "sampling resumed"
+
+
+_MESSAGES: dict[Action, Callable[[Reply], str]] = {
+    Action.SCALE: _scaled, Action.KILL: _killed, Action.RESTART: _restarted,
+    Action.SPAWN_METHOD: _switched, Action.REFORK: _reforked, Action.SAMPLING: _sampling,
+}
+
+
+def message(action: Action, reply: Reply) -> str:
+    """What ``action`` did, for a person, from its reply data (the one place it is worded)."""
+    return _MESSAGES[action](reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """An operation that happened: its reply data, as the admin API sends it."""
+
+    action: Action
+    reply: Reply
+
+    @property
+    def message(self) -> str:
+        """What happened, in one sentence for a person."""
+        return message(self.action, self.reply)
+
+
+class Operations:
+    """The operator operations on one :class:`~tui_passenger.server.Server`."""
+
+    __slots__ = ("server",)
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def group(self, app: str) -> Group:
+        """The group serving ``app``; Refused (not found) naming the known apps."""
+        groups = self.server.pool.groups
+        group = groups.get(app)
+        if group is None:
+            known = ", ".join(sorted(groups))
+            raise Refused(RefusalKind.NOT_FOUND, f"no app named {app!r} (apps: {known})")
+        return group
+
+    async def scale(self, app: str, count: object) -> Done:
+        """Keep ``count`` workers of ``app`` warm: a whole number from 0 to the app's
+        max_instances (else the pool's max_pool_size)."""
+        group = self.group(app)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise Refused(RefusalKind.INVALID,
+                          f"count must be a whole number ≥ 0, got {count!r}")
+        limit = group.app.max_instances or self.server.pool.max_pool_size
+        if count > limit:
+            raise Refused(RefusalKind.INVALID, f"count {count} is above the limit of {limit} "
+                                               "(max_instances / max_pool_size)")
+        self.server.pool.scale(group, count)
+        return Done(Action.SCALE, {"app": group.name, "min_instances": count})
+
+    async def kill(self, pid: int, force: bool = False) -> Done:
+        """Stop worker ``pid`` (drained first; at once with ``force``) and wait until it has
+        exited. The pool replaces it if its app falls below the minimum."""
+        pool = self.server.pool
+        process = pool.find(pid)
+        if process is None:
+            raise Refused(RefusalKind.NOT_FOUND, f"pid {pid} is not a worker of this instance")
+        pool.kill(process, force=force)
+        status = await process.worker.exited
+        return Done(Action.KILL, {"pid": pid, "app": process.group.name,
+                                  "exit": status.describe()})
+
+    async def restart(self, app: str) -> Done:
+        """Replace every worker of ``app``, one at a time; done when all are replaced."""
+        group = self.group(app)
+        replaced = await self.server.pool.restart(group)
+        return Done(Action.RESTART, {"app": group.name, "replaced": replaced})
+
+    async def set_spawn_method(self, app: str, method: object) -> Done:
+        """Spawn ``app``'s workers ``smart`` or ``direct`` from now on, replacing the running
+        ones one at a time; done when all are replaced."""
+        group = self.group(app)
+        if not isinstance(method, str) or method not in SPAWN_METHODS:
+            raise Refused(RefusalKind.INVALID,
+                          f'method must be "smart" or "direct", got {method!r}')
+        replaced = await self.server.pool.set_spawn_method(group, method)
+        return Done(Action.SPAWN_METHOD, {"app": group.name, "spawn_method": method,
+                                          "replaced": replaced})
+
+    async def refork(self, app: str) -> Done:
+        """Make a warmed worker of ``app`` the preloader of a new generation and replace the
+        others from it (smart spawning only); Refused (conflict) if it did not happen."""
+        # Imported here: the CLI and the attach client use this module's result types and
+        # need not load the engine for them.
+        from tui_passenger.engine import SmartSpawner
+
+        group = self.group(app)
+        try:
+            replaced = await self.server.pool.refork_now(group)
+        except ValueError as exc:
+            raise Refused(RefusalKind.CONFLICT, str(exc)) from None
+        spawner = group.spawner
+        if not isinstance(spawner, SmartSpawner) or spawner.preloader is None:
+            # the mold died, or the method changed, the moment the refork was done
+            raise Refused(RefusalKind.CONFLICT, f"{group.name}: the new mold is gone already")
+        return Done(Action.REFORK, {"app": group.name, "generation": spawner.generation,
+                                    "mold": spawner.preloader.pid, "replaced": replaced})
+
+    async def pause_sampling(self, paused: object) -> Done:
+        """Stop (``paused`` true) or resume reading /proc for memory, fds and CPU."""
+        if not isinstance(paused, bool):
+            raise Refused(RefusalKind.INVALID, "paused must be true or false")
+        sampler = self.server.sampler
+        if sampler is None:
+            raise Refused(RefusalKind.CONFLICT, "sampling is disabled in this instance")
+        if paused:
+            sampler.pause()
+        else:
+            sampler.resume()
+        return Done(Action.SAMPLING, {"paused": paused})

@@ -12,6 +12,7 @@ from tui_passenger.admin.report import reforked_text
 from tui_passenger.config import Config
 from tui_passenger.core import Core
 from tui_passenger.server import Server
+from tui_passenger.snapshot import Snapshot
 from tui_passenger.status import snapshot
 
 
@@ -31,7 +32,7 @@ class EmbeddedCore(Core):
         if not self.server.stopped.is_set():
             await self.server.stop()
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> Snapshot:
         return snapshot(self.server)
 
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
@@ -111,8 +112,8 @@ class AttachedCore(Core):
             raise KeyError(reply.get("error", f"HTTP {r.status}"))
         return reply
 
-    async def snapshot(self) -> dict[str, Any]:
-        return await self._call("GET", "/status")
+    async def snapshot(self) -> Snapshot:
+        return Snapshot.from_json(await self._call("GET", "/status"))
 
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
         reply = await self._call("GET", f"/events?since={since}")

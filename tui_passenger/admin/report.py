@@ -1,4 +1,7 @@
-"""Text reports for ``tui-passenger status`` and ``tui-passenger memory``, from the snapshot."""
+"""Text reports for ``tui-passenger status`` and ``tui-passenger memory``, from the snapshot.
+
+Memory is shown in MiB (2^20 bytes), as everywhere else (the dashboard, ``memory_limit``).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from tui_passenger.snapshot import MEMORY_KEYS, MemoryUsage, Snapshot
 
 
 def size(value: int | None) -> str:
-    """Bytes as MB with one decimal ("-" when unknown)."""
-    return "-" if value is None else f"{value / 1_000_000:.1f} MB"
+    """Bytes as MiB with one decimal ("-" when unknown)."""
+    return "-" if value is None else f"{value / (1 << 20):.1f} MiB"
 
 
 def _typed(state: Snapshot | Mapping[str, Any]) -> Snapshot:
@@ -57,7 +60,7 @@ def status_text(state: Snapshot | Mapping[str, Any]) -> str:
                      f"   Spawning: {app.spawning}   Restarts: {app.restarts}")
         limits = [f"max_request_time {app.max_request_time:g} s"
                   if app.max_request_time else "",
-                  f"memory_limit {app.memory_limit_mib} MB" if app.memory_limit_mib else ""]
+                  f"memory_limit {app.memory_limit_mib} MiB" if app.memory_limit_mib else ""]
         if any(limits):
             lines.append("  Limits: " + ", ".join(x for x in limits if x))
         if app.pipelined:
@@ -87,7 +90,7 @@ def status_text(state: Snapshot | Mapping[str, Any]) -> str:
                 f"gen {p.generation:<3} "
                 f"{p.state:<8} Sessions {p.sessions}/{p.concurrency}  "
                 f"Processed {p.processed:<6} Uptime {duration(p.uptime):<7} CPU {cpu:<4} "
-                f"PSS {_pss(p.memory):<9} Private {private:<9} "
+                f"PSS {_pss(p.memory):<10} Private {private:<10} "
                 f"Last used {duration(p.last_used)} ago")
             lines.extend(f"      ! {warning}" for warning in p.warnings)
         lines.append("")

@@ -73,9 +73,9 @@ def _legend(memory: MemoryUsage | None, bar: MemoryBar) -> Text:
 def _saving_text(app: AppStatus) -> Text:
     memory = app.memory
     text = Text()
-    text.append(f"app {app.name}: PSS {fmt.megabytes(memory.pss)}\n", style="bold")
+    text.append(f"app {app.name}: PSS {fmt.mebibytes(memory.pss)}\n", style="bold")
     if app.spawn_method == "smart":
-        text.append(f"saving vs direct: {fmt.megabytes(memory.saving)}\n")
+        text.append(f"saving vs direct: {fmt.mebibytes(memory.saving)}\n")
         text.append("(estimated: a direct worker would hold its RSS privately)", style="dim")
     else:
         text.append("direct spawning: nothing shared, no saving", style="dim")

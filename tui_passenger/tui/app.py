@@ -68,7 +68,8 @@ class Dashboard(App[None]):
     CSS_PATH = "dashboard.tcss"
     TITLE = "tui-passenger"
     COMMANDS = App.COMMANDS | {DashboardCommands}
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
+    # Not annotated ClassVar: Textual declares it as an instance variable.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("plus,equals_sign", "scale_up", "Scale+", id="scale_up"),
         Binding("minus", "scale_down", "Scale-", id="scale_down"),

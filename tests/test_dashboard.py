@@ -100,8 +100,8 @@ async def select(pilot: Any, app: Dashboard, key: str) -> None:
 
 def worker_keys(app: Dashboard, name: str) -> set[str]:
     """Row keys of the workers of app ``name`` in the latest snapshot."""
-    group = app.snapshot.app(name) if app.snapshot is not None else None
-    return set() if group is None else {f"pid:{p.pid}" for p in group.processes}
+    groups = app.snapshot.apps if app.snapshot is not None else ()
+    return {f"pid:{p.pid}" for group in groups if group.name == name for p in group.processes}
 
 
 # -- real workers ---------------------------------------------------------------------

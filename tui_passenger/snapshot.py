@@ -460,7 +460,3 @@ class Snapshot:
                        events_seq=data["events_seq"], sampling=data["sampling"])
         except (KeyError, TypeError) as exc:
             raise ValueError(f"status snapshot incomplete: {exc!r}") from None
-
-    def app(self, name: str) -> AppStatus | None:
-        """The app called ``name``, if there is one."""
-        return next((app for app in self.apps if app.name == name), None)

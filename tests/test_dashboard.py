@@ -22,6 +22,7 @@ from tui_passenger.config import parse_config
 from tui_passenger.core import Core
 from tui_passenger.cores import EmbeddedCore
 from tui_passenger.operations import Action, Done
+from tui_passenger.snapshot import Snapshot
 from tui_passenger.tui.app import Dashboard
 from tui_passenger.tui.screens.confirm import Confirm
 from tui_passenger.tui.widgets.detail import FdView
@@ -100,10 +101,8 @@ async def select(pilot: Any, app: Dashboard, key: str) -> None:
 
 def worker_keys(app: Dashboard, name: str) -> set[str]:
     """Row keys of the workers of app ``name`` in the latest snapshot."""
-    for group in app.snapshot.get("apps", []):
-        if group["name"] == name:
-            return {f"pid:{p['pid']}" for p in group["processes"]}
-    return set()
+    groups = app.snapshot.apps if app.snapshot is not None else ()
+    return {f"pid:{p.pid}" for group in groups if group.name == name for p in group.processes}
 
 
 # -- real workers ---------------------------------------------------------------------
@@ -161,8 +160,9 @@ async def test_spawn_method_toggle_under_load_loses_no_request():
                         and len(group.processes) == 2
                         and {p.worker.spawn_method for p in group.processes} == {"direct"},
                         timeout=60, what="direct workers")
-            await until(pilot, lambda: {p["spawn_method"] for g in app.snapshot["apps"]
-                                        for p in g["processes"]} == {"direct"},
+            await until(pilot, lambda: app.snapshot is not None
+                        and {p.spawn_method for g in app.snapshot.apps
+                             for p in g.processes} == {"direct"},
                         what="the table to show direct workers")
             ok = load.ok
             await until(pilot, lambda: load.ok > ok + 10, what="requests after the switch")
@@ -182,7 +182,8 @@ async def test_refork_key_makes_a_mold_and_the_tree_shows_its_generation():
                         what="generation 1")
             mold = group.spawner.preloader.pid
             await until(pilot, lambda: f"pid:{mold}" in row_keys(app)
-                        and app.snapshot["apps"][0]["mold"] == mold, what="the mold's row")
+                        and app.snapshot is not None and app.snapshot.apps[0].mold == mold,
+                        what="the mold's row")
             await load.more(10)
         finally:
             await load.stop()
@@ -230,22 +231,31 @@ def _worker(pid, ppid, method, state, sessions, processed, uptime, cpu, mem, fds
             "spawn_ms": 12.0, "sessions": sessions, "concurrency": 1, "processed": processed,
             "max_requests": 0, "started": T0 + 1000 - uptime, "uptime": uptime,
             "last_used": 1.0, "lost_threads": [], "cpu": cpu, "threads": 1, "memory": mem,
-            "fds": list(fds), "warnings": list(warnings)}
+            "fds": list(fds), "warnings": list(warnings), "generation": 0,
+            "notes": [f"fd {fd['fd']}: {fd['warning']}" for fd in fds if fd["level"] == "info"]}
 
 
+#: The keys of an app object the screens below do not depend on.
+APP_SETTINGS = {"max_request_time": 0.0, "memory_limit_mb": 0, "pipeline_window": 0.01,
+                "pipelined": 0, "reclaimed": 0, "pipelining": True,
+                "worker_scheduling": "batch", "generation": 0, "mold": None, "reforks": 0,
+                "refork_next": 0}
+INFO_NOTE = "socket shared with pid 1: one connection open in several processes"
 FD_WARNING = ("connected to 127.0.0.1:11211, inherited from the preloader and shared with "
               "2 other worker(s): reconnect it in a starting_worker_process hook")
 
 
 def fake_snapshot() -> dict[str, Any]:
+    """A complete status JSON: two apps (smart with a preloader, direct), three workers."""
     shared_fd = {"fd": 5, "kind": "tcp", "target": "127.0.0.1:11211", "inode": 1,
                  "cloexec": False, "shared_with": [1101, 1102], "level": "warning",
                  "warning": FD_WARNING, "own": False}
     info_fd = {"fd": 3, "kind": "unix", "target": "w1.sock", "inode": 2, "cloexec": True,
-               "shared_with": [], "level": "info", "warning": None, "own": True}
+               "shared_with": [], "level": "info", "warning": INFO_NOTE, "own": True}
     preloader = {"pid": 1100, "ppid": 1000, "state": "ready", "started": T0, "uptime": 3600.0,
                  "load_ms": 250.0, "threads_at_load": [], "cpu": 0.0, "threads": 1,
-                 "memory": _mem(20 * MB, 2 * MB, 40 * MB, 2 * MB), "fds": [], "warnings": []}
+                 "memory": _mem(20 * MB, 2 * MB, 40 * MB, 2 * MB), "fds": [], "warnings": [],
+                 "notes": [], "generation": 0, "mold": False}
     w1 = _worker(1101, 1100, "smart", "busy", 1, 1234, 3500.0, 12.5,
                  _mem(14 * MB, 3 * MB, 38 * MB, 3 * MB), [info_fd, shared_fd],
                  [f"fd 5: {FD_WARNING}"])
@@ -253,14 +263,16 @@ def fake_snapshot() -> dict[str, Any]:
                  _mem(13 * MB, 2 * MB, 38 * MB, 2 * MB), [info_fd])
     w3 = _worker(1200, 1000, "direct", "ready", 0, 55, 125.0, 0.4,
                  _mem(30 * MB, 28 * MB, 4 * MB, 27 * MB), [info_fd])
-    hello = {"name": "hello", "spawn_method": "smart", "environment": "production",
-             "min_instances": 2, "max_instances": 0, "queue": 1, "queue_limit": 100,
+    hello = {**APP_SETTINGS, "name": "hello", "spawn_method": "smart",
+             "environment": "production", "min_instances": 2, "max_instances": 0, "queue": 1,
+             "queue_limit": 100,
              "spawning": 0, "spawned": 2, "restarts": 0, "requests": 2221,
              "last_spawn_error": None, "preloader": preloader, "processes": [w1, w2],
              "memory": {**_mem(47 * MB, 7 * MB, 116 * MB, 7 * MB),
                         "direct_estimate": 150 * MB, "saving": 103 * MB}}
-    api = {"name": "api", "spawn_method": "direct", "environment": "production",
-           "min_instances": 1, "max_instances": 0, "queue": 0, "queue_limit": 100,
+    api = {**APP_SETTINGS, "name": "api", "spawn_method": "direct",
+           "environment": "production", "min_instances": 1, "max_instances": 0, "queue": 0,
+           "queue_limit": 100,
            "spawning": 1, "spawned": 1, "restarts": 0, "requests": 55,
            "last_spawn_error": None, "preloader": None, "processes": [w3],
            "memory": {**_mem(30 * MB, 28 * MB, 4 * MB, 27 * MB),
@@ -272,7 +284,7 @@ def fake_snapshot() -> dict[str, Any]:
                    "responses": {"1xx": 0, "2xx": 2270, "3xx": 0, "4xx": 3, "5xx": 3},
                    "retries": 0, "errors_502": 0, "errors_503": 2},
         "manager": {"pid": 1000, "cpu": 1.0, "threads": 2, "memory": None, "fds": [],
-                    "warnings": []},
+                    "warnings": [], "notes": []},
         "apps": [hello, api],
         "totals": {**_mem(77 * MB, 35 * MB, 120 * MB, 34 * MB), "direct_estimate": 180 * MB,
                    "saving": 103 * MB},
@@ -296,7 +308,8 @@ FAKE_EVENTS = [
 
 
 class FakeCore(Core):
-    """Fixed snapshot and events; records the intents it is sent."""
+    """Fixed snapshot (``snap``: status JSON, as an attached dashboard gets it) and events;
+    records the intents it is sent."""
 
     embedded = False
     description = "fake"
@@ -311,8 +324,8 @@ class FakeCore(Core):
     async def stop(self) -> None:
         self.calls.append(("stop",))
 
-    async def snapshot(self) -> dict[str, Any]:
-        return self.snap
+    async def snapshot(self) -> Snapshot:
+        return Snapshot.from_json(self.snap)
 
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
         return 3, [e for e in FAKE_EVENTS if e["seq"] > since]

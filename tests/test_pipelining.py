@@ -54,7 +54,7 @@ async def test_fast_requests_queue_in_a_busy_worker_and_all_succeed():
         assert group.may_pipeline(time.monotonic()) and group.pipelined == 0
         assert await burst(server, 40) == [200] * 40
         assert group.pipelined > 0
-        state = snapshot(server)
+        state = snapshot(server).to_json()
         app = state["apps"][0]
         assert app["pipelined"] == group.pipelined and app["pipelining"] is True
         assert f"Pipelined to busy workers: {group.pipelined} requests, 0 taken back (now on)" \
@@ -94,7 +94,7 @@ async def test_no_request_waits_behind_one_running_longer_than_the_window():
         assert (await slow)[0] == 200 and (await fast)[0] == 200
         # The slow request turned pipelining off for a while.
         assert not group.may_pipeline(time.monotonic())
-        assert snapshot(server)["apps"][0]["pipelining"] is False
+        assert snapshot(server).apps[0].pipelining is False
         assert await burst(server, 20) == [200] * 20
         assert group.pipelined == 0
 

@@ -297,7 +297,7 @@ async def test_fd_warning_for_a_connection_a_request_left_open_in_the_mold():
             server.pool.scale(group, 2)
             await wait_until(lambda: generation_in_place(group, 1, 2), 10)
             await server.sample_now()
-            state = snapshot(server)
+            state = snapshot(server).to_json()
         (app,) = state["apps"]
         assert app["preloader"]["mold"] is True
         for process in app["processes"]:

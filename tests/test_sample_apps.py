@@ -95,7 +95,7 @@ async def test_memcache_connection_per_worker(memcached_addr, root, method, shar
             assert opened_by == {r["pid"] for r in replies}
         # The see-inside view flags the inherited connection (and only that case).
         await server.sample_now()
-        state = snapshot(server)
+        state = snapshot(server).to_json()
         mc_port = memcached_addr.rsplit(":", 1)[1]
         flagged = {p["pid"]: [fd for fd in p["fds"] if fd["level"] == "warning"]
                    for p in state["apps"][0]["processes"]}
@@ -144,8 +144,8 @@ async def test_thread_started_at_import(method, restart):
             reply = await ask_worker(process)
             assert reply["pid"] == process.pid
             lost = process.worker.lost_threads
-            status_warnings = [w for p in snapshot(server)["apps"][0]["processes"]
-                               if p["pid"] == process.pid for w in p["warnings"]]
+            status_warnings = [w for p in snapshot(server).apps[0].processes
+                               if p.pid == process.pid for w in p.warnings]
             assert any("did not survive the fork: metrics-flusher" in w
                        for w in status_warnings) == (method == "smart")
             if method == "direct":

@@ -120,7 +120,7 @@ class AppConfig:
     #: Linux scheduling policy of the workers: "batch" (SCHED_BATCH: a worker woken by a
     #: request does not preempt the proxy, which feeds every worker) or "normal".
     worker_scheduling: str = "batch"
-    #: MB of private (dirty) memory a worker may hold; above → recycled gracefully (0 = off).
+    #: MiB of private (dirty) memory a worker may hold; above → recycled gracefully (0 = off).
     memory_limit: int = 0
     #: Started as root: run the app's preloader and workers as this user (and group).
     user: str | None = None

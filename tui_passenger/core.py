@@ -1,6 +1,6 @@
 """What the dashboard talks to: the core embedded in this process, or a running instance
-over its admin socket. Both give the same snapshot (see :mod:`tui_passenger.status`) and
-take the same intents, answered with the typed results of :mod:`tui_passenger.operations`
+over its admin socket. Both give the same typed snapshot (see :mod:`tui_passenger.snapshot`)
+and take the same intents, answered with the typed results of :mod:`tui_passenger.operations`
 (:class:`Done`, or :class:`Refused` raised). No UI code here.
 """
 
@@ -10,6 +10,7 @@ import abc
 from typing import Any
 
 from tui_passenger.operations import Done
+from tui_passenger.snapshot import Snapshot
 
 
 class Core(abc.ABC):
@@ -29,8 +30,8 @@ class Core(abc.ABC):
         """Shut down gracefully (embedded) or just disconnect (attached)."""
 
     @abc.abstractmethod
-    async def snapshot(self) -> dict[str, Any]:
-        """The current state: the status schema plus ``traffic``."""
+    async def snapshot(self) -> Snapshot:
+        """The current state (its ``to_json()`` is the status schema)."""
 
     @abc.abstractmethod
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:

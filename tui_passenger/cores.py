@@ -14,6 +14,7 @@ from tui_passenger.config import Config
 from tui_passenger.core import Core
 from tui_passenger.operations import Action, Done, Operations, reply_error
 from tui_passenger.server import Server
+from tui_passenger.snapshot import Snapshot
 from tui_passenger.status import snapshot
 
 
@@ -34,7 +35,7 @@ class EmbeddedCore(Core):
         if not self.server.stopped.is_set():
             await self.server.stop()
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> Snapshot:
         return snapshot(self.server)
 
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
@@ -97,8 +98,8 @@ class AttachedCore(Core):
             raise reply_error(status, reply)
         return reply
 
-    async def snapshot(self) -> dict[str, Any]:
-        return await self._call("GET", "/status")
+    async def snapshot(self) -> Snapshot:
+        return Snapshot.from_json(await self._call("GET", "/status"))
 
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
         reply = await self._call("GET", f"/events?since={since}")

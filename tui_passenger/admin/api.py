@@ -128,7 +128,7 @@ class AdminServer:
     async def status(self, request: web.Request) -> web.Response:
         if request.query.get("fresh") == "1" and self.server.sampler is not None:
             await self.server.sample_now()
-        return web.json_response(snapshot(self.server))
+        return web.json_response(snapshot(self.server).to_json())
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.metrics.render()

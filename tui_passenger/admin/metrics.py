@@ -13,7 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tui_passenger.status import MEMORY_KEYS, snapshot
+from tui_passenger.snapshot import TOTAL_KEYS
+from tui_passenger.status import snapshot
 
 if TYPE_CHECKING:
     from tui_passenger.server import Server
@@ -42,29 +43,29 @@ class SnapshotCollector(Collector):
         memory = GaugeMetricFamily(f"{PREFIX}_memory_bytes",
                                    "Memory of an app's workers and preloader, by kind",
                                    labels=["app", "kind"])
-        for app in state["apps"]:
-            name = app["name"]
-            requests.add_metric([name], app["requests"])
-            queue.add_metric([name], app["queue"])
-            restarts.add_metric([name], app["restarts"])
+        for app in state.apps:
+            name = app.name
+            requests.add_metric([name], app.requests)
+            queue.add_metric([name], app.queue)
+            restarts.add_metric([name], app.restarts)
             counts = dict.fromkeys(("ready", "busy", "draining", "stopping"), 0)
-            for process in app["processes"]:
-                counts[process["state"]] = counts.get(process["state"], 0) + 1
-            counts["spawning"] = app["spawning"]
+            for process in app.processes:
+                counts[process.state] = counts.get(process.state, 0) + 1
+            counts["spawning"] = app.spawning
             for label, count in counts.items():
                 processes.add_metric([name, label], count)
-            for kind in (*MEMORY_KEYS, "direct_estimate", "saving"):
-                memory.add_metric([name, kind], app["memory"][kind])
-        server = state["server"]
-        for label, count in server["responses"].items():
+            for kind in TOTAL_KEYS:
+                memory.add_metric([name, kind], getattr(app.memory, kind))
+        server = state.server
+        for label, count in server.responses.items():
             responses.add_metric([label], count)
         yield from (requests, responses, queue, processes, restarts, memory)
         yield CounterMetricFamily(f"{PREFIX}_503", "Requests refused with 503 (queue full, "
-                                  "shutting down)", value=server["errors_503"])
+                                  "shutting down)", value=server.errors_503)
         yield CounterMetricFamily(f"{PREFIX}_502", "Requests answered 502 (worker failed)",
-                                  value=server["errors_502"])
+                                  value=server.errors_502)
         yield CounterMetricFamily(f"{PREFIX}_retries", "Requests retried on another worker",
-                                  value=server["retries"])
+                                  value=server.retries)
 
 
 class Metrics:

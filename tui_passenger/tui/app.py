@@ -1,8 +1,8 @@
 """The dashboard: one snapshot a second rendered into a header, a process tree, a detail
 panel and a log; keys send intents to the core.
 
-Only this App touches the terminal. It renders the plain snapshot dicts of
-:mod:`tui_passenger.status` and calls the :class:`~tui_passenger.core.Core` intents.
+Only this App touches the terminal. It renders the typed snapshot of
+:mod:`tui_passenger.snapshot` and calls the :class:`~tui_passenger.core.Core` intents.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Input
 
 from tui_passenger.core import Core
 from tui_passenger.operations import Done, Refused
+from tui_passenger.snapshot import AppStatus, Snapshot
 from tui_passenger.tui.commands import DashboardCommands
 from tui_passenger.tui.rows import SORTS, Selection, build_rows, select
 from tui_passenger.tui.screens.confirm import Confirm
@@ -65,7 +66,8 @@ class Dashboard(App[None]):
     CSS_PATH = "dashboard.tcss"
     TITLE = "tui-passenger"
     COMMANDS = App.COMMANDS | {DashboardCommands}
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
+    # Not annotated ClassVar: Textual declares it as an instance variable.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("plus,equals_sign", "scale_up", "Scale+", id="scale_up"),
         Binding("minus", "scale_down", "Scale-", id="scale_down"),
@@ -85,7 +87,7 @@ class Dashboard(App[None]):
     class Refreshed(Message):
         """One tick's data: a snapshot and the log entries since the last tick."""
 
-        def __init__(self, snapshot: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+        def __init__(self, snapshot: Snapshot, entries: list[dict[str, Any]]) -> None:
             super().__init__()
             self.snapshot = snapshot
             self.entries = entries
@@ -97,11 +99,12 @@ class Dashboard(App[None]):
         self.keymap = dict(keymap or {})
         self.theme_dir = theme_dir
         self.interval = interval
-        self.snapshot: dict[str, Any] = {}
+        #: The latest snapshot (None until the first tick).
+        self.snapshot: Snapshot | None = None
         self.sort_mode = SORTS[0]
         self._seq = 0
         #: (pid, start time) of the instance whose log ``_seq`` refers to.
-        self._instance: tuple[Any, Any] | None = None
+        self._instance: tuple[int, float] | None = None
         #: app → (min_instances asked for, when): presses faster than the refresh add up.
         self._scale_targets: dict[str, tuple[int, float]] = {}
         self._fetching = False
@@ -160,13 +163,12 @@ class Dashboard(App[None]):
         self._fetching = True
         try:
             snap = await self.core.snapshot()
-            server = snap.get("server", {})
-            instance = (server.get("pid"), server.get("started"))
+            instance = (snap.server.pid, snap.server.started)
             # Another instance (restarted, maybe with more log than we had read): its log
             # is read from the start.
             since = self._seq if instance == self._instance else 0
             seq, entries = await self.core.events(since)
-        except INTENT_ERRORS as exc:
+        except (*INTENT_ERRORS, ValueError) as exc:  # ValueError: not a status snapshot
             self.header.set_class(True, "-disconnected")
             self.notify(f"no snapshot: {exc}", severity="error", markup=False)
             return
@@ -182,15 +184,15 @@ class Dashboard(App[None]):
         """Render one snapshot into every widget, in one batch."""
         if not self._attached():
             return  # the app is closing: its widgets are being removed
-        self.snapshot = message.snapshot
+        snap = self.snapshot = message.snapshot
         with self.batch_update():
             self.header.set_class(False, "-disconnected")
-            self.header.show(self.snapshot)
-            self.set_class(not self.snapshot.get("sampling", True), "-paused")
+            self.header.show(snap)
+            self.set_class(not snap.sampling, "-paused")
             self._show_rows()
             self._show_detail()
             self.log_panel.add_entries(message.entries)
-            self.log_panel.add_warnings(self.snapshot)
+            self.log_panel.add_warnings(snap)
 
     def _attached(self) -> bool:
         leaves = (self.header, self.table, self.log_panel, *self.detail.query("*"))
@@ -232,7 +234,7 @@ class Dashboard(App[None]):
 
         self.run_worker(run(), exclusive=False, group="intents", exit_on_error=False)
 
-    def _selected_app(self) -> dict[str, Any] | None:
+    def _selected_app(self) -> AppStatus | None:
         selection = self.selection()
         if selection is None:
             self.notify("select an app or a process first", severity="warning")
@@ -243,10 +245,10 @@ class Dashboard(App[None]):
         app = self._selected_app()
         if app is None:
             return
-        name = app["name"]
+        name = app.name
         # Presses faster than the refresh add up: count from the last target we asked for
         # until the snapshot has caught up with it.
-        base = app["min_instances"]
+        base = app.min_instances
         pending = self._scale_targets.get(name)
         if pending is not None and time.monotonic() - pending[1] < 3 * self.interval + 1:
             base = pending[0]
@@ -276,7 +278,7 @@ class Dashboard(App[None]):
         if selection is None or selection.kind != "worker" or selection.process is None:
             self.notify("select a worker row to stop one", severity="warning")
             return
-        pid, app = selection.process["pid"], selection.app["name"]
+        pid, app = selection.process.pid, selection.app.name
         question = (f"Stop worker {pid} of app {app}? It is drained first; "
                     "the pool replaces it if below the minimum.")
 
@@ -289,15 +291,15 @@ class Dashboard(App[None]):
     def action_restart(self) -> None:
         """Rolling restart of the selected app."""
         if (app := self._selected_app()) is not None:
-            name = app["name"]
+            name = app.name
             self.notify(f"{name}: restarting, one worker at a time…")
             self._intent(f"restart {name}", lambda: self.core.restart(name))
 
     def action_spawn_method(self) -> None:
         """Switch the selected app between smart and direct spawning (rolling)."""
         if (app := self._selected_app()) is not None:
-            name = app["name"]
-            method = "direct" if app.get("spawn_method") == "smart" else "smart"
+            name = app.name
+            method = "direct" if app.spawn_method == "smart" else "smart"
             self.notify(f"{name}: switching to {method} spawning…")
             self._intent(f"spawn method {name}",
                          lambda: self.core.set_spawn_method(name, method))
@@ -305,8 +307,8 @@ class Dashboard(App[None]):
     def action_refork(self) -> None:
         """Promote the selected app's most used worker to preloader, replace the others."""
         if (app := self._selected_app()) is not None:
-            name = app["name"]
-            if app.get("spawn_method") != "smart":
+            name = app.name
+            if app.spawn_method != "smart":
                 self.notify(f"{name}: refork needs smart spawning (press m first)",
                             severity="warning")
                 return
@@ -315,7 +317,7 @@ class Dashboard(App[None]):
 
     def action_pause(self) -> None:
         """Pause or resume reading /proc."""
-        pause = bool(self.snapshot.get("sampling", True))
+        pause = self.snapshot is None or self.snapshot.sampling
         self._intent("sampling", lambda: self.core.pause_sampling(pause))
 
     # -- view -------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Compact, fixed-width text for numbers: sizes, durations, percentages. No Textual here."""
+"""Compact, fixed-width text for numbers: sizes, durations, percentages. No Textual here.
+
+Sizes are binary, as everywhere in tui-passenger: K, M, G are KiB, MiB, GiB (2^10, 2^20, 2^30
+bytes, the one-letter form ``ps``, ``top`` and ``htop`` use); prose spells out ``MiB``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ NONE = "–"
 
 
 def size(value: int | None) -> str:
-    """Bytes as at most six characters: ``512K``, ``12.3M``, ``1.2G``."""
+    """Bytes as at most six characters: ``512K``, ``12.3M``, ``1.2G`` (binary units)."""
     if value is None:
         return NONE
     for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
@@ -16,9 +20,9 @@ def size(value: int | None) -> str:
     return f"{value}B"
 
 
-def megabytes(value: int | None) -> str:
-    """Bytes as ``123.4 MB`` (for prose)."""
-    return NONE if value is None else f"{value / (1 << 20):.1f} MB"
+def mebibytes(value: int | None) -> str:
+    """Bytes as ``123.4 MiB`` (for prose)."""
+    return NONE if value is None else f"{value / (1 << 20):.1f} MiB"
 
 
 def duration(seconds: float | None) -> str:

@@ -1,4 +1,4 @@
-"""The process tree as flat rows, built from one snapshot (plain data, no Textual).
+"""The process tree as flat rows, built from one typed snapshot (no Textual).
 
 Row keys are stable across snapshots: ``app:NAME`` for an app, ``pid:123`` for a
 preloader or a worker. Rows come app by app: the app, its preloader, the workers it
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from tui_passenger.snapshot import AppStatus, MemoryUsage, PreloaderStatus, ProcessStatus, Snapshot
 from tui_passenger.tui import format as fmt
 
 #: Sort orders the ``s`` key cycles through (within each app).
@@ -37,11 +37,11 @@ class TreeRow:
 
 @dataclass(frozen=True)
 class Selection:
-    """What a row key points at in a snapshot."""
+    """What a row key points at in a snapshot: an app, or one of its processes."""
 
-    kind: str
-    app: dict[str, Any]
-    process: dict[str, Any] | None
+    kind: str  # "app" | "preloader" | "worker"
+    app: AppStatus
+    process: ProcessStatus | PreloaderStatus | None
 
 
 def app_key(name: str) -> str:
@@ -54,92 +54,97 @@ def pid_key(pid: int) -> str:
     return f"pid:{pid}"
 
 
-def _memory(process: dict[str, Any], key: str) -> int | None:
-    memory = process.get("memory")
-    return None if not memory else memory.get(key)
+def _pss(memory: MemoryUsage | None) -> str:
+    return fmt.size(None if memory is None else memory.pss)
 
 
-def _sort_value(process: dict[str, Any], sort: str) -> float:
+def _private(memory: MemoryUsage | None) -> str:
+    return fmt.size(None if memory is None else memory.private_dirty)
+
+
+def _sort_value(process: ProcessStatus, sort: str) -> float:
     if sort == "cpu":
-        return process.get("cpu") or 0.0
+        return process.cpu or 0.0
     if sort == "pss":
-        return _memory(process, "pss") or 0
+        return process.memory.pss if process.memory is not None else 0
     if sort == "processed":
-        return process.get("processed") or 0
+        return process.processed
     return 0.0
 
 
-def _ordered(processes: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+def _ordered(processes: Iterable[ProcessStatus], sort: str) -> list[ProcessStatus]:
     if sort == "tree":
-        return sorted(processes, key=lambda p: (p.get("started") or 0, p["pid"]))
-    return sorted(processes, key=lambda p: (-_sort_value(p, sort), p["pid"]))
+        return sorted(processes, key=lambda p: (p.started, p.pid))
+    return sorted(processes, key=lambda p: (-_sort_value(p, sort), p.pid))
 
 
-def _process_row(process: dict[str, Any], app: str, kind: str, depth: int) -> TreeRow:
-    pid = process["pid"]
-    warning = bool(process.get("warnings"))
-    state = process.get("state", "")
-    generation = process.get("generation") or 0
-    if kind == "preloader":
-        sessions = processed = ""
-        spawn = f"gen {generation}" if generation else ""
-        label = f"{pid} {'mold' if process.get('mold') else 'pre'}"
-    else:
-        sessions = f"{process.get('sessions', 0)}/{process.get('concurrency', 0)}"
-        processed = fmt.count(process.get("processed"))
-        # The generation says more than "smart" once a refork happened.
-        spawn = f"gen {generation}" if generation else process.get("spawn_method", "")
-        label = str(pid)
-    values = (state, sessions, processed, fmt.duration(process.get("uptime")), spawn,
-              fmt.percent(process.get("cpu")), fmt.size(_memory(process, "pss")),
-              fmt.size(_memory(process, "private_dirty")))
-    return TreeRow(pid_key(pid), kind, app, pid, depth, label, values, warning,
-                   dim=state in ("draining", "stopping", "molding"))
+def _preloader_row(preloader: PreloaderStatus, app: str) -> TreeRow:
+    generation = preloader.generation
+    label = f"{preloader.pid} {'mold' if preloader.mold else 'pre'}"
+    return _row(preloader, app, "preloader", 1, label, "", "",
+                f"gen {generation}" if generation else "")
 
 
-def _app_row(app: dict[str, Any]) -> TreeRow:
-    processes = app.get("processes", [])
+def _worker_row(process: ProcessStatus, app: str, depth: int) -> TreeRow:
+    # The generation says more than "smart" once a refork happened.
+    spawn = f"gen {process.generation}" if process.generation else process.spawn_method
+    return _row(process, app, "worker", depth, str(process.pid),
+                f"{process.sessions}/{process.concurrency}", fmt.count(process.processed),
+                spawn)
+
+
+def _row(process: ProcessStatus | PreloaderStatus, app: str, kind: str, depth: int,
+         label: str, sessions: str, processed: str, spawn: str) -> TreeRow:
+    state = process.state
+    values = (state, sessions, processed, fmt.duration(process.uptime), spawn,
+              fmt.percent(process.cpu), _pss(process.memory), _private(process.memory))
+    return TreeRow(pid_key(process.pid), kind, app, process.pid, depth, label, values,
+                   bool(process.warnings), dim=state in ("draining", "stopping", "molding"))
+
+
+def _app_row(app: AppStatus) -> TreeRow:
+    processes = app.processes
+    preloader = app.preloader
     up = len(processes)
-    state = f"{up} up" + (f" +{app['spawning']}" if app.get("spawning") else "")
-    sessions = (f"{sum(p.get('sessions', 0) for p in processes)}/"
-                f"{sum(p.get('concurrency', 0) for p in processes)}")
-    cpus = [p["cpu"] for p in processes if p.get("cpu") is not None]
-    preloader = app.get("preloader")
-    if preloader and preloader.get("cpu") is not None:
-        cpus.append(preloader["cpu"])
-    memory = app.get("memory") or {}
-    if not up and not preloader:
+    state = f"{up} up" + (f" +{app.spawning}" if app.spawning else "")
+    sessions = (f"{sum(p.sessions for p in processes)}/"
+                f"{sum(p.concurrency for p in processes)}")
+    cpus = [p.cpu for p in processes if p.cpu is not None]
+    if preloader is not None and preloader.cpu is not None:
+        cpus.append(preloader.cpu)
+    memory: MemoryUsage | None = app.memory
+    if not up and preloader is None:
         sessions = fmt.NONE
-        memory = {}
-    values = (state, sessions, fmt.count(app.get("requests")), "",
-              app.get("spawn_method", ""), fmt.percent(sum(cpus)) if cpus else fmt.NONE,
-              fmt.size(memory.get("pss")), fmt.size(memory.get("private_dirty")))
-    warning = bool(app.get("last_spawn_error")) or any(p.get("warnings") for p in processes)
-    return TreeRow(app_key(app["name"]), "app", app["name"], None, 0, app["name"], values,
-                   warning)
+        memory = None
+    values = (state, sessions, fmt.count(app.requests), "", app.spawn_method,
+              fmt.percent(sum(cpus)) if cpus else fmt.NONE, _pss(memory), _private(memory))
+    warning = app.last_spawn_error is not None or any(p.warnings for p in processes)
+    return TreeRow(app_key(app.name), "app", app.name, None, 0, app.name, values, warning)
 
 
 def _matches(text: str, needle: str) -> bool:
     return needle in text.lower()
 
 
-def build_rows(snapshot: dict[str, Any], sort: str = "tree", needle: str = "") -> list[TreeRow]:
+def build_rows(snapshot: Snapshot | None, sort: str = "tree",
+               needle: str = "") -> list[TreeRow]:
     """The rows to show, in order; ``needle`` keeps apps/pids containing it (and their app)."""
+    if snapshot is None:
+        return []
     needle = needle.strip().lower()
     rows: list[TreeRow] = []
-    for app in snapshot.get("apps", []):
-        name = app["name"]
+    for app in snapshot.apps:
+        name = app.name
         app_hit = not needle or _matches(name, needle)
         children: list[TreeRow] = []
-        preloader = app.get("preloader")
-        processes = app.get("processes", [])
-        forked = []
-        if preloader:
-            forked = [p for p in processes if p.get("ppid") == preloader["pid"]]
-            children.append(_process_row(preloader, name, "preloader", 1))
-            children += [_process_row(p, name, "worker", 2) for p in _ordered(forked, sort)]
-        others = [p for p in processes if p not in forked]
-        children += [_process_row(p, name, "worker", 1) for p in _ordered(others, sort)]
+        preloader = app.preloader
+        if preloader is not None:
+            forked = [p for p in app.processes if p.ppid == preloader.pid]
+            children.append(_preloader_row(preloader, name))
+            children += [_worker_row(p, name, 2) for p in _ordered(forked, sort)]
+        parent = preloader.pid if preloader is not None else None
+        others = [p for p in app.processes if p.ppid != parent]
+        children += [_worker_row(p, name, 1) for p in _ordered(others, sort)]
         if not app_hit:
             children = [c for c in children if _matches(str(c.pid), needle)]
             if not children:
@@ -183,17 +188,17 @@ def _has_next_sibling(rows: list[TreeRow], index: int) -> bool:
     return False
 
 
-def select(snapshot: dict[str, Any], key: str | None) -> Selection | None:
+def select(snapshot: Snapshot | None, key: str | None) -> Selection | None:
     """The app and process a row key points at, or None if it is gone."""
-    if key is None:
+    if key is None or snapshot is None:
         return None
-    for app in snapshot.get("apps", []):
-        if key == app_key(app["name"]):
+    for app in snapshot.apps:
+        if key == app_key(app.name):
             return Selection("app", app, None)
-        preloader = app.get("preloader")
-        if preloader and key == pid_key(preloader["pid"]):
+        preloader = app.preloader
+        if preloader is not None and key == pid_key(preloader.pid):
             return Selection("preloader", app, preloader)
-        for process in app.get("processes", []):
-            if key == pid_key(process["pid"]):
+        for process in app.processes:
+            if key == pid_key(process.pid):
                 return Selection("worker", app, process)
     return None

@@ -204,7 +204,9 @@ def _theme_from_table(path: Path, text: str, data: dict[str, Any]) -> Theme:
                 raise fail(str(exc), key, "variables") from None
         variables[key] = value
 
-    return Theme(name=name, dark=data["dark"], variables=variables, **colours, **numbers)
+    # Checked above, key by key; Theme's own defaults stand for the keys not given.
+    options: dict[str, Any] = {**colours, **numbers}
+    return Theme(name=name, dark=data["dark"], variables=variables, **options)
 
 
 def _colour(value: object, key: str) -> str:

@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
+from tui_passenger.snapshot import AppStatus, FdEntry, MemoryUsage
 from tui_passenger.tui import format as fmt
 from tui_passenger.tui.rows import Selection
 
@@ -46,35 +47,35 @@ class MemoryBar(Widget):
         return text
 
 
-def _memory_text(title: str, memory: dict[str, Any] | None) -> Text:
+def _memory_text(title: str, memory: MemoryUsage | None) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(title + "\n", style="bold")
-    if not memory:
+    if memory is None:
         text.append("not sampled yet")
         return text
     for label, key in MEMORY_ROWS:
-        text.append(f"{label:<14}{fmt.size(memory.get(key)):>7}\n")
+        text.append(f"{label:<14}{fmt.size(getattr(memory, key)):>7}\n")
     text.rstrip()
     return text
 
 
-def _legend(memory: dict[str, Any] | None, bar: MemoryBar) -> Text:
-    if not memory:
+def _legend(memory: MemoryUsage | None, bar: MemoryBar) -> Text:
+    if memory is None:
         return Text("")
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("■", style=bar.get_component_rich_style("memory-bar--shared"))
-    text.append(f" shared {fmt.size(memory.get('shared'))}   ")
+    text.append(f" shared {fmt.size(memory.shared)}   ")
     text.append("■", style=bar.get_component_rich_style("memory-bar--private"))
-    text.append(f" private {fmt.size(memory.get('private_dirty'))}")
+    text.append(f" private {fmt.size(memory.private_dirty)}")
     return text
 
 
-def _saving_text(app: dict[str, Any]) -> Text:
-    memory = app.get("memory") or {}
+def _saving_text(app: AppStatus) -> Text:
+    memory = app.memory
     text = Text()
-    text.append(f"app {app['name']}: PSS {fmt.megabytes(memory.get('pss'))}\n", style="bold")
-    if app.get("spawn_method") == "smart":
-        text.append(f"saving vs direct: {fmt.megabytes(memory.get('saving'))}\n")
+    text.append(f"app {app.name}: PSS {fmt.mebibytes(memory.pss)}\n", style="bold")
+    if app.spawn_method == "smart":
+        text.append(f"saving vs direct: {fmt.mebibytes(memory.saving)}\n")
         text.append("(estimated: a direct worker would hold its RSS privately)", style="dim")
     else:
         text.append("direct spawning: nothing shared, no saving", style="dim")
@@ -105,22 +106,22 @@ class MemoryView(Widget):
         if selection is None:
             numbers.update("nothing selected")
             return
+        memory: MemoryUsage | None
         if selection.process is None:
-            title, memory = f"{selection.app['name']} (app total)", selection.app.get(
-                "memory")
+            title, memory = f"{selection.app.name} (app total)", selection.app.memory
         else:
-            title = f"{selection.kind} {selection.process['pid']}"
-            memory = selection.process.get("memory")
+            title, memory = f"{selection.kind} {selection.process.pid}", selection.process.memory
         numbers.update(_memory_text(title, memory))
         bar = self._bar
         self._legend.update(_legend(memory, bar))
-        memory = memory or {}
-        bar.set_parts(memory.get("shared") or 0,
-                                            memory.get("private_dirty") or 0)
+        if memory is None:
+            bar.set_parts(0, 0)
+        else:
+            bar.set_parts(memory.shared, memory.private_dirty)
         self._app.update(_saving_text(selection.app))
 
 
-class FdTable(DataTable):
+class FdTable(DataTable[Text]):
     """The selected process's file descriptors; warnings stand out, info rows are dim."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {"fd-table--warning", "fd-table--info"}
@@ -131,7 +132,7 @@ class FdView(Widget):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._shown: tuple | None = None
+        self._shown: tuple[tuple[FdEntry, ...], tuple[str, ...]] | None = None
         #: What is shown: (fd, level) per row, and the warning texts.
         self.levels: list[tuple[int, str]] = []
         self.notes: list[str] = []
@@ -150,28 +151,25 @@ class FdView(Widget):
 
     def show(self, selection: Selection | None) -> None:
         """Render the selection's fds (rebuilt only when they change; the list is short)."""
-        fds = (selection.process or {}).get("fds", []) if selection else []
-        warnings = list((selection.process or {}).get("warnings", [])) if selection else []
-        state = (tuple((f.get("fd"), f.get("kind"), f.get("target"), str(f.get("shared_with")),
-                        f.get("level")) for f in fds), tuple(warnings))
+        process = selection.process if selection is not None else None
+        fds = process.fds if process is not None else ()
+        warnings = process.warnings if process is not None else ()
+        state = (fds, warnings)
         if state == self._shown:
             return
         self._shown = state
-        self.levels = [(f.get("fd"), f.get("level") or "info") for f in fds]
-        self.notes = warnings
+        self.levels = [(entry.fd, entry.level or "info") for entry in fds]
+        self.notes = list(warnings)
         table = self._table
         table.clear()
         for entry in fds:
-            level = entry.get("level") or "info"
+            level = entry.level or "info"
             style = table.get_component_rich_style(f"fd-table--{level}", partial=True) \
                 if level in ("warning", "info") else None
-            shared = entry.get("shared_with") or ""
-            if isinstance(shared, list):
-                shared = ",".join(str(s) for s in shared)
+            shared = ",".join(str(pid) for pid in entry.shared_with)
             table.add_row(*(Text(str(v), style=style or "", no_wrap=True)
-                            for v in (entry.get("fd"), entry.get("kind"),
-                                      entry.get("target") or "", shared)),
-                          key=f"fd:{entry.get('fd')}")
+                            for v in (entry.fd, entry.kind, entry.target, shared)),
+                          key=f"fd:{entry.fd}")
         text = Text()
         for line in warnings:
             text.append("⚠ " + line + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
@@ -9,13 +10,14 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
+from tui_passenger.snapshot import Snapshot
 from tui_passenger.tui import format as fmt
 
 #: Seconds of history the sparklines show.
 HISTORY = 60
 
 
-def _last(values: list[float]) -> float:
+def _last(values: Sequence[float]) -> float:
     return values[-1] if values else 0
 
 
@@ -33,7 +35,7 @@ class SparkRow(Horizontal):
         yield self._text
         yield self._spark
 
-    def show(self, values: list[float]) -> None:
+    def show(self, values: Sequence[float]) -> None:
         """Show the last :data:`HISTORY` values."""
         values = list(values[-HISTORY:])
         latest = _last(values)
@@ -61,31 +63,28 @@ class DashboardHeader(Horizontal):
             yield self._rps
             yield self._p99
 
-    def show(self, snap: dict[str, Any]) -> None:
+    def show(self, snap: Snapshot) -> None:
         """Render one snapshot."""
-        server = snap.get("server", {})
-        traffic = snap.get("traffic", {})
-        totals = snap.get("totals", {})
-        paused = not snap.get("sampling", True)
+        server, traffic, totals = snap.server, snap.traffic, snap.totals
+        paused = not snap.sampling
         self.set_class(paused, "-paused")
         first = Text(no_wrap=True, overflow="ellipsis")
-        first.append(server.get("url") or "(no public address)", style="bold")
-        first.append(f"  up {fmt.long_duration(server.get('uptime'))}")
-        first.append(f"  {server.get('processes', 0)}/{server.get('max_pool_size', 0)} procs")
+        first.append(server.url or "(no public address)", style="bold")
+        first.append(f"  up {fmt.long_duration(server.uptime)}")
+        first.append(f"  {server.processes}/{server.max_pool_size} procs")
         if paused:
             first.append("  ⏸ sampling paused", style="bold reverse")
         self._server.update(first)
 
-        queue = sum(app.get("queue", 0) for app in snap.get("apps", []))
+        queue = sum(app.queue for app in snap.apps)
         second = Text(no_wrap=True, overflow="ellipsis")
-        second.append(f"req/s {_last(traffic.get('rps', [])):.0f}")
+        second.append(f"req/s {_last(traffic.rps):.0f}")
         second.append(f"  queue {queue}")
-        second.append(f"  503s {server.get('errors_503', 0)}",
-                      style="bold" if server.get("errors_503") else "")
-        second.append(f"  PSS {fmt.size(totals.get('pss'))}")
-        if totals.get("saving"):
-            second.append(f"  saves {fmt.size(totals['saving'])}"
-                          f" of {fmt.size(totals.get('direct_estimate'))} direct")
+        second.append(f"  503s {server.errors_503}", style="bold" if server.errors_503 else "")
+        second.append(f"  PSS {fmt.size(totals.pss)}")
+        if totals.saving:
+            second.append(f"  saves {fmt.size(totals.saving)}"
+                          f" of {fmt.size(totals.direct_estimate)} direct")
         self._load.update(second)
-        self._rps.show(traffic.get("rps", []))
-        self._p99.show(traffic.get("p99_ms", []))
+        self._rps.show(traffic.rps)
+        self._p99.show(traffic.p99_ms)

@@ -9,6 +9,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import RichLog
 
+from tui_passenger.snapshot import Snapshot
+
 #: Theme variable per entry level (events) or stream (output).
 LEVEL_COLOURS = {"error": "error", "warning": "warning", "success": "success"}
 
@@ -47,20 +49,18 @@ class LogPanel(RichLog):
                 text.append("\n    " + line, style=self._colour(colour))
             self.write(text)
 
-    def add_warnings(self, snap: dict[str, Any]) -> None:
+    def add_warnings(self, snap: Snapshot) -> None:
         """Append the per-process warnings not shown before."""
         style = self._colour("warning")
-        for app in snap.get("apps", []):
-            processes = list(app.get("processes", []))
-            if app.get("preloader"):
-                processes.append(app["preloader"])
+        for app in snap.apps:
+            processes = (*app.processes, *((app.preloader,) if app.preloader else ()))
             for process in processes:
-                for warning in process.get("warnings", []):
-                    seen = (process["pid"], warning)
+                for warning in process.warnings:
+                    seen = (process.pid, warning)
                     if seen in self._warned:
                         continue
                     self._warned.add(seen)
                     text = Text()
-                    text.append(f"⚠ {app['name']}[{process['pid']}] ", style="bold")
+                    text.append(f"⚠ {app.name}[{process.pid}] ", style="bold")
                     text.append(warning, style=style)
                     self.write(text)

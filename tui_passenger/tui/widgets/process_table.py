@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from rich.console import JustifyMethod
 from rich.style import Style
 from rich.text import Text
 from textual.coordinate import Coordinate
@@ -38,16 +39,17 @@ class NameCell:
         return self.text
 
 
-class ProcessTable(DataTable):
+class ProcessTable(DataTable["NameCell | Text"]):
     """Apps, preloaders and workers as a tree; the cursor follows its row key."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "process-table--app", "process-table--warning", "process-table--dim",
     }
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
-        self._shown: dict[str, tuple] = {}
+        #: Row key → (cell texts, style) as shown, to update only what changed.
+        self._shown: dict[str, tuple[tuple[str, ...], Style]] = {}
         self._order: dict[str, int] = {}
         self._app_of: dict[str, str] = {}
 
@@ -99,7 +101,8 @@ class ProcessTable(DataTable):
             shown = self._shown.get(row.key)
             if shown == (plain, style):
                 continue
-            cells = [NameCell(row.key, Text(plain[0], style=style, no_wrap=True))]
+            cells: list[NameCell | Text] = [
+                NameCell(row.key, Text(plain[0], style=style, no_wrap=True))]
             cells += [Text(value, style=style, no_wrap=True, justify=self._justify(column))
                       for column, value in zip(COLUMNS, plain[1:], strict=True)]
             if shown is None:
@@ -123,5 +126,5 @@ class ProcessTable(DataTable):
         self._app_of = {row.key: app_key(row.app) for row in rows}
 
     @staticmethod
-    def _justify(column: str) -> str:
+    def _justify(column: str) -> JustifyMethod:
         return "right" if column in ("processed", "age", "cpu", "pss", "private") else "left"

@@ -1,0 +1,462 @@
+"""The state of a running server as typed data: what the dashboard renders, what ``/status``
+and ``status --json`` serve (:meth:`Snapshot.to_json`, schema in :mod:`tui_passenger.status`)
+and what ``/metrics`` and the text reports read.
+
+:mod:`tui_passenger.status` builds a :class:`Snapshot` from a server; a client that gets the
+JSON (the attached dashboard, the CLI) rebuilds it with :meth:`Snapshot.from_json`, so both
+sides read the same attributes. ``from_json(to_json(s)) == s``.
+
+Plain data only: no server, pool or UI imports here (the sampler's own frozen records,
+:class:`~tui_passenger.inspect.memory.MemoryUsage` and :class:`~tui_passenger.inspect.fds.FdEntry`,
+are used as they are: the snapshot holds them without copying).
+
+Memory values are bytes; where a number of MiB is meant (``memory_limit``) the name says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tui_passenger.inspect.fds import FdEntry
+from tui_passenger.inspect.memory import MemoryUsage
+
+__all__ = [
+    "MEMORY_KEYS",
+    "SCHEMA",
+    "TOTAL_KEYS",
+    "AppStatus",
+    "FdEntry",
+    "ManagerInfo",
+    "MemoryTotals",
+    "MemoryUsage",
+    "PreloaderStatus",
+    "ProcessStatus",
+    "Sampled",
+    "ServerInfo",
+    "Snapshot",
+    "SpawnError",
+    "TrafficHistory",
+]
+
+#: The version of the JSON schema (new keys may be added, none removed or renamed).
+SCHEMA = 1
+#: The memory fields of one process, in bytes, in schema order.
+MEMORY_KEYS = ("rss", "pss", "uss", "shared", "private_dirty", "swap")
+#: The memory fields of an app or of all apps: the sums, then the estimate against direct.
+TOTAL_KEYS = (*MEMORY_KEYS, "direct_estimate", "saving")
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryTotals(MemoryUsage):
+    """Memory summed over an app's workers and preloader (or over every app), in bytes.
+
+    ``direct_estimate``: the PSS the same workers would take if spawned directly;
+    ``saving`` = direct_estimate - pss (0 for directly spawned apps).
+    """
+
+    direct_estimate: int
+    saving: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MemoryTotals:
+        """Rebuild from the schema's ``memory`` object of an app or ``totals``."""
+        return cls(**{key: data[key] for key in TOTAL_KEYS})
+
+
+def memory_json(memory: MemoryUsage) -> JSON:
+    """A process's ``memory`` object, or an app's or the ``totals`` one for MemoryTotals.
+
+    Not ``as_dict()``: ``dataclasses.asdict`` copies recursively and costs several times more.
+    """
+    keys = TOTAL_KEYS if isinstance(memory, MemoryTotals) else MEMORY_KEYS
+    return {key: getattr(memory, key) for key in keys}
+
+
+def memory_from_json(data: Mapping[str, Any] | None) -> MemoryUsage | None:
+    """A process's ``memory`` object (null until first sampled) as a MemoryUsage."""
+    return None if data is None else MemoryUsage(**{key: data[key] for key in MEMORY_KEYS})
+
+
+def fd_from_json(data: Mapping[str, Any]) -> FdEntry:
+    """One entry of a process's ``fds`` (``warning`` is the entry's note when it has a level)."""
+    return FdEntry(fd=data["fd"], kind=data["kind"], target=data["target"],
+                   inode=data["inode"], cloexec=data["cloexec"],
+                   shared_with=tuple(data["shared_with"]), level=data["level"],
+                   note=data["warning"] or "", own=data["own"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sampled:
+    """What the sampler last read of one process; None/empty until it first has."""
+
+    #: Percent of one core.
+    cpu: float | None = None
+    threads: int | None = None
+    memory: MemoryUsage | None = None
+    fds: tuple[FdEntry, ...] = ()
+    #: Texts: fds at level warning (and, for a worker, threads lost in the fork).
+    warnings: tuple[str, ...] = ()
+    #: Texts: fds at level info.
+    notes: tuple[str, ...] = ()
+
+    def sampled_json(self) -> JSON:
+        """The sampled keys of a process object."""
+        return {
+            "cpu": self.cpu,
+            "threads": self.threads,
+            "memory": None if self.memory is None else memory_json(self.memory),
+            "fds": [entry.as_dict() for entry in self.fds],
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+        }
+
+    @staticmethod
+    def sampled_fields(data: Mapping[str, Any]) -> JSON:
+        """The keyword arguments for the sampled fields, from a process object."""
+        return {
+            "cpu": data["cpu"],
+            "threads": data["threads"],
+            "memory": memory_from_json(data["memory"]),
+            "fds": tuple(fd_from_json(entry) for entry in data["fds"]),
+            "warnings": tuple(data["warnings"]),
+            "notes": tuple(data["notes"]),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManagerInfo(Sampled):
+    """The manager process (this server)."""
+
+    pid: int
+
+    def to_json(self) -> JSON:
+        """The schema's ``manager`` object."""
+        return {"pid": self.pid, **self.sampled_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ManagerInfo:
+        """Rebuild from the schema's ``manager`` object."""
+        return cls(pid=data["pid"], **cls.sampled_fields(data))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreloaderStatus(Sampled):
+    """An app's preloader: the process new workers are forked from."""
+
+    pid: int
+    ppid: int
+    #: starting | ready
+    state: str
+    #: Epoch seconds.
+    started: float
+    uptime: float
+    load_ms: float
+    #: Threads running when the app had loaded (they do not survive a fork).
+    threads_at_load: tuple[str, ...]
+    generation: int
+    #: True for a worker promoted by refork.
+    mold: bool
+
+    def to_json(self) -> JSON:
+        """The schema's ``preloader`` object."""
+        return {
+            "pid": self.pid,
+            "ppid": self.ppid,
+            "state": self.state,
+            "started": self.started,
+            "uptime": self.uptime,
+            "load_ms": self.load_ms,
+            "threads_at_load": list(self.threads_at_load),
+            "generation": self.generation,
+            "mold": self.mold,
+            **self.sampled_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PreloaderStatus:
+        """Rebuild from the schema's ``preloader`` object."""
+        return cls(pid=data["pid"], ppid=data["ppid"], state=data["state"],
+                   started=data["started"], uptime=data["uptime"], load_ms=data["load_ms"],
+                   threads_at_load=tuple(data["threads_at_load"]),
+                   generation=data["generation"], mold=data["mold"],
+                   **cls.sampled_fields(data))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessStatus(Sampled):
+    """One worker process."""
+
+    pid: int
+    ppid: int
+    app: str
+    #: ready | busy | draining | stopping | molding (becoming the next preloader)
+    state: str
+    spawn_method: str
+    #: Of the preloader that forked it.
+    generation: int
+    spawn_ms: float
+    sessions: int
+    concurrency: int
+    processed: int
+    max_requests: int
+    #: Epoch seconds.
+    started: float
+    uptime: float
+    #: Seconds ago.
+    last_used: float
+    #: Threads of the preloader that did not survive the fork into this worker.
+    lost_threads: tuple[str, ...]
+
+    def to_json(self) -> JSON:
+        """The schema's process object."""
+        return {
+            "pid": self.pid,
+            "ppid": self.ppid,
+            "app": self.app,
+            "state": self.state,
+            "spawn_method": self.spawn_method,
+            "generation": self.generation,
+            "spawn_ms": self.spawn_ms,
+            "sessions": self.sessions,
+            "concurrency": self.concurrency,
+            "processed": self.processed,
+            "max_requests": self.max_requests,
+            "started": self.started,
+            "uptime": self.uptime,
+            "last_used": self.last_used,
+            "lost_threads": list(self.lost_threads),
+            **self.sampled_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProcessStatus:
+        """Rebuild from the schema's process object."""
+        return cls(pid=data["pid"], ppid=data["ppid"], app=data["app"], state=data["state"],
+                   spawn_method=data["spawn_method"], generation=data["generation"],
+                   spawn_ms=data["spawn_ms"], sessions=data["sessions"],
+                   concurrency=data["concurrency"], processed=data["processed"],
+                   max_requests=data["max_requests"], started=data["started"],
+                   uptime=data["uptime"], last_used=data["last_used"],
+                   lost_threads=tuple(data["lost_threads"]), **cls.sampled_fields(data))
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnError:
+    """Why an app's last spawn failed."""
+
+    category: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppStatus:
+    """One app: its settings, counts, preloader, workers and memory."""
+
+    name: str
+    spawn_method: str
+    environment: str
+    min_instances: int
+    #: 0 = no limit of its own (max_pool_size applies).
+    max_instances: int
+    queue: int
+    queue_limit: int
+    #: Seconds; 0 = no limit.
+    max_request_time: float
+    #: The ``memory_limit`` setting: MiB (JSON key ``memory_limit_mb``); 0 = no limit.
+    memory_limit_mib: int
+    spawning: int
+    spawned: int
+    restarts: int
+    requests: int
+    #: Seconds.
+    pipeline_window: float
+    #: Requests sent to a busy worker to run next.
+    pipelined: int
+    #: Of those, taken back because the request ahead ran past the window.
+    reclaimed: int
+    #: Whether pipelining is on right now.
+    pipelining: bool
+    #: batch | normal
+    worker_scheduling: str
+    last_spawn_error: SpawnError | None
+    preloader: PreloaderStatus | None
+    #: The generation new workers are forked in.
+    generation: int
+    reforks: int
+    #: The next refork_after count, 0 = none.
+    refork_next: int
+    processes: tuple[ProcessStatus, ...]
+    memory: MemoryTotals
+
+    @property
+    def mold(self) -> int | None:
+        """The preloader's pid when it is a promoted worker, else None."""
+        preloader = self.preloader
+        return preloader.pid if preloader is not None and preloader.mold else None
+
+    def to_json(self) -> JSON:
+        """The schema's app object."""
+        error = self.last_spawn_error
+        return {
+            "name": self.name,
+            "spawn_method": self.spawn_method,
+            "environment": self.environment,
+            "min_instances": self.min_instances,
+            "max_instances": self.max_instances,
+            "queue": self.queue,
+            "queue_limit": self.queue_limit,
+            "max_request_time": self.max_request_time,
+            "memory_limit_mb": self.memory_limit_mib,
+            "spawning": self.spawning,
+            "spawned": self.spawned,
+            "restarts": self.restarts,
+            "requests": self.requests,
+            "pipeline_window": self.pipeline_window,
+            "pipelined": self.pipelined,
+            "reclaimed": self.reclaimed,
+            "pipelining": self.pipelining,
+            "worker_scheduling": self.worker_scheduling,
+            "last_spawn_error": None if error is None else {
+                "category": error.category, "message": error.message},
+            "preloader": None if self.preloader is None else self.preloader.to_json(),
+            "generation": self.generation,
+            "mold": self.mold,
+            "reforks": self.reforks,
+            "refork_next": self.refork_next,
+            "processes": [process.to_json() for process in self.processes],
+            "memory": memory_json(self.memory),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AppStatus:
+        """Rebuild from the schema's app object."""
+        error, preloader = data["last_spawn_error"], data["preloader"]
+        return cls(
+            name=data["name"], spawn_method=data["spawn_method"],
+            environment=data["environment"], min_instances=data["min_instances"],
+            max_instances=data["max_instances"], queue=data["queue"],
+            queue_limit=data["queue_limit"], max_request_time=data["max_request_time"],
+            memory_limit_mib=data["memory_limit_mb"], spawning=data["spawning"],
+            spawned=data["spawned"], restarts=data["restarts"], requests=data["requests"],
+            pipeline_window=data["pipeline_window"], pipelined=data["pipelined"],
+            reclaimed=data["reclaimed"], pipelining=data["pipelining"],
+            worker_scheduling=data["worker_scheduling"],
+            last_spawn_error=None if error is None else SpawnError(error["category"],
+                                                                   error["message"]),
+            preloader=None if preloader is None else PreloaderStatus.from_json(preloader),
+            generation=data["generation"], reforks=data["reforks"],
+            refork_next=data["refork_next"],
+            processes=tuple(ProcessStatus.from_json(p) for p in data["processes"]),
+            memory=MemoryTotals.from_json(data["memory"]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerInfo:
+    """The server as a whole: address, uptime, pool size and proxy counters."""
+
+    pid: int
+    #: None when it serves no public address.
+    url: str | None
+    #: Epoch seconds.
+    started: float
+    uptime: float
+    max_pool_size: int
+    processes: int
+    requests: int
+    #: Responses by status class: "1xx" .. "5xx".
+    responses: Mapping[str, int]
+    retries: int
+    errors_502: int
+    errors_503: int
+
+    def to_json(self) -> JSON:
+        """The schema's ``server`` object."""
+        return {
+            "pid": self.pid,
+            "url": self.url,
+            "started": self.started,
+            "uptime": self.uptime,
+            "max_pool_size": self.max_pool_size,
+            "processes": self.processes,
+            "requests": self.requests,
+            "responses": dict(self.responses),
+            "retries": self.retries,
+            "errors_502": self.errors_502,
+            "errors_503": self.errors_503,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServerInfo:
+        """Rebuild from the schema's ``server`` object."""
+        return cls(pid=data["pid"], url=data["url"], started=data["started"],
+                   uptime=data["uptime"], max_pool_size=data["max_pool_size"],
+                   processes=data["processes"], requests=data["requests"],
+                   responses=dict(data["responses"]), retries=data["retries"],
+                   errors_502=data["errors_502"], errors_503=data["errors_503"])
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficHistory:
+    """One value per second, oldest first: requests, median and p99 latency (ms)."""
+
+    rps: tuple[int, ...] = ()
+    p50_ms: tuple[float, ...] = ()
+    p99_ms: tuple[float, ...] = ()
+
+    def to_json(self) -> JSON:
+        """The schema's ``traffic`` object."""
+        return {"rps": list(self.rps), "p50_ms": list(self.p50_ms), "p99_ms": list(self.p99_ms)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrafficHistory:
+        """Rebuild from the schema's ``traffic`` object."""
+        return cls(tuple(data["rps"]), tuple(data["p50_ms"]), tuple(data["p99_ms"]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """The whole state of one server at one moment."""
+
+    server: ServerInfo
+    manager: ManagerInfo
+    apps: tuple[AppStatus, ...]
+    #: Memory summed over every app.
+    totals: MemoryTotals
+    traffic: TrafficHistory
+    #: The sequence number of the newest log entry (see ``/events``).
+    events_seq: int
+    #: False while sampling (/proc reads) is paused.
+    sampling: bool
+
+    def to_json(self) -> JSON:
+        """The documented status schema, JSON-ready (what ``status --json`` prints)."""
+        return {
+            "schema": SCHEMA,
+            "server": self.server.to_json(),
+            "manager": self.manager.to_json(),
+            "apps": [app.to_json() for app in self.apps],
+            "totals": memory_json(self.totals),
+            "traffic": self.traffic.to_json(),
+            "events_seq": self.events_seq,
+            "sampling": self.sampling,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Snapshot:
+        """Rebuild from the status JSON; ValueError if it is not a schema-1 snapshot."""
+        if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
+            raise ValueError(f"not a status snapshot of schema {SCHEMA} (got {found!r})")
+        try:
+            return cls(server=ServerInfo.from_json(data["server"]),
+                       manager=ManagerInfo.from_json(data["manager"]),
+                       apps=tuple(AppStatus.from_json(app) for app in data["apps"]),
+                       totals=MemoryTotals.from_json(data["totals"]),
+                       traffic=TrafficHistory.from_json(data["traffic"]),
+                       events_seq=data["events_seq"], sampling=data["sampling"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"status snapshot incomplete: {exc!r}") from None

@@ -16,9 +16,8 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -49,8 +48,7 @@ class WorkerSpec:
     #: The worker's scheduling policy: "batch" or "normal" (see set_scheduling).
     scheduling: str = "normal"
     #: [uid, gid, [groups]] to switch to before loading the app (started as root).
-    run_as: list | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    run_as: list[Any] | None = None
 
     def to_json(self) -> str:
         """The spec as a compact JSON string."""
@@ -69,10 +67,9 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class ForkInfo:
-    """What a forked worker lost in the fork and what was reconnected for it."""
+    """What a forked worker lost in the fork: the preloader's other threads."""
 
     lost_threads: tuple[str, ...] = ()
-    reconnected: tuple[str, ...] = ()
 
 
 def bind_listener(socket_dir: str) -> socket.socket:
@@ -108,14 +105,13 @@ def _fail(control: socket.socket, category: str, exc: BaseException, code: ExitC
 
     traceback.print_exception(type(exc), exc, exc.__traceback__)
     with contextlib.suppress(OSError):
-        protocol.send(control, protocol.error_message(category, exc))
+        protocol.send(control, protocol.Failed.from_exception(category, exc))
     return code
 
 
 def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., Any] | None = None,
                fork: ForkInfo | None = None) -> int:
     """Serve the app until told to stop; returns the process exit code."""
-    started = time.monotonic()
     try:
         if app is None:
             app = load_app(spec.root, spec.entry)
@@ -138,31 +134,28 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
     def on_control() -> None:
         nonlocal mold
         try:
-            message, _ = protocol.recv(control)
+            message, _ = protocol.receive(control)
+        except protocol.ProtocolError as exc:
+            print(f"ignored on the control channel: {exc}", file=sys.stderr)
+            return
         except OSError:
             message = None
-        command = None if message is None else message.get("command")
-        if command == "mold" and fork is not None:
+        if message is None:  # the manager is gone
+            server.request_stop()
+        elif isinstance(message, protocol.BecomeMold) and fork is not None:
             mold = True
-        if command in (None, "stop", "mold"):
             server.request_stop()
 
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     server.watch_fd(control.fileno(), on_control)
-    protocol.send(control, {
-        "event": "ready",
-        "pid": os.getpid(),
-        "ppid": os.getppid(),
-        "socket": listener.getsockname(),
-        "interface": interface,
-        "concurrency": server.concurrency,
-        "forked": fork is not None,
-        "lost_threads": list(fork.lost_threads) if fork else [],
-        "reconnected": list(fork.reconnected) if fork else [],
-        "startup_seconds": time.monotonic() - started,
-        # Descriptors of our runtime (shown, never flagged as inherited by the app).
-        "own_fds": [0, 1, 2, control.fileno(), listener.fileno()],
-    })
+    protocol.send(control, protocol.WorkerReady(
+        socket=listener.getsockname(),
+        ppid=os.getppid(),
+        interface=interface,
+        concurrency=server.concurrency,
+        lost_threads=fork.lost_threads if fork else (),
+        own_fds=(0, 1, 2, control.fileno(), listener.fileno()),
+    ))
     set_scheduling(spec.scheduling)
     try:
         server.serve_forever()
@@ -208,7 +201,7 @@ def _become_mold(control: socket.socket) -> int:
     return BECOME_MOLD
 
 
-def become(run_as: list | None) -> None:
+def become(run_as: list[Any] | None) -> None:
     """Switch to [uid, gid, groups] (groups first, uid last) before the app is loaded."""
     if run_as:
         uid, gid, groups = run_as

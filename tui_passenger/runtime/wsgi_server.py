@@ -122,8 +122,8 @@ class _Connection(hc.HeadCollector):
             env["REMOTE_PORT"] = str(port)
         if self.host_value is not None or self.scheme != "http":
             env["wsgi.url_scheme"] = self.scheme
-            name, port = self.server_address()
-            env["SERVER_NAME"], env["SERVER_PORT"] = name, str(port)
+            server_name, server_port = self.server_address()
+            env["SERVER_NAME"], env["SERVER_PORT"] = server_name, str(server_port)
         http11 = version == "1.1"
         req = Request(self, env, self.parser.should_keep_alive(), method == "HEAD", http11,
                        self.expect and http11)
@@ -133,13 +133,16 @@ class _Connection(hc.HeadCollector):
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
+        assert req is not None  # httptools calls this between headers and message end
         if req.discarding:
             req.drained += len(body)
         else:
             req.buf += body
 
     def on_message_complete(self) -> None:
-        self.parsing.complete = True
+        req = self.parsing
+        assert req is not None
+        req.complete = True
         self.parsing = None
 
 
@@ -228,8 +231,8 @@ class WSGIServer:
                             handler()
                         except Exception as exc:  # noqa: BLE001 - keep serving
                             hc.log(self.error_log, f"fd {fd} callback failed:", exc)
-                    if self._stopping:
-                        break
+                    if self._stopping:  # a handler may have called request_stop()
+                        break  # type: ignore[unreachable]
         finally:
             for handler in list(handlers.values()):
                 if handler.__class__ is _Connection:

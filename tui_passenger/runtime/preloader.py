@@ -28,15 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_passenger.runtime import forkprep, protocol
-from tui_passenger.runtime.loader import detect_interface, enter_root, load_app
+from tui_passenger.runtime.loader import detect_interface, load_app
 from tui_passenger.runtime.protocol import ExitCode
 from tui_passenger.runtime.worker import (
     BECOME_MOLD,
     ForkInfo,
     WorkerSpec,
-    become,
-    close_inherited_fds,
-    parse_args,
+    enter_child,
     run_worker,
     server_module,
 )
@@ -197,13 +195,7 @@ class ForkServer:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tui_passenger.preloader``."""
-    args = parse_args(argv, "tui_passenger.preloader")
-    close_inherited_fds(args.control_fd)
-    spec = WorkerSpec.from_json(args.spec)
-    become(spec.run_as)
-    control = socket.socket(fileno=args.control_fd)
-    os.set_inheritable(control.fileno(), False)
-    enter_root(spec.root)
+    spec, control = enter_child(argv, "tui_passenger.preloader")
     preloader = ForkServer(spec, control)
     failed = preloader.load()
     if failed is not None:

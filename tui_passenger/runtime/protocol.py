@@ -27,7 +27,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias
 
 #: Largest message either side sends; long tracebacks are cut to fit.
 MAX_MESSAGE = 128 * 1024
@@ -62,45 +62,35 @@ _FIELD_CHECKS: dict[str, Callable[[object], bool]] = {
     "tuple[int, ...]": lambda v: type(v) is list and all(type(x) is int for x in v),
     "tuple[str, ...]": lambda v: type(v) is list and all(type(x) is str for x in v),
 }
-_KINDS: dict[str, type[Any]] = {}
-_M = TypeVar("_M")
 
 
-def _message(kind: str) -> Callable[[type[_M]], type[_M]]:
-    """Register a message dataclass under ``kind`` (its fields must have JSON-able types)."""
-    def register(cls: type[_M]) -> type[_M]:
-        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if field.type not in _FIELD_CHECKS:
-                raise TypeError(f"{cls.__name__}.{field.name}: no wire form for {field.type}")
-        cls.KIND = kind  # type: ignore[attr-defined]
-        _KINDS[kind] = cls
-        return cls
-    return register
+class _Wire:
+    """What every message has: the ``kind`` it travels under."""
+
+    __slots__ = ()
+    KIND: ClassVar[str]
 
 
-@_message("spawn")
 @dataclasses.dataclass(frozen=True, slots=True)
-class SpawnRequest:
+class SpawnRequest(_Wire):
     """Fork one worker; carries its control channel, stdout and stderr as descriptors."""
 
-    KIND: ClassVar[str]
+    KIND = "spawn"
     id: int
 
 
-@_message("mold")
 @dataclasses.dataclass(frozen=True, slots=True)
-class BecomeMold:
+class BecomeMold(_Wire):
     """To an idle forked worker: stop serving and become the next preloader (refork)."""
 
-    KIND: ClassVar[str]
+    KIND = "mold"
 
 
-@_message("preloader-ready")
 @dataclasses.dataclass(frozen=True, slots=True)
-class PreloaderReady:
+class PreloaderReady(_Wire):
     """The preloader loaded the app (or a worker became the mold) and takes spawn requests."""
 
-    KIND: ClassVar[str]
+    KIND = "preloader-ready"
     load_seconds: float
     #: Threads running after the load (a forked worker loses them).
     threads: tuple[str, ...]
@@ -108,12 +98,11 @@ class PreloaderReady:
     own_fds: tuple[int, ...]
 
 
-@_message("worker-ready")
 @dataclasses.dataclass(frozen=True, slots=True)
-class WorkerReady:
-    """The worker accepts requests on ``socket``."""
+class WorkerReady(_Wire):
+    """The worker accepts requests on ``socket`` (its ``own_fds`` as above)."""
 
-    KIND: ClassVar[str]
+    KIND = "worker-ready"
     socket: str
     ppid: int
     interface: str
@@ -123,51 +112,46 @@ class WorkerReady:
     own_fds: tuple[int, ...]
 
 
-@_message("forked")
 @dataclasses.dataclass(frozen=True, slots=True)
-class Forked:
+class Forked(_Wire):
     """Answer to :class:`SpawnRequest` ``id``: the new worker's pid."""
 
-    KIND: ClassVar[str]
+    KIND = "forked"
     id: int
     pid: int
 
 
-@_message("spawn-refused")
 @dataclasses.dataclass(frozen=True, slots=True)
-class SpawnRefused:
+class SpawnRefused(_Wire):
     """Answer to :class:`SpawnRequest` ``id``: no worker, and why."""
 
-    KIND: ClassVar[str]
+    KIND = "spawn-refused"
     id: int
     reason: str
 
 
-@_message("exit")
 @dataclasses.dataclass(frozen=True, slots=True)
-class ChildExited:
+class ChildExited(_Wire):
     """The preloader reaped worker ``pid``; ``code`` or ``signal`` says how it ended."""
 
-    KIND: ClassVar[str]
+    KIND = "exit"
     pid: int
     code: int | None
     signal: int | None
 
 
-@_message("idle-exit")
 @dataclasses.dataclass(frozen=True, slots=True)
-class IdleExit:
+class IdleExit(_Wire):
     """The preloader leaves: no spawn request within ``max_preloader_idle_time``."""
 
-    KIND: ClassVar[str]
+    KIND = "idle-exit"
 
 
-@_message("error")
 @dataclasses.dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(_Wire):
     """Loading or starting failed; ``category`` names the step (see ``SpawnError``)."""
 
-    KIND: ClassVar[str]
+    KIND = "error"
     category: str
     message: str
     traceback: str
@@ -182,6 +166,19 @@ class Failed:
 #: Any message either side sends.
 Message: TypeAlias = (SpawnRequest | BecomeMold | PreloaderReady | WorkerReady | Forked
                       | SpawnRefused | ChildExited | IdleExit | Failed)
+
+
+def _registry(*classes: type[Message]) -> dict[str, type[Message]]:
+    """The message classes by kind; each field must have a type with a wire form."""
+    for cls in classes:
+        for field in dataclasses.fields(cls):
+            if field.type not in _FIELD_CHECKS:
+                raise TypeError(f"{cls.__name__}.{field.name}: no wire form for {field.type}")
+    return {cls.KIND: cls for cls in classes}
+
+
+_KINDS = _registry(SpawnRequest, BecomeMold, PreloaderReady, WorkerReady, Forked, SpawnRefused,
+                   ChildExited, IdleExit, Failed)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -233,8 +230,7 @@ def decode(data: bytes) -> Message:
             raise ProtocolError(f"{kind} message: {name}={value!r} is not {expected[name]}")
         if type(value) is list:
             fields[name] = tuple(value)
-    message: Message = cls(**fields)
-    return message
+    return cls(**fields)
 
 
 def send_packet(sock: socket.socket, data: bytes, fds: tuple[int, ...] = ()) -> None:

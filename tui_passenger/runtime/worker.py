@@ -220,23 +220,25 @@ def close_inherited_fds(keep: int) -> None:
     os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
-    """Arguments shared by the worker and preloader entry points."""
+def enter_child(argv: Sequence[str] | None, prog: str) -> tuple[WorkerSpec, socket.socket]:
+    """What both entry points do first: read the arguments, close what we should not have
+    inherited, switch user, take the control channel and enter the app root."""
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--spec", required=True, help="worker spec as JSON")
     parser.add_argument("--control-fd", type=int, required=True)
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of a directly spawned worker."""
-    args = parse_args(argv, "tui_passenger.worker")
+    args = parser.parse_args(argv)
     close_inherited_fds(args.control_fd)
     spec = WorkerSpec.from_json(args.spec)
     become(spec.run_as)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
     enter_root(spec.root)
+    return spec, control
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of a directly spawned worker."""
+    spec, control = enter_child(argv, "tui_passenger.worker")
     code = run_worker(spec, control)
     protocol.flush_stdio()
     return code

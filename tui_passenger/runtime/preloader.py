@@ -82,8 +82,7 @@ class ForkServer:
         started = time.monotonic()
         # A mold's warm state cannot be rebuilt by a new preloader: it does not idle out.
         mold = ForkServer(dataclasses.replace(self.spec, max_preloader_idle_time=0.0), control)
-        mold.app = app = self.app
-        assert app is not None  # promote() runs in a worker forked after load()
+        mold.app = self.app
         control.setblocking(True)
         # The app ran requests here: find connection pools it created since loading, then
         # collect (and freeze) once, so the first fork does not pay for it.

@@ -101,7 +101,7 @@ class BodyReader:
             yield line
 
 
-class Request(BodyReader, Framing):
+class WSGIRequest(BodyReader, Framing):
     """One request: its environ, its streaming ``wsgi.input`` and its response state."""
 
     __slots__ = ("conn", "sock", "env", "keep_alive", "head", "http11", "buf", "complete",

@@ -27,7 +27,7 @@ import httptools
 
 from tui_passenger.runtime import http_common as hc
 from tui_passenger.runtime.http_framing import simple_response
-from tui_passenger.runtime.wsgi_request import FileWrapper, Request
+from tui_passenger.runtime.wsgi_request import FileWrapper, WSGIRequest
 
 __all__ = ["WSGIServer"]
 
@@ -76,8 +76,8 @@ class _Connection(hc.HeadCollector):
         self.base_env = base_env
         self.peer = peer
         self.host_cache = hc.NO_HOST
-        self.queue: deque[Request] = deque()
-        self.parsing: Request | None = None
+        self.queue: deque[WSGIRequest] = deque()
+        self.parsing: WSGIRequest | None = None
         self.error: BaseException | None = None
         self.upgraded = False
         self.parser = httptools.HttpRequestParser(self)
@@ -125,8 +125,8 @@ class _Connection(hc.HeadCollector):
             server_name, server_port = self.server_address()
             env["SERVER_NAME"], env["SERVER_PORT"] = server_name, str(server_port)
         http11 = version == "1.1"
-        req = Request(self, env, self.parser.should_keep_alive(), method == "HEAD", http11,
-                       self.expect and http11)
+        req = WSGIRequest(self, env, self.parser.should_keep_alive(), method == "HEAD", http11,
+                          self.expect and http11)
         env["wsgi.input"] = req
         self.parsing = req
         self.queue.append(req)
@@ -315,7 +315,7 @@ class WSGIServer:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def _handle(self, req: Request) -> bool:
+    def _handle(self, req: WSGIRequest) -> bool:
         """Run the app for one request and answer it; whether the connection may be reused."""
         result = None
         try:
@@ -341,7 +341,7 @@ class WSGIServer:
             return False
         return req.complete or self._drain(req)
 
-    def _app_failed(self, req: Request, exc: Exception) -> None:
+    def _app_failed(self, req: WSGIRequest, exc: Exception) -> None:
         if isinstance(exc, hc.ClientDisconnected):
             req.keep_alive = False
             return
@@ -359,7 +359,7 @@ class WSGIServer:
             with contextlib.suppress(OSError):
                 req.sock.sendall(simple_response(code, text, head=req.head))
 
-    def _drain(self, req: Request) -> bool:
+    def _drain(self, req: WSGIRequest) -> bool:
         """Read and drop the body the app left unread, so the next request can be parsed."""
         if self._stopping or (req.expect_continue and not req.continue_sent):
             return False  # a client still waiting for 100 Continue may never send the body

@@ -2,8 +2,8 @@
 
 A worker is either a fresh interpreter (``python -m tui_passenger.worker``, direct spawning)
 or a child the preloader forked (smart spawning). Both end up in :func:`run_worker`, which
-talks to the manager over the control channel: ``ready`` once the socket accepts requests,
-or ``error`` with a category and the traceback if anything before that fails.
+talks to the manager over the control channel: ``WorkerReady`` once the socket accepts
+requests, or ``Failed`` with a category and the traceback if anything before that fails.
 """
 
 from __future__ import annotations

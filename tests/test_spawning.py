@@ -306,3 +306,19 @@ async def test_children_import_nothing_from_the_app_root_before_loading_it(metho
     worker = await spawners(app, method).spawn()
     assert worker.alive
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_spawner_lists_its_preloaders(method, make_app, spawners):
+    spawner = spawners(make_app(PROBE_APP), method)
+    assert spawner.preloaders() == [] and spawner.preloader is None
+    await spawner.spawn()
+    assert (spawner.generation, spawner.reforks) == (0, 0)
+    if method == "direct":
+        assert spawner.preloaders() == [] and spawner.preloader is None
+        return
+    preloader = spawner.preloader
+    assert spawner.preloaders() == [preloader] and preloader.role == "preloader"
+    os.kill(preloader.pid, signal.SIGKILL)
+    await asyncio.wait_for(asyncio.shield(preloader.exited), 10)
+    assert spawner.preloaders() == []  # gone, though still the current one until a spawn

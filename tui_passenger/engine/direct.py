@@ -51,7 +51,7 @@ class DirectSpawner(Spawner):
             pipes.close_ours()
             raise SpawnError(self.app.name, "interpreter",
                              f"cannot start {self.app.python}: {exc}") from exc
-        worker = self._new_worker(proc.pid, os.getpid(), pipes, started)
+        worker = self.new_worker(proc.pid, os.getpid(), pipes, started)
         worker.watch_exit(proc.wait())
         await worker.wait_ready(self._deadline(started))
         return worker

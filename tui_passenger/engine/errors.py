@@ -11,7 +11,8 @@ class SpawnError(Exception):
     ``category`` says which step failed: ``import`` (the app did not load), ``hook`` (a
     ``starting_worker_process`` hook raised), ``startup`` (binding or ASGI lifespan),
     ``timeout`` (not ready within ``start_timeout``), ``exited`` (died before it was ready),
-    ``preloader`` (the preloader failed twice in a row), ``interpreter`` (could not exec).
+    ``preloader`` (the preloader failed twice in a row), ``interpreter`` (could not exec),
+    ``protocol`` (it sent something else than ready, or a malformed message).
     """
 
     def __init__(self, app: str, category: str, message: str, *, traceback: str = "",

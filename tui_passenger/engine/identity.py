@@ -9,7 +9,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tui_passenger.engine.errors import SpawnError
 
@@ -27,7 +27,7 @@ class Identity:
     groups: tuple[int, ...]
     home: str
 
-    def as_spec(self) -> list:
+    def as_spec(self) -> list[Any]:
         """What the child needs to switch: [uid, gid, [groups]]."""
         return [self.uid, self.gid, list(self.groups)]
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
 
+from tui_passenger.engine.channel import ControlChannel, NotReady
 from tui_passenger.engine.errors import SpawnError
 from tui_passenger.engine.output import OutputPump
 from tui_passenger.runtime import protocol
@@ -64,13 +62,13 @@ class WorkerProcess:
     """One worker, spawned directly or forked by a preloader."""
 
     def __init__(self, app: str, pid: int, *, ppid: int, spawn_method: str,
-                 control: socket.socket, output: OutputPump, spawn_started: float) -> None:
+                 channel: ControlChannel, output: OutputPump, spawn_started: float) -> None:
         self.app = app
         self.pid = pid
         self.ppid = ppid
         self.spawn_method = spawn_method
-        self.forked = spawn_method == "smart"
-        self.control = control
+        #: Closed once the exit is known; a mold's handle sends and receives over it too.
+        self.channel = channel
         self.output = output
         self.spawn_started = spawn_started
         self.spawn_duration: float | None = None
@@ -79,17 +77,13 @@ class WorkerProcess:
         self.interface = "wsgi"
         self.concurrency = 1
         self.lost_threads: tuple[str, ...] = ()
-        self.reconnected: tuple[str, ...] = ()
         self.own_fds: frozenset[int] = frozenset((0, 1, 2))
         #: Which preloader forked it (0 for the first, +1 for each later one or mold).
         self.generation = 0
-        #: False once a preloader handle took over the control channel (refork).
-        self._owns_control = True
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[ExitStatus] = loop.create_future()
         self._reported: ExitStatus | None = None
         self._pidfd: int | None = None
-        self._receiving = False
         #: The last signal the manager sent (SIGTERM to stop, SIGKILL to kill).
         self.signal_sent: int | None = None
 
@@ -146,85 +140,32 @@ class WorkerProcess:
     def _set_exited(self, status: ExitStatus) -> None:
         if not self.exited.done():
             self.exited.set_result(status)
-            # Until it is ready, wait_ready() owns the channel (an error report may still
-            # be unread in it).
-            if self.spawn_duration is not None and not self._receiving and self._owns_control:
-                self.control.close()
-
-    def hand_over_control(self) -> socket.socket:
-        """Give the control channel to a new owner (the preloader handle of a mold)."""
-        self._owns_control = False
-        return self.control
+            # What it sent before exiting stays readable (the handshake may want it).
+            self.channel.close()
 
     # -- readiness -----------------------------------------------------------------------
 
     async def wait_ready(self, timeout: float) -> None:
-        """Wait for the worker's ``ready`` message; on failure kill it and raise SpawnError."""
-        loop = asyncio.get_running_loop()
-        receive = asyncio.ensure_future(loop.sock_recv(self.control, protocol.MAX_MESSAGE))
-        self._receiving = True
+        """Wait for the worker's ``WorkerReady``; on failure it is gone and SpawnError says why."""
         try:
-            done, _ = await asyncio.wait({receive, self.exited}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            await self._stop_receiving(receive)
-            await self.kill()
-            raise
-        await self._stop_receiving(receive)
-        if receive not in done:
-            if self.exited.done():
-                await self.output.drain()
-                raise self._error("exited", f"exited ({self.exited.result().describe()}) "
-                                            "before it was ready")
-            await self.kill()
-            raise self._error("timeout", f"not ready within start_timeout ({timeout:g} s); "
-                                         "killed it")
-        try:
-            data = receive.result()
-        except OSError:
-            data = b""
-        message = protocol.decode(data) if data else {"event": "eof"}
-        if message.get("event") == "ready":
-            self._on_ready(message)
-            return
-        await self._wait_exit_after_error()
-        if message.get("event") == "error":
-            raise self._error(message.get("category", "startup"), message.get("message", ""),
-                              message.get("traceback", ""))
-        raise self._error("exited", f"exited ({self.exited.result().describe()}) "
-                                    "before it was ready")
-
-    async def _stop_receiving(self, receive: asyncio.Future[bytes]) -> None:
-        # The pending sock_recv must be gone before the socket may be closed.
-        receive.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await receive
-        self._receiving = False
-        if self.exited.done():
-            self.control.close()
-
-    def _on_ready(self, message: dict[str, Any]) -> None:
+            ready = await self.channel.handshake(
+                protocol.WorkerReady, exited=self.exited, kill=self._send_kill,
+                timeout=timeout, who="worker", task="start")
+        except NotReady as failure:
+            await self.output.drain()
+            raise SpawnError(self.app, failure.category, failure.message,
+                             traceback=failure.traceback, output=list(self.output.recent),
+                             pid=self.pid) from None
         self.spawn_duration = time.monotonic() - self.spawn_started
-        self.socket_path = message["socket"]
-        self.interface = message.get("interface", "wsgi")
-        self.concurrency = int(message.get("concurrency", 1))
-        self.ppid = int(message.get("ppid", self.ppid))
-        self.lost_threads = tuple(message.get("lost_threads", ()))
-        self.reconnected = tuple(message.get("reconnected", ()))
-        self.own_fds = frozenset(message.get("own_fds", (0, 1, 2)))
+        self.socket_path = ready.socket
+        self.interface = ready.interface
+        self.concurrency = ready.concurrency
+        self.ppid = ready.ppid
+        self.lost_threads = ready.lost_threads
+        self.own_fds = frozenset(ready.own_fds)
 
-    async def _wait_exit_after_error(self) -> None:
-        # A child that reported an error exits by itself; make sure of it.
-        try:
-            await asyncio.wait_for(asyncio.shield(self.exited), 5.0)
-        except asyncio.TimeoutError:
-            await self.kill()
-        await self.output.drain()
-
-    def _error(self, category: str, message: str, traceback: str = "") -> SpawnError:
-        self.control.close()  # the spawn failed: nothing more will come over it
-        return SpawnError(self.app, category, message, traceback=traceback,
-                          output=list(self.output.recent), pid=self.pid)
+    def _send_kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
     # -- stopping ------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tui_passenger.engine.channel import ControlChannel
 from tui_passenger.engine.identity import Identity, app_identity, socket_dir_for
 from tui_passenger.engine.output import OutputPump, OutputSink
 from tui_passenger.engine.process import WorkerProcess
@@ -16,6 +17,7 @@ from tui_passenger.runtime.worker import WorkerSpec
 
 if TYPE_CHECKING:
     from tui_passenger.config import AppConfig
+    from tui_passenger.engine.preloader import PreloaderHandle
 
 
 def worker_spec(app: AppConfig, socket_dir: Path, spawn_method: str,
@@ -51,11 +53,11 @@ def child_environment(app: AppConfig, identity: Identity | None = None) -> dict[
 class ChildPipes:
     """A control channel and stdout/stderr pipes for one new child process."""
 
-    __slots__ = ("control", "child_control", "stdout", "stderr")
+    __slots__ = ("channel", "child_control", "stdout", "stderr")
 
     def __init__(self) -> None:
-        self.control, self.child_control = protocol.channel_pair()
-        self.control.setblocking(False)  # the manager reads it from the event loop
+        ours, self.child_control = protocol.channel_pair()
+        self.channel = ControlChannel(ours)
         self.stdout = os.pipe()
         self.stderr = os.pipe()
 
@@ -72,7 +74,7 @@ class ChildPipes:
 
     def close_ours(self) -> None:
         """Spawning failed: drop the manager's ends (the child ends are already closed)."""
-        self.control.close()
+        self.channel.close()
         for fd in (self.stdout[0], self.stderr[0]):
             os.close(fd)
 
@@ -87,6 +89,10 @@ class Spawner(abc.ABC):
     """Starts workers of one app with one spawn method."""
 
     method: str
+    #: The preloader (or mold) new workers are forked from; None when spawning directly.
+    preloader: PreloaderHandle | None = None
+    #: How many times a worker became the mold of a new generation (smart spawning only).
+    reforks = 0
 
     def __init__(self, app: AppConfig, socket_dir: Path, *,
                  on_output: OutputSink | None = None) -> None:
@@ -109,6 +115,16 @@ class Spawner(abc.ABC):
         self.env = child_environment(self.app, self._identity)
         self._checked = True
 
+    @property
+    def generation(self) -> int:
+        """The generation new workers start in (always 0 when spawning directly)."""
+        return 0
+
+    def preloaders(self) -> list[PreloaderHandle]:
+        """The preloader processes running now: the current one first, then those of
+        earlier generations (newest first). Empty when spawning directly."""
+        return []
+
     @abc.abstractmethod
     async def spawn(self) -> WorkerProcess:
         """Start one worker and wait until it is ready; raises SpawnError."""
@@ -116,10 +132,11 @@ class Spawner(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - direct spawning has nothing to close
         """Release what the spawner holds (the preloader); workers are left running."""
 
-    def _new_worker(self, pid: int, ppid: int, pipes: ChildPipes, started: float) -> WorkerProcess:
+    def new_worker(self, pid: int, ppid: int, pipes: ChildPipes, started: float) -> WorkerProcess:
+        """The handle on a new worker process, reading its output from now on."""
         output = pipes.pump(self.app.name, pid, "worker", self.on_output)
         return WorkerProcess(self.app.name, pid, ppid=ppid, spawn_method=self.method,
-                             control=pipes.control, output=output, spawn_started=started)
+                             channel=pipes.channel, output=output, spawn_started=started)
 
     def _deadline(self, started: float) -> float:
         return max(0.0, started + float(self.app.start_timeout) - time.monotonic())

@@ -46,9 +46,9 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
                  "parse_error", "peer", "host_cache", "url", "headers", "head_size", "prefix",
                  "client", "scheme", "host_value", "expect")
 
-    def __init__(self, server: ASGIServer) -> None:
+    def __init__(self, server: ASGIServer, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
-        self.loop = server._loop
+        self.loop = loop
         self.transport: Any = None
         self.parser: Any = httptools.HttpRequestParser(self)
         self.cycle: Cycle | None = None  # the request being answered
@@ -153,6 +153,7 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
+        assert cycle is not None  # httptools calls this between headers and message end
         if cycle.response_complete or cycle.disconnected:
             # Answered already: drop the rest of the body, unless there is too much of it.
             cycle.discarded += len(body)
@@ -164,6 +165,7 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         cycle = self.parsing
+        assert cycle is not None
         self.parsing = None
         cycle.body_complete = True
         cycle.wake()
@@ -275,7 +277,7 @@ class ASGIServer:
                 self._lifespan = Lifespan(self.app, self.lifespan, self.error_log)
                 loop.run_until_complete(self._lifespan.startup())
                 self._state = self._lifespan.state
-            self._server = loop.run_until_complete(self._listen())
+            self._server = loop.run_until_complete(self._listen(loop))
             for fd, callback in self._watched.items():
                 loop.add_reader(fd, self._run_watched, fd, callback)
         except BaseException:
@@ -301,18 +303,19 @@ class ASGIServer:
         """Serve until :meth:`request_stop`, then drain requests and run lifespan shutdown."""
         if self._loop is None:
             self.start()
+        loop = self._loop
+        assert loop is not None  # start() made it
         try:
-            self._loop.run_until_complete(self._serve())
+            loop.run_until_complete(self._serve())
         finally:
             self._close_loop()
 
 
-    async def _listen(self) -> asyncio.AbstractServer:
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractServer:
         # A duplicate, because closing the asyncio server closes its socket, and the worker
         # still owns (and later unlinks and closes) the listener it gave us.
         sock = self.listener.dup()
-        loop = self._loop
-        factory = lambda: _HttpProtocol(self)  # noqa: E731
+        factory = lambda: _HttpProtocol(self, loop)  # noqa: E731
         if sock.family == socket.AF_UNIX:
             return await loop.create_unix_server(factory, sock=sock, backlog=socket.SOMAXCONN)
         return await loop.create_server(factory, sock=sock, backlog=socket.SOMAXCONN)
@@ -327,7 +330,7 @@ class ASGIServer:
         if len(self._tasks) >= self.concurrency:
             self._waiting.append(cycle)  # runs when a slot frees (see _task_done)
             return
-        task = cycle.task = self._loop.create_task(cycle.run())
+        task = cycle.task = cycle.proto.loop.create_task(cycle.run())
         self._tasks.add(task)
 
     def _task_done(self, cycle: Cycle) -> None:
@@ -342,7 +345,8 @@ class ASGIServer:
         if not self._stop_requested:
             await self._stop_event.wait()
         self._stopping = True
-        self._server.close()  # stop accepting
+        if self._server is not None:
+            self._server.close()  # stop accepting
         for proto in list(self._connections):
             proto.shutdown()
         while self._tasks:  # let the requests in flight finish (waiting ones follow them)

@@ -60,21 +60,16 @@ class SharedConnections:
             return
         self._engines = [weakref.ref(o) for o in gc.get_objects() if isinstance(o, Engine)]
 
-    def reconnect_in_child(self) -> list[str]:
-        """Drop inherited connections (Django, SQLAlchemy); returns what was done, for the log."""
-        done: list[str] = []
-        if "django.db" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-            done.append("django.db.connections.close_all()")
+    def reconnect_in_child(self) -> None:
+        """Drop inherited connections (Django, SQLAlchemy) in a freshly forked worker."""
+        django_db = sys.modules.get("django.db")
+        if django_db is not None:
+            django_db.connections.close_all()
         for ref in self._engines:
             engine = ref()
             if engine is not None:
                 # close=False: leave the parent's sockets alone, just forget them here.
                 engine.dispose(close=False)
-                done.append(f"sqlalchemy engine {engine.url!r}.dispose(close=False)")
-        return done
 
 
 def after_fork_in_child(close_fds: list[int]) -> None:

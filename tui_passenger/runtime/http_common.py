@@ -13,7 +13,7 @@ Workers import this on start-up: standard library only, and the rarely needed pa
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 #: The app's mount prefix (e.g. ``/api``): WSGI ``SCRIPT_NAME``, ASGI ``root_path``.
 SCRIPT_NAME_HEADER = "X-Passenger-Script-Name"
@@ -169,7 +169,10 @@ class HeadCollector:
     (initially :data:`NO_HOST`).
     """
 
-    __slots__ = ()
+    if not TYPE_CHECKING:
+        # Empty at run time, so the subclasses' own slots are the only storage; hidden from
+        # the type checker, which would otherwise refuse the attributes set here.
+        __slots__ = ()
     parser: Any
     peer: tuple[str, int]
     host_cache: tuple[tuple[bytes | None, str], tuple[str, int]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 _status_lines: dict[int, bytes] = {}
 
@@ -49,7 +50,10 @@ class Framing:
     sets ``no_body``, ``chunked`` and ``remaining`` (bytes owed to the app's Content-Length).
     """
 
-    __slots__ = ()
+    if not TYPE_CHECKING:
+        # Empty at run time, so the subclasses' own slots are the only storage; hidden from
+        # the type checker, which would otherwise refuse the attributes set here.
+        __slots__ = ()
     keep_alive: bool
     head: bool
     http11: bool

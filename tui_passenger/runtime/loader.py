@@ -69,7 +69,8 @@ def _resolve(module: Any, attr_path: str, entry: str) -> Callable[..., Any]:
         target = target()
     if not callable(target):
         raise AppLoadError(f"{entry}: {attr_path!r} is {type(target).__name__}, not callable")
-    return target
+    app: Callable[..., Any] = target
+    return app
 
 
 def detect_interface(app: Callable[..., Any], declared: str = "auto") -> str:

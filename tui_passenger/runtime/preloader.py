@@ -1,9 +1,9 @@
 """The preloader: import the app once, then fork a worker for every spawn request.
 
-It never serves requests. It waits on its control channel for ``{"command": "spawn"}``
-messages, each carrying three descriptors (the new worker's control channel, stdout and
-stderr), forks, and answers ``{"id": ..., "pid": ...}``. It reaps its children and reports
-each exit. It leaves when the channel closes (the manager is gone) or after
+It never serves requests. It waits on its control channel for ``SpawnRequest`` messages,
+each carrying three descriptors (the new worker's control channel, stdout and stderr),
+forks, and answers ``Forked`` (or ``SpawnRefused``). It reaps its children and reports
+each exit (``ChildExited``). It leaves when the channel closes (the manager is gone) or after
 ``max_preloader_idle_time`` seconds without a spawn request (0 = never).
 
 Refork: a worker forked from here may later be told to become a preloader itself (the
@@ -28,15 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_passenger.runtime import forkprep, protocol
-from tui_passenger.runtime.loader import detect_interface, enter_root, load_app
+from tui_passenger.runtime.loader import detect_interface, load_app
 from tui_passenger.runtime.protocol import ExitCode
 from tui_passenger.runtime.worker import (
     BECOME_MOLD,
     ForkInfo,
     WorkerSpec,
-    become,
-    close_inherited_fds,
-    parse_args,
+    enter_child,
     run_worker,
     server_module,
 )
@@ -50,8 +48,8 @@ class ForkedChild:
     fork: ForkInfo
 
 
-class Preloader:
-    """The preloader's state and its request loop."""
+class ForkServer:
+    """The preloader process's side: the loaded app and the loop that forks workers."""
 
     def __init__(self, spec: WorkerSpec, control: socket.socket) -> None:
         self.spec = spec
@@ -73,17 +71,17 @@ class Preloader:
             import traceback
 
             traceback.print_exc()
-            protocol.send(self.control, protocol.error_message("import", exc))
+            protocol.send(self.control, protocol.Failed.from_exception("import", exc))
             return ExitCode.APP_LOAD_ERROR
         self.connections.scan()
-        self._announce(interface, time.monotonic() - started)
+        self._announce(time.monotonic() - started)
         return None
 
-    def promote(self, control: socket.socket) -> Preloader:
+    def promote(self, control: socket.socket) -> ForkServer:
         """In a worker told to become the mold: a preloader over the worker's channel."""
         started = time.monotonic()
         # A mold's warm state cannot be rebuilt by a new preloader: it does not idle out.
-        mold = Preloader(dataclasses.replace(self.spec, max_preloader_idle_time=0.0), control)
+        mold = ForkServer(dataclasses.replace(self.spec, max_preloader_idle_time=0.0), control)
         mold.app = self.app
         control.setblocking(True)
         # The app ran requests here: find connection pools it created since loading, then
@@ -91,19 +89,15 @@ class Preloader:
         mold.connections.scan()
         forkprep.before_fork(freeze=self.spec.gc_freeze)
         gc.disable()
-        mold._announce(detect_interface(self.app, self.spec.interface),
-                       time.monotonic() - started)
+        mold._announce(time.monotonic() - started)
         return mold
 
-    def _announce(self, interface: str, seconds: float) -> None:
-        protocol.send(self.control, {
-            "event": "ready",
-            "pid": os.getpid(),
-            "interface": interface,
-            "load_seconds": seconds,
-            "threads": forkprep.live_thread_names(),
-            "own_fds": [0, 1, 2, self.control.fileno(), self._wake_r, self._wake_w],
-        })
+    def _announce(self, seconds: float) -> None:
+        protocol.send(self.control, protocol.PreloaderReady(
+            load_seconds=seconds,
+            threads=tuple(forkprep.live_thread_names()),
+            own_fds=(0, 1, 2, self.control.fileno(), self._wake_r, self._wake_w),
+        ))
 
     def serve(self) -> ForkedChild | int:
         """Handle spawn requests until told to leave; in a forked child, return its info."""
@@ -117,30 +111,33 @@ class Preloader:
         while True:
             self._reap()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            readable, _, _ = select.select([self.control, self._wake_r], [], [], timeout)
+            control = self.control.fileno()
+            readable, _, _ = select.select([control, self._wake_r], [], [], timeout)
             if not readable:
-                protocol.send(self.control, {"event": "idle-exit", "idle_seconds": idle})
+                protocol.send(self.control, protocol.IdleExit())
                 return ExitCode.OK
             if self._wake_r in readable:
                 self._drain_wakeups()
-            if self.control not in readable:
+            if control not in readable:
                 continue
-            message, fds = protocol.recv(self.control, max_fds=protocol.SPAWN_FDS)
+            try:
+                message, fds = protocol.receive(self.control, max_fds=protocol.SPAWN_FDS)
+            except protocol.ProtocolError as exc:
+                print(f"ignored on the control channel: {exc}", file=sys.stderr)
+                continue
             if message is None:
                 return ExitCode.OK
-            if message.get("command") != "spawn" or len(fds) != protocol.SPAWN_FDS:
-                for fd in fds:
-                    os.close(fd)
-                protocol.send(self.control, {"id": message.get("id"),
-                                             "error": f"bad request {message!r}"})
+            if not isinstance(message, protocol.SpawnRequest) or len(fds) != protocol.SPAWN_FDS:
+                protocol.close_fds(fds)
+                self._refuse(message, f"{len(fds)} descriptors")
                 continue
             child = self._fork(message, fds)
             if child is not None:
                 return child
-            if deadline is not None:
+            if idle is not None:
                 deadline = time.monotonic() + idle
 
-    def _fork(self, message: dict[str, Any], fds: list[int]) -> ForkedChild | None:
+    def _fork(self, request: protocol.SpawnRequest, fds: list[int]) -> ForkedChild | None:
         worker_control, stdout_w, stderr_w = fds
         threads = tuple(forkprep.live_thread_names())
         protocol.flush_stdio()
@@ -148,9 +145,8 @@ class Preloader:
         try:
             pid = os.fork()
         except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            protocol.send(self.control, {"id": message.get("id"), "error": f"fork: {exc}"})
+            protocol.close_fds(fds)
+            protocol.send(self.control, protocol.SpawnRefused(request.id, f"fork: {exc}"))
             return None
         if pid == 0:
             os.dup2(stdout_w, 1)
@@ -159,13 +155,19 @@ class Preloader:
             # it may belong to something else.
             forkprep.after_fork_in_child(
                 [stdout_w, stderr_w, self.control.detach(), self._wake_r, self._wake_w])
-            reconnected = tuple(self.connections.reconnect_in_child())
+            self.connections.reconnect_in_child()
             control = socket.socket(fileno=worker_control)
-            return ForkedChild(control, ForkInfo(threads, reconnected))
-        for fd in fds:
-            os.close(fd)
-        protocol.send(self.control, {"id": message.get("id"), "pid": pid})
+            return ForkedChild(control, ForkInfo(threads))
+        protocol.close_fds(fds)
+        protocol.send(self.control, protocol.Forked(request.id, pid))
         return None
+
+    def _refuse(self, message: protocol.Message, detail: str) -> None:
+        print(f"ignored on the control channel: {message!r} ({detail})", file=sys.stderr)
+        if isinstance(message, protocol.SpawnRequest):
+            protocol.send(self.control, protocol.SpawnRefused(
+                message.id, f"a spawn request needs {protocol.SPAWN_FDS} descriptors, "
+                            f"got {detail}"))
 
     def _drain_wakeups(self) -> None:
         try:
@@ -182,25 +184,18 @@ class Preloader:
                 return
             if pid == 0:
                 return
-            report: dict[str, Any] = {"event": "exit", "pid": pid}
             if os.WIFSIGNALED(status):
-                report["signal"] = os.WTERMSIG(status)
+                report = protocol.ChildExited(pid, code=None, signal=os.WTERMSIG(status))
             else:
-                report["code"] = os.waitstatus_to_exitcode(status)
+                report = protocol.ChildExited(pid, os.waitstatus_to_exitcode(status), None)
             with contextlib.suppress(OSError):
                 protocol.send(self.control, report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tui_passenger.preloader``."""
-    args = parse_args(argv, "tui_passenger.preloader")
-    close_inherited_fds(args.control_fd)
-    spec = WorkerSpec.from_json(args.spec)
-    become(spec.run_as)
-    control = socket.socket(fileno=args.control_fd)
-    os.set_inheritable(control.fileno(), False)
-    enter_root(spec.root)
-    preloader = Preloader(spec, control)
+    spec, control = enter_child(argv, "tui_passenger.preloader")
+    preloader = ForkServer(spec, control)
     failed = preloader.load()
     if failed is not None:
         return failed

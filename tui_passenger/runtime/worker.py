@@ -2,8 +2,8 @@
 
 A worker is either a fresh interpreter (``python -m tui_passenger.worker``, direct spawning)
 or a child the preloader forked (smart spawning). Both end up in :func:`run_worker`, which
-talks to the manager over the control channel: ``ready`` once the socket accepts requests,
-or ``error`` with a category and the traceback if anything before that fails.
+talks to the manager over the control channel: ``WorkerReady`` once the socket accepts
+requests, or ``Failed`` with a category and the traceback if anything before that fails.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -49,8 +48,7 @@ class WorkerSpec:
     #: The worker's scheduling policy: "batch" or "normal" (see set_scheduling).
     scheduling: str = "normal"
     #: [uid, gid, [groups]] to switch to before loading the app (started as root).
-    run_as: list | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    run_as: list[Any] | None = None
 
     def to_json(self) -> str:
         """The spec as a compact JSON string."""
@@ -69,10 +67,9 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class ForkInfo:
-    """What a forked worker lost in the fork and what was reconnected for it."""
+    """What a forked worker lost in the fork: the preloader's other threads."""
 
     lost_threads: tuple[str, ...] = ()
-    reconnected: tuple[str, ...] = ()
 
 
 def bind_listener(socket_dir: str) -> socket.socket:
@@ -108,14 +105,13 @@ def _fail(control: socket.socket, category: str, exc: BaseException, code: ExitC
 
     traceback.print_exception(type(exc), exc, exc.__traceback__)
     with contextlib.suppress(OSError):
-        protocol.send(control, protocol.error_message(category, exc))
+        protocol.send(control, protocol.Failed.from_exception(category, exc))
     return code
 
 
 def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., Any] | None = None,
                fork: ForkInfo | None = None) -> int:
     """Serve the app until told to stop; returns the process exit code."""
-    started = time.monotonic()
     try:
         if app is None:
             app = load_app(spec.root, spec.entry)
@@ -138,31 +134,28 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
     def on_control() -> None:
         nonlocal mold
         try:
-            message, _ = protocol.recv(control)
+            message, _ = protocol.receive(control)
+        except protocol.ProtocolError as exc:
+            print(f"ignored on the control channel: {exc}", file=sys.stderr)
+            return
         except OSError:
             message = None
-        command = None if message is None else message.get("command")
-        if command == "mold" and fork is not None:
+        if message is None:  # the manager is gone
+            server.request_stop()
+        elif isinstance(message, protocol.BecomeMold) and fork is not None:
             mold = True
-        if command in (None, "stop", "mold"):
             server.request_stop()
 
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     server.watch_fd(control.fileno(), on_control)
-    protocol.send(control, {
-        "event": "ready",
-        "pid": os.getpid(),
-        "ppid": os.getppid(),
-        "socket": listener.getsockname(),
-        "interface": interface,
-        "concurrency": server.concurrency,
-        "forked": fork is not None,
-        "lost_threads": list(fork.lost_threads) if fork else [],
-        "reconnected": list(fork.reconnected) if fork else [],
-        "startup_seconds": time.monotonic() - started,
-        # Descriptors of our runtime (shown, never flagged as inherited by the app).
-        "own_fds": [0, 1, 2, control.fileno(), listener.fileno()],
-    })
+    protocol.send(control, protocol.WorkerReady(
+        socket=listener.getsockname(),
+        ppid=os.getppid(),
+        interface=interface,
+        concurrency=server.concurrency,
+        lost_threads=fork.lost_threads if fork else (),
+        own_fds=(0, 1, 2, control.fileno(), listener.fileno()),
+    ))
     set_scheduling(spec.scheduling)
     try:
         server.serve_forever()
@@ -208,7 +201,7 @@ def _become_mold(control: socket.socket) -> int:
     return BECOME_MOLD
 
 
-def become(run_as: list | None) -> None:
+def become(run_as: list[Any] | None) -> None:
     """Switch to [uid, gid, groups] (groups first, uid last) before the app is loaded."""
     if run_as:
         uid, gid, groups = run_as
@@ -227,23 +220,25 @@ def close_inherited_fds(keep: int) -> None:
     os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
-    """Arguments shared by the worker and preloader entry points."""
+def enter_child(argv: Sequence[str] | None, prog: str) -> tuple[WorkerSpec, socket.socket]:
+    """What both entry points do first: read the arguments, close what we should not have
+    inherited, switch user, take the control channel and enter the app root."""
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--spec", required=True, help="worker spec as JSON")
     parser.add_argument("--control-fd", type=int, required=True)
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of a directly spawned worker."""
-    args = parse_args(argv, "tui_passenger.worker")
+    args = parser.parse_args(argv)
     close_inherited_fds(args.control_fd)
     spec = WorkerSpec.from_json(args.spec)
     become(spec.run_as)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
     enter_root(spec.root)
+    return spec, control
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of a directly spawned worker."""
+    spec, control = enter_child(argv, "tui_passenger.worker")
     code = run_worker(spec, control)
     protocol.flush_stdio()
     return code

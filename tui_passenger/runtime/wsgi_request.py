@@ -101,7 +101,7 @@ class BodyReader:
             yield line
 
 
-class Request(BodyReader, Framing):
+class WSGIRequest(BodyReader, Framing):
     """One request: its environ, its streaming ``wsgi.input`` and its response state."""
 
     __slots__ = ("conn", "sock", "env", "keep_alive", "head", "http11", "buf", "complete",
@@ -128,8 +128,8 @@ class Request(BodyReader, Framing):
     def _pull(self) -> None:
         """``wsgi.input`` wants more: block for the next piece of the body and parse it."""
         conn = self.conn
-        if conn.error is not None:
-            raise hc.InvalidRequestBody(hc.parser_error_reason(conn.error)[1].strip())
+        if (error := conn.error) is not None:
+            raise hc.InvalidRequestBody(hc.parser_error_reason(error)[1].strip())
         if self.expect_continue and not self.continue_sent:
             # The client waits for this before sending the body; only ask once the app reads.
             self.continue_sent = True

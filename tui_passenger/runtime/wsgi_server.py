@@ -27,7 +27,7 @@ import httptools
 
 from tui_passenger.runtime import http_common as hc
 from tui_passenger.runtime.http_framing import simple_response
-from tui_passenger.runtime.wsgi_request import FileWrapper, Request
+from tui_passenger.runtime.wsgi_request import FileWrapper, WSGIRequest
 
 __all__ = ["WSGIServer"]
 
@@ -76,8 +76,8 @@ class _Connection(hc.HeadCollector):
         self.base_env = base_env
         self.peer = peer
         self.host_cache = hc.NO_HOST
-        self.queue: deque[Request] = deque()
-        self.parsing: Request | None = None
+        self.queue: deque[WSGIRequest] = deque()
+        self.parsing: WSGIRequest | None = None
         self.error: BaseException | None = None
         self.upgraded = False
         self.parser = httptools.HttpRequestParser(self)
@@ -122,24 +122,27 @@ class _Connection(hc.HeadCollector):
             env["REMOTE_PORT"] = str(port)
         if self.host_value is not None or self.scheme != "http":
             env["wsgi.url_scheme"] = self.scheme
-            name, port = self.server_address()
-            env["SERVER_NAME"], env["SERVER_PORT"] = name, str(port)
+            server_name, server_port = self.server_address()
+            env["SERVER_NAME"], env["SERVER_PORT"] = server_name, str(server_port)
         http11 = version == "1.1"
-        req = Request(self, env, self.parser.should_keep_alive(), method == "HEAD", http11,
-                       self.expect and http11)
+        req = WSGIRequest(self, env, self.parser.should_keep_alive(), method == "HEAD", http11,
+                          self.expect and http11)
         env["wsgi.input"] = req
         self.parsing = req
         self.queue.append(req)
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
+        assert req is not None  # httptools calls this between headers and message end
         if req.discarding:
             req.drained += len(body)
         else:
             req.buf += body
 
     def on_message_complete(self) -> None:
-        self.parsing.complete = True
+        req = self.parsing
+        assert req is not None
+        req.complete = True
         self.parsing = None
 
 
@@ -228,8 +231,8 @@ class WSGIServer:
                             handler()
                         except Exception as exc:  # noqa: BLE001 - keep serving
                             hc.log(self.error_log, f"fd {fd} callback failed:", exc)
-                    if self._stopping:
-                        break
+                    if self._stopping:  # a handler may have called request_stop()
+                        break  # type: ignore[unreachable]
         finally:
             for handler in list(handlers.values()):
                 if handler.__class__ is _Connection:
@@ -312,7 +315,7 @@ class WSGIServer:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def _handle(self, req: Request) -> bool:
+    def _handle(self, req: WSGIRequest) -> bool:
         """Run the app for one request and answer it; whether the connection may be reused."""
         result = None
         try:
@@ -338,7 +341,7 @@ class WSGIServer:
             return False
         return req.complete or self._drain(req)
 
-    def _app_failed(self, req: Request, exc: Exception) -> None:
+    def _app_failed(self, req: WSGIRequest, exc: Exception) -> None:
         if isinstance(exc, hc.ClientDisconnected):
             req.keep_alive = False
             return
@@ -356,7 +359,7 @@ class WSGIServer:
             with contextlib.suppress(OSError):
                 req.sock.sendall(simple_response(code, text, head=req.head))
 
-    def _drain(self, req: Request) -> bool:
+    def _drain(self, req: WSGIRequest) -> bool:
         """Read and drop the body the app left unread, so the next request can be parsed."""
         if self._stopping or (req.expect_continue and not req.continue_sent):
             return False  # a client still waiting for 100 Continue may never send the body

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import assert_no_children
 from tests.serving import Load, get, running, wait_until
 from tests.test_admin import ctl
+from tui_passenger.pool.events import Molded, PoolEvent
 from tui_passenger.status import snapshot
 
 PROBE = str(Path(__file__).resolve().parent / "apps" / "refork_probe")
@@ -229,10 +230,10 @@ async def test_a_failing_mold_falls_back_to_the_previous_preloader():
 async def test_a_mold_killed_mid_refork_falls_back_and_nothing_is_lost():
     killed: list[int] = []
 
-    def on_event(kind: str, data: dict) -> None:
-        if kind == "molded":  # the mold is ready; its generation is not in place yet
-            killed.append(data["process"].pid)
-            os.kill(data["process"].pid, signal.SIGKILL)
+    def on_event(event: PoolEvent) -> None:
+        if isinstance(event, Molded):  # the mold is ready; its generation is not in place yet
+            killed.append(event.process.pid)
+            os.kill(event.process.pid, signal.SIGKILL)
 
     async with running([probe_app()], max_pool_size=6,
                        server_options={"on_event": on_event}) as server:

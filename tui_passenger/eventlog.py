@@ -64,6 +64,6 @@ class Traffic:
         self._count = 0
         self._latencies = []
 
-    def as_dict(self) -> dict[str, list]:
+    def as_dict(self) -> dict[str, list[float]]:
         """The history, oldest first."""
         return {"rps": list(self.rps), "p50_ms": list(self.p50_ms), "p99_ms": list(self.p99_ms)}

@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 import time
-from typing import Any
 
 from tui_passenger.admin.api import AdminServer
 from tui_passenger.admin.paths import admin_socket_path
@@ -22,7 +21,7 @@ from tui_passenger.eventlog import EventLog, Traffic
 from tui_passenger.inspect.fds import ProcessInfo
 from tui_passenger.inspect.sampler import Sampler
 from tui_passenger.pool import Pool
-from tui_passenger.pool.pool import EventSink
+from tui_passenger.pool.events import EventSink, PoolEvent, Spawned
 from tui_passenger.proxy import FrontServer
 
 log = logging.getLogger("tui_passenger")
@@ -165,56 +164,14 @@ class Server:
                         stream=line.stream, level="warning" if line.stream == "stderr" else "info")
         self._on_output(line)
 
-    def _event(self, kind: str, data: dict[str, Any]) -> None:
-        self._log_event(kind, data)
-        if kind in ("spawned", "exited", "crashed", "spawn_method", "molded", "mold_exited",
-                    "reforked"):
+    def _event(self, event: PoolEvent) -> None:
+        for text, level in event.entries():
+            self.events.add("event", text, level=level, app=event.app, pid=event.pid)
+        if event.changes_processes:
             self.refresh_targets()
-        if kind == "spawned" and self.admin is not None:
-            worker = data["process"].worker
+        if isinstance(event, Spawned) and self.admin is not None:
+            worker = event.process.worker
             self.admin.metrics.observe_spawn(worker.app, worker.spawn_method,
                                              worker.spawn_duration or 0.0)
         if self._on_event is not None:
-            self._on_event(kind, data)
-
-    def _log_event(self, kind: str, data: dict[str, Any]) -> None:
-        process = data.get("process")
-        group = data.get("group") or (process.group if process is not None else None)
-        app = group.name if group is not None else None
-        pid = process.pid if process is not None else None
-        level = "info"
-        if kind == "spawn_error":
-            text, level = f"spawn failed: {data['error'].details()}", "error"
-        elif kind == "crashed":
-            text, level = f"worker {pid} crashed ({data['status'].describe()})", "error"
-        elif kind == "spawned":
-            worker = process.worker
-            text = (f"worker {pid} ready in {(worker.spawn_duration or 0) * 1000:.1f} ms "
-                    f"({worker.spawn_method})")
-            if worker.lost_threads:
-                self.events.add("event", f"worker {pid}: threads lost in the fork: "
-                                f"{', '.join(worker.lost_threads)}", level="warning",
-                                app=app, pid=pid)
-        elif kind == "exited":
-            text = f"worker {pid} exited ({data['status'].describe()})"
-        elif kind in ("stopping", "draining"):
-            text = f"worker {pid} {kind} ({data.get('reason') or 'requested'})"
-        elif kind == "spawn_method":
-            text = f"switching to {data['method']} spawning"
-        elif kind == "restarted":
-            text = f"{data['reason']}: {data['count']} worker(s) replaced"
-        elif kind == "molding":
-            text = f"refork: worker {pid} becomes the next preloader ({data['reason']})"
-        elif kind == "molded":
-            text = f"refork: worker {pid} is the mold of generation {data['generation']}"
-        elif kind == "reforked":
-            text = (f"refork: generation {data['generation']} in place, "
-                    f"{data['count']} worker(s) replaced")
-        elif kind == "refork_failed":
-            text, level = f"refork failed: {data['reason']}", "error"
-        elif kind == "mold_exited":
-            pid = data["pid"]
-            text = f"mold {pid} exited ({data['status'].describe()})"
-        else:
-            text = kind
-        self.events.add("event", text, level=level, app=app, pid=pid)
+            self._on_event(event)

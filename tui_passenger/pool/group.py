@@ -1,125 +1,166 @@
-"""One group per app: its processes, its request queue, its spawner."""
+"""One group per app: its processes, its request queue, its spawner, and the state of
+each concern (spawn backoff, pipelining, live operations) in a small object of its own."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from tui_passenger.config import AppConfig
-from tui_passenger.engine import OutputSink, Spawner, SpawnError, WorkerProcess, make_spawner
+from tui_passenger.engine import OutputSink, Spawner, SpawnError, make_spawner
+from tui_passenger.pool.live import Rollout
+from tui_passenger.pool.pipelining import PIPELINE_BACKOFF, PIPELINE_STREAK, PipelineState
+from tui_passenger.pool.process import DRAINING, MOLD, MOLDING, READY, STOPPING, PoolProcess
+from tui_passenger.pool.waiters import Waiter
+
+__all__ = ["DRAINING", "MOLD", "MOLDING", "PIPELINE_BACKOFF", "PIPELINE_STREAK", "READY",
+           "STOPPING", "Alarm", "Backoff", "Group", "PoolProcess", "SpawnerFactory"]
 
 #: Backoff after consecutive spawn failures: BASE × 2^(n-1) seconds, at most CAP.
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 60.0
 
-#: Pipelining (pipeline_window) starts after this many requests in a row within the window,
-#: and stops for PIPELINE_BACKOFF seconds after one that took longer.
-PIPELINE_STREAK = 50
-PIPELINE_BACKOFF = 10.0
-
-READY, DRAINING, STOPPING = "ready", "draining", "stopping"
-#: Refork: a worker taking no more requests until idle, then becoming the new preloader.
-MOLDING, MOLD = "molding", "mold"
+#: Makes a group's spawner: ``(app, socket_dir, method, on_output=...)`` (make_spawner).
+SpawnerFactory = Callable[..., Spawner]
 
 
-class PoolProcess:
-    """A worker as the pool sees it: state, load, counters."""
+class Backoff:
+    """Consecutive spawn failures of one app, and until when the next spawn waits."""
 
-    __slots__ = ("worker", "group", "state", "sessions", "processed", "last_used",
-                 "busy_since", "queued", "max_requests", "connections", "stop_reason", "idle")
+    __slots__ = ("failures", "until", "last_error")
 
-    def __init__(self, worker: WorkerProcess, group: Group) -> None:
-        self.worker = worker
-        self.group = group
-        self.state = READY
-        self.sessions = 0
-        self.processed = 0
-        self.last_used = time.monotonic()
-        #: When the request it is running now started (monotonic; see Pool.try_pipeline).
-        self.busy_since = 0.0
-        #: Requests pipelined to it that have not started yet, oldest first: objects with a
-        #: reclaim() method (the proxy's exchanges; see Pool.reclaim_stuck).
-        self.queued: deque[Any] = deque()
-        app = group.app
-        jitter = random.randint(0, app.max_requests_jitter) if app.max_requests_jitter else 0
-        self.max_requests = app.max_requests + jitter if app.max_requests else 0
-        #: Idle keep-alive connections to the worker, owned by the proxy.
-        self.connections: list[Any] = []
-        self.stop_reason = ""
-        #: Set when a molding process has no session left (see Pool.refork).
-        self.idle: asyncio.Future[None] | None = None
+    def __init__(self) -> None:
+        self.failures = 0
+        self.until = 0.0
+        self.last_error: SpawnError | None = None
 
-    @property
-    def pid(self) -> int:
-        """The worker's pid."""
-        return self.worker.pid
+    def failed(self, error: SpawnError) -> float:
+        """Record a failed spawn; returns the delay before the next try."""
+        self.failures += 1
+        self.last_error = error
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (self.failures - 1))
+        self.until = time.monotonic() + delay
+        return delay
 
-    @property
-    def busy(self) -> bool:
-        """True while every slot of the worker is taken."""
-        return self.sessions >= self.worker.concurrency
+    def succeeded(self) -> None:
+        """A spawn worked: forget the failures."""
+        self.failures = 0
+        self.until = 0.0
+        self.last_error = None
 
-    def __repr__(self) -> str:
-        return f"<PoolProcess {self.group.name} pid={self.pid} {self.state} {self.sessions}>"
+
+class Alarm:
+    """One timer that calls ``callback`` at the earliest time asked for (monotonic clock):
+    the pool's wake-up at the end of a spawn backoff."""
+
+    __slots__ = ("_callback", "_timer")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._timer: asyncio.TimerHandle | None = None
+
+    def at(self, when: float) -> None:
+        """Call back at ``when`` (or earlier, if already set for earlier)."""
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + max(0.0, when - time.monotonic()), self._fire)
+
+    def cancel(self) -> None:
+        """No call back."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._callback()
 
 
 class Group:
     """The processes of one app, the requests waiting for one, and how to spawn more."""
 
-    def __init__(self, app: AppConfig, socket_dir: Path, on_output: OutputSink | None) -> None:
+    def __init__(self, app: AppConfig, socket_dir: Path, on_output: OutputSink | None,
+                 spawner_factory: SpawnerFactory = make_spawner) -> None:
         self.app = app
         self.name = app.name
         self.socket_dir = socket_dir
         self.on_output = on_output
-        self.spawner: Spawner = make_spawner(app, socket_dir, on_output=on_output)
+        self._make_spawner = spawner_factory
+        self.spawner: Spawner = spawner_factory(app, socket_dir, on_output=on_output)
         self.processes: list[PoolProcess] = []
         self.spawning = 0
-        self.waiters: deque[Any] = deque()  # pool.Waiter entries, oldest first
+        self.waiters: deque[Waiter] = deque()  # oldest first
         self.min_instances = app.min_instances
-        self.spawn_failures = 0
-        self.backoff_until = 0.0
-        self.last_error: SpawnError | None = None
+        #: Desired state for the pool's reconcile(): replacements to spawn beyond what the
+        #: group wants (a rolling restart's; each resolves to the new process or None), and
+        #: whether idle processes above what it wants should stop now (scaled down).
+        self.surge: deque[asyncio.Future[PoolProcess | None]] = deque()
+        self.trim = False
         self.spawned = 0
         self.restarts = 0
         self.requests = 0
-        #: Requests sent to a busy worker to run next (pipeline_window); requests in a row
-        #: that finished within the window, and until when pipelining is off because one
-        #: took longer (see Pool.try_pipeline).
-        self.pipelined = 0
-        self.fast_streak = 0
-        self.pipeline_off_until = 0.0
-        #: Pipelined requests taken back from a worker stuck on a slow request, and the
-        #: timer of the next check for such workers.
-        self.reclaimed = 0
-        self.reclaim_timer: asyncio.TimerHandle | None = None
-        #: The rolling restart in progress, if any (one at a time per group).
-        self.rolling: asyncio.Task[int] | None = None
-        #: refork_after: the next count, 0 when there is none left.
-        self.refork_index = 0
-        self.refork_next = app.refork_after[0] if app.refork_after else 0
-        self.reforking = False
-        #: Why the last refork did not happen (None: it did, or none was tried).
-        self.last_refork_error: str | None = None
+        self.backoff = Backoff()
+        self.pipeline = PipelineState(app.pipeline_window)
+        self.rollout = Rollout(app.refork_after)
+
+    # -- what status.py and the tests read -----------------------------------------------
+
+    @property
+    def last_error(self) -> SpawnError | None:
+        """The last spawn failure, until a spawn works."""
+        return self.backoff.last_error
+
+    @property
+    def spawn_failures(self) -> int:
+        """Spawns failed in a row."""
+        return self.backoff.failures
+
+    @property
+    def backoff_until(self) -> float:
+        """No spawn before this (monotonic) time."""
+        return self.backoff.until
+
+    @property
+    def pipelined(self) -> int:
+        """Requests sent to a busy worker to run next."""
+        return self.pipeline.pipelined
+
+    @property
+    def reclaimed(self) -> int:
+        """Pipelined requests taken back from a worker stuck on a slow request."""
+        return self.pipeline.reclaimed
 
     def may_pipeline(self, now: float) -> bool:
         """True when requests may be sent to busy workers (pipeline_window), now."""
-        return (self.fast_streak >= PIPELINE_STREAK and now >= self.pipeline_off_until
-                and self.app.pipeline_window > 0)
+        return self.pipeline.on(now)
 
-    def next_refork_count(self) -> None:
-        """The count in refork_after after this one (0: no more automatic reforks)."""
-        self.refork_index += 1
-        counts = self.app.refork_after
-        self.refork_next = counts[self.refork_index] if self.refork_index < len(counts) else 0
+    @property
+    def refork_next(self) -> int:
+        """The request count of a worker that triggers the next refork (0: none)."""
+        return self.rollout.refork_next
+
+    @property
+    def reforking(self) -> bool:
+        """A refork is asked for or in progress."""
+        return self.rollout.reforking
+
+    @property
+    def last_refork_error(self) -> str | None:
+        """Why the last refork did not happen (None: it did, or none was tried)."""
+        return self.rollout.last_refork_error
 
     @property
     def spawn_method(self) -> str:
         """The method new workers are spawned with."""
         return self.spawner.method
+
+    # -- decisions -----------------------------------------------------------------------
 
     def pick(self) -> PoolProcess | None:
         """The least busy ready process with a free slot; the first one on a tie."""
@@ -175,23 +216,9 @@ class Group:
         idle.sort(key=lambda p: p.last_used)
         return idle
 
-    def note_spawn_failure(self, error: SpawnError) -> float:
-        """Record a failed spawn; returns the backoff delay before the next try."""
-        self.spawn_failures += 1
-        self.last_error = error
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self.spawn_failures - 1))
-        self.backoff_until = time.monotonic() + delay
-        return delay
-
-    def note_spawn_success(self) -> None:
-        """A spawn worked: forget the failures."""
-        self.spawn_failures = 0
-        self.backoff_until = 0.0
-        self.last_error = None
-        self.spawned += 1
-
     def set_spawn_method(self, method: str) -> Spawner:
         """Use ``method`` for new workers; returns the old spawner (to close it)."""
         old = self.spawner
-        self.spawner = make_spawner(self.app, self.socket_dir, method, on_output=self.on_output)
+        self.spawner = self._make_spawner(self.app, self.socket_dir, method,
+                                          on_output=self.on_output)
         return old

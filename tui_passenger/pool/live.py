@@ -1,21 +1,83 @@
-"""Operations on running workers: kill, rolling restart, spawn-method switch, refork.
+"""Operations on running workers: rolling restart, spawn-method switch, refork.
 
-They are part of :class:`~tui_passenger.pool.pool.Pool` (mixed in), and like everything
-else only change desired state and let the pool spawn and stop through its usual paths.
+Like everything else they only change desired state (a surge of replacements, a drain) and
+let the pool spawn and stop through its usual paths; what they use of the pool is
+:class:`PoolActions`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from tui_passenger.config import Config
-from tui_passenger.engine import SpawnError
-from tui_passenger.pool.group import MOLD, MOLDING, READY, STOPPING, Group, PoolProcess
+from tui_passenger.engine import SmartSpawner, SpawnError
+from tui_passenger.pool.events import (
+    Molded,
+    Molding,
+    PoolEvent,
+    Reforked,
+    ReforkFailed,
+    Restarted,
+    SpawnMethodChanged,
+)
+from tui_passenger.pool.process import MOLD, MOLDING, READY, PoolProcess
+
+if TYPE_CHECKING:
+    from tui_passenger.pool.group import Group
 
 log = logging.getLogger("tui_passenger.pool")
+T = TypeVar("T")
+
+
+class PoolActions(Protocol):
+    """What the live operations ask of the pool."""
+
+    closing: bool
+
+    def drain(self, process: PoolProcess, reason: str) -> None:
+        """Stop ``process`` once idle."""
+
+    def dispatch(self, group: Group) -> None:
+        """Hand free slots of ``group`` to its waiters."""
+
+    def reconcile(self) -> None:
+        """Spawn and stop what desired state says."""
+
+    def surge(self, group: Group, count: int) -> Awaitable[list[PoolProcess | None]]:
+        """Spawn ``count`` replacements beyond what ``group`` wants (None: failed)."""
+
+    def detach(self, process: PoolProcess) -> None:
+        """Take ``process`` out of its group, closing its idle connections."""
+
+    def emit(self, event: PoolEvent) -> None:
+        """Report ``event``."""
+
+    def track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` as a task the pool cancels when it closes."""
+
+
+class Rollout:
+    """One app's live operations: the one in progress, and the refork_after schedule."""
+
+    __slots__ = ("task", "counts", "index", "refork_next", "reforking", "last_refork_error")
+
+    def __init__(self, refork_after: Sequence[int]) -> None:
+        #: The rolling restart or refork in progress, if any (one at a time per group).
+        self.task: asyncio.Task[int] | None = None
+        self.counts = tuple(refork_after)
+        #: refork_after: the next count, 0 when there is none left.
+        self.index = 0
+        self.refork_next = self.counts[0] if self.counts else 0
+        self.reforking = False
+        #: Why the last refork did not happen (None: it did, or none was tried).
+        self.last_refork_error: str | None = None
+
+    def next_refork_count(self) -> None:
+        """The count in refork_after after this one (0: no more automatic reforks)."""
+        self.index += 1
+        self.refork_next = self.counts[self.index] if self.index < len(self.counts) else 0
 
 
 async def _nothing() -> int:
@@ -23,48 +85,22 @@ async def _nothing() -> int:
 
 
 class LiveOperations:
-    """The pool's live operations; the state they use lives on the Pool."""
+    """Rolling restarts, spawn-method switches and reforks, one at a time per group."""
 
-    groups: dict[str, Group]
-    config: Config
-    closing: bool
-    _tasks: set[asyncio.Task[Any]]
-
-    def find(self, pid: int) -> PoolProcess | None:
-        """The process with ``pid``, in any group."""
-        for group in self.groups.values():
-            for process in group.processes:
-                if process.pid == pid:
-                    return process
-        return None
-
-    def kill(self, process: PoolProcess, *, force: bool = False,
-             reason: str = "") -> None:
-        """Remove one worker: drain and stop it (SIGKILL at once with ``force``).
-
-        The pool spawns a replacement if the group falls below its minimum.
-        """
-        if force:
-            process.state = STOPPING
-            process.stop_reason = reason or "killed by operator"
-            self._event("stopping", process=process, reason=process.stop_reason)
-            self._track(process.worker.kill())
-        else:
-            self.drain(process, reason or "stopped by operator")
-        self.reconcile()
+    def __init__(self, pool: PoolActions, shutdown_timeout: float) -> None:
+        self.pool = pool
+        self.shutdown_timeout = shutdown_timeout
 
     def restart(self, group: Group, reason: str = "rolling restart") -> asyncio.Task[int]:
         """Replace every worker of ``group``, one at a time; returns the task (→ count)."""
         return self._after_previous(group, lambda previous: self._roll(group, reason, previous))
 
     def _after_previous(self, group: Group,
-                        operation: Callable[[asyncio.Task[int] | None], Awaitable[int]]
-                        ) -> asyncio.Task[int]:
+                        operation: Callable[[asyncio.Task[int] | None],
+                                            Coroutine[Any, Any, int]]) -> asyncio.Task[int]:
         """Run ``operation`` once the group's operation in progress (if any) is done."""
-        task = asyncio.ensure_future(operation(group.rolling))
-        group.rolling = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self.pool.track(operation(group.rollout.task))
+        group.rollout.task = task
         return task
 
     def set_spawn_method(self, group: Group, method: str) -> asyncio.Task[int]:
@@ -73,9 +109,9 @@ class LiveOperations:
         if method == group.spawn_method:
             return asyncio.ensure_future(_nothing())
         old = group.set_spawn_method(method)
-        self._event("spawn_method", group=group, method=method)
+        self.pool.emit(SpawnMethodChanged(group, method))
         task = self.restart(group, f"switching to {method} spawning")
-        task.add_done_callback(lambda _t: self._track(old.close()))
+        task.add_done_callback(lambda _t: self.pool.track(old.close()))
         return task
 
     async def _roll(self, group: Group, reason: str, previous: asyncio.Task[int] | None) -> int:
@@ -83,16 +119,18 @@ class LiveOperations:
             await asyncio.gather(previous, return_exceptions=True)
         running = {p for p in group.processes if p.state is READY}
         replaced = await self._replace(group, reason, running.__contains__, 1)
-        self._event("restarted", group=group, reason=reason, count=replaced)
+        self.pool.emit(Restarted(group, reason, replaced))
         return replaced
 
-    def _refork_after(self, process: PoolProcess) -> None:
+    def refork_after(self, process: PoolProcess) -> None:
+        """``process`` has served the next refork_after count: refork from it."""
         group = process.group
         spawner = group.spawner
-        if group.spawn_method != "smart" or process.worker.generation != spawner.generation:
+        if not isinstance(spawner, SmartSpawner) \
+                or process.worker.generation != spawner.generation:
             return  # only a worker of the current generation may become its successor
-        count = group.refork_next
-        group.next_refork_count()
+        count = group.rollout.refork_next
+        group.rollout.next_refork_count()
         self.refork(group, process, f"served {count} requests (refork_after)")
 
     def refork(self, group: Group, process: PoolProcess | None = None,
@@ -103,19 +141,20 @@ class LiveOperations:
         if group.spawn_method != "smart":
             raise ValueError(f"{group.name}: refork needs smart spawning "
                              f"(the app uses {group.spawn_method})")
-        group.reforking = True
-        group.last_refork_error = None
+        rollout = group.rollout
+        rollout.reforking = True
+        rollout.last_refork_error = None
         task = self._after_previous(
             group, lambda previous: self._refork(group, process, reason, previous))
-        task.add_done_callback(lambda _t: setattr(group, "reforking", False))
+        task.add_done_callback(lambda _t: setattr(rollout, "reforking", False))
         return task
 
     async def refork_now(self, group: Group) -> int:
         """An operator's refork (``ctl refork``, the dashboard): wait for it; ValueError
         with the reason if it did not happen. Returns the workers replaced."""
         replaced = await self.refork(group)
-        if group.last_refork_error is not None:
-            raise ValueError(f"{group.name}: refork failed: {group.last_refork_error}")
+        if group.rollout.last_refork_error is not None:
+            raise ValueError(f"{group.name}: refork failed: {group.rollout.last_refork_error}")
         return replaced
 
     async def _refork(self, group: Group, chosen: PoolProcess | None, reason: str,
@@ -123,9 +162,9 @@ class LiveOperations:
         if previous is not None and not previous.done():
             await asyncio.gather(previous, return_exceptions=True)
         spawner = group.spawner
-        if self.closing:
+        if self.pool.closing:
             return 0
-        if group.spawn_method != "smart":
+        if not isinstance(spawner, SmartSpawner):
             self._refork_failed(group, "the app no longer uses smart spawning")
             return 0
         if chosen is None or chosen.state is not READY:
@@ -134,41 +173,59 @@ class LiveOperations:
                 self._refork_failed(group, "no ready worker to become the mold")
                 return 0
             chosen = max(ready, key=lambda p: p.processed)
+        generation = await self._mold(group, spawner, chosen, reason)
+        if generation is None:
+            return 0
+        # Workers not forked by the current preloader (the mold, or whichever one took over
+        # if it died), refork_max_unavailable at a time, while the group keeps this spawner.
+        replaced = await self._replace(
+            group, f"replaced by generation {generation}",
+            lambda p: p.worker.generation != spawner.generation,
+            max(1, int(group.live_count() * group.app.refork_max_unavailable)),
+            lambda: group.spawner is spawner)
+        if group.spawner is spawner:
+            await spawner.retire_previous()
+        self.pool.emit(Reforked(group, generation, replaced))
+        return replaced
+
+    async def _mold(self, group: Group, spawner: SmartSpawner, chosen: PoolProcess,
+                    reason: str) -> int | None:
+        """Turn ``chosen`` into the preloader of a new generation once it is idle; returns
+        the generation, or None if the refork failed (then spawning goes on as before)."""
         chosen.state = MOLDING
-        self._event("molding", process=chosen, reason=reason)
+        self.pool.emit(Molding(chosen, reason))
         try:
             if chosen.sessions:
                 # Spawns meanwhile (its place is free) still come from the old preloader:
                 # a long request here must not hold up the whole group.
                 chosen.idle = asyncio.get_running_loop().create_future()
-                limit = self.config.server.shutdown_timeout
+                limit = self.shutdown_timeout
                 try:
                     await asyncio.wait_for(asyncio.shield(chosen.idle), limit or None)
                 except asyncio.TimeoutError:
                     self._back_in_service(chosen)
                     self._refork_failed(group, f"worker {chosen.pid} was still busy after "
                                                f"{limit:g} s (shutdown_timeout)")
-                    return 0
+                    return None
             if not chosen.worker.alive:
                 self._refork_failed(group, f"worker {chosen.pid} exited before it became "
                                            "the mold")
-                return 0
-            if self.closing or group.spawner is not spawner:
+                return None
+            if self.pool.closing or group.spawner is not spawner:
                 self._back_in_service(chosen)
-                self._refork_failed(group, "shutting down" if self.closing else
+                self._refork_failed(group, "shutting down" if self.pool.closing else
                                     "the spawn method changed meanwhile")
-                return 0
+                return None
             spawner.begin_refork()  # spawns from here on wait for the mold
-            group.processes.remove(chosen)
-            self._close_connections(chosen)
-            self.reconcile()  # the mold's place in the pool, forked from the mold
+            self.pool.detach(chosen)
+            self.pool.reconcile()  # the mold's place in the pool, forked from the mold
             mold = await spawner.refork(chosen.worker)
         except SpawnError as error:
             log.error("%s", error.details())
             self._refork_failed(group, f"{error.message}; spawning goes on from the "
                                        "previous preloader")
             await chosen.worker.kill()
-            return 0
+            return None
         except asyncio.CancelledError:
             spawner.end_refork()
             if chosen not in group.processes:
@@ -177,48 +234,37 @@ class LiveOperations:
                 self._back_in_service(chosen)
             raise
         chosen.state = MOLD
-        self._event("molded", process=chosen, generation=mold.generation, reason=reason)
-        # Workers not forked by the current preloader (the mold, or whichever one took over
-        # if it died), refork_max_unavailable at a time, while the group keeps this spawner.
-        replaced = await self._replace(
-            group, f"replaced by generation {mold.generation}",
-            lambda p: p.worker.generation != spawner.generation,
-            max(1, int(group.live_count() * group.app.refork_max_unavailable)),
-            lambda: group.spawner is spawner)
-        if group.spawner is spawner:
-            await spawner.retire_previous()
-        self._event("reforked", group=group, generation=mold.generation, count=replaced)
-        return replaced
+        self.pool.emit(Molded(chosen, reason, mold.generation))
+        return mold.generation
 
     def _back_in_service(self, process: PoolProcess) -> None:
         """A worker chosen to become the mold takes requests again."""
         process.state = READY
         process.idle = None
-        self._dispatch(process.group)
-        self.reconcile()
+        self.pool.dispatch(process.group)
+        self.pool.reconcile()
 
     def _refork_failed(self, group: Group, reason: str) -> None:
-        group.last_refork_error = reason
+        group.rollout.last_refork_error = reason
         log.warning("%s: refork failed: %s", group.name, reason)
-        self._event("refork_failed", group=group, reason=reason)
+        self.pool.emit(ReforkFailed(group, reason))
 
     async def _replace(self, group: Group, reason: str, stale: Callable[[PoolProcess], bool],
                        batch_size: int, keep_going: Callable[[], bool] = lambda: True) -> int:
         """Replace the ready workers that are ``stale``, ``batch_size`` at a time: each
         batch's replacements are ready before the batch drains, so capacity never drops."""
         replaced = 0
-        while not self.closing and keep_going():
+        while not self.pool.closing and keep_going():
             batch = [p for p in group.processes if p.state is READY and stale(p)][:batch_size]
             if not batch:
                 break
-            group.spawning += len(batch)
-            new = await asyncio.gather(*(self._spawn_one(group) for _ in batch))
+            new = await self.pool.surge(group, len(batch))
             done = batch[:sum(1 for n in new if n is not None)]
             if not done:
                 log.error("%s: %s stopped: could not spawn a replacement", group.name, reason)
                 break
             for process in done:
-                self.drain(process, reason)
+                self.pool.drain(process, reason)
             await asyncio.gather(*(asyncio.shield(p.worker.exited) for p in done))
             replaced += len(done)
         return replaced

@@ -1,9 +1,12 @@
-"""Pipelining to busy workers (``pipeline_window``), part of :class:`~tui_passenger.pool.pool.Pool`.
+"""Pipelining to busy workers (``pipeline_window``).
 
 While an app answers fast and no worker can be added, a GET-like request that would wait
 for a worker is sent to a busy one-request worker instead and runs as soon as its current
 request ends, without the proxy's round trip in between. What was sent behind a request
 that then runs past the window is taken back and queued again.
+
+Each group keeps its own :class:`PipelineState`; :class:`Pipelining` makes the decisions
+for the pool, which tells it whether a group can still grow and whether it is closing.
 """
 
 from __future__ import annotations
@@ -11,17 +14,69 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tui_passenger.pool.group import PIPELINE_BACKOFF, READY, Group, PoolProcess
+from tui_passenger.pool.process import READY, PoolProcess
+
+if TYPE_CHECKING:
+    from tui_passenger.pool.group import Group
+
+#: Pipelining (pipeline_window) starts after this many requests in a row within the window,
+#: and stops for PIPELINE_BACKOFF seconds after one that took longer.
+PIPELINE_STREAK = 50
+PIPELINE_BACKOFF = 10.0
+
+
+class PipelineState:
+    """One app's pipelining: whether it is on, and what was pipelined or taken back."""
+
+    __slots__ = ("window", "fast_streak", "off_until", "pipelined", "reclaimed", "reclaim_timer")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        #: Requests in a row that finished within the window, and until when pipelining is
+        #: off because one took longer.
+        self.fast_streak = 0
+        self.off_until = 0.0
+        #: Requests sent to a busy worker to run next, and those taken back from a worker
+        #: stuck on a slow request.
+        self.pipelined = 0
+        self.reclaimed = 0
+        #: The next check for workers stuck with pipelined requests behind a slow one.
+        self.reclaim_timer: asyncio.TimerHandle | None = None
+
+    def on(self, now: float) -> bool:
+        """True when requests may be sent to busy workers, now."""
+        return self.fast_streak >= PIPELINE_STREAK and now >= self.off_until and self.window > 0
+
+    def pause(self, now: float) -> None:
+        """A request took longer than the window: off for PIPELINE_BACKOFF seconds."""
+        self.fast_streak = 0
+        self.off_until = now + PIPELINE_BACKOFF
+
+    def ended(self, process: PoolProcess, now: float) -> None:
+        """A request on ``process`` ended at ``now``: keep the streak of requests within the
+        window (or pause), and start the clock of the next one."""
+        if process.worker.concurrency == 1:
+            if now - process.busy_since < self.window:
+                self.fast_streak += 1
+            else:
+                self.pause(now)
+        process.busy_since = now  # a request sent to it while busy starts now
+        if process.queued:
+            process.queued.popleft()  # ... the oldest of them (a worker runs one at a time)
 
 
 class Pipelining:
-    """The pool's pipelining decisions; the state they use lives on the Pool and its groups."""
+    """The pool's pipelining decisions: which busy worker takes one more, what to take back.
 
-    closing: bool
-    max_pool_size: int
-    total: Callable[[], int]
+    ``full(group)``: no worker can be added to the group now (max_instances or
+    max_pool_size); ``closing()``: the pool is shutting down.
+    """
+
+    def __init__(self, full: Callable[[Group], bool], closing: Callable[[], bool]) -> None:
+        self.full = full
+        self.closing = closing
 
     def try_pipeline(self, group: Group) -> PoolProcess | None:
         """A busy worker of ``group`` that may take one more request now, or None.
@@ -38,9 +93,9 @@ class Pipelining:
         sends only requests that may be retried on another worker (idempotent, no body).
         """
         now = time.monotonic()
-        if group.waiters or not group.may_pipeline(now) or not self._full(group):
+        if group.waiters or not group.pipeline.on(now) or not self.full(group):
             return None
-        window = group.app.pipeline_window
+        window = group.pipeline.window
         best: PoolProcess | None = None
         for process in group.processes:
             if process.state is READY and process.sessions == 1 \
@@ -48,71 +103,62 @@ class Pipelining:
                     and (best is None or process.busy_since < best.busy_since):
                 best = process  # the one running longest is likely the first to finish
         if best is not None:
-            best.sessions += 1
+            best.checkout()
         return best
+
+    def limit(self, process: PoolProcess, group: Group, now: float) -> int:
+        """Sessions ``process`` may hold: its concurrency, or one more when it has just
+        started a pipelined request and pipelining is on (see try_pipeline)."""
+        concurrency = process.worker.concurrency
+        if concurrency == 1 and process.sessions == 1 and group.pipeline.on(now) \
+                and self.full(group):
+            return 2
+        return concurrency
 
     def pipelined(self, process: PoolProcess, request: Any) -> None:
         """``request`` was sent to the busy ``process`` to run next; it is taken back if the
         request ahead of it runs past the window (reclaim_stuck)."""
         process.queued.append(request)
-        group = process.group
-        group.pipelined += 1
-        if group.reclaim_timer is None:
-            group.reclaim_timer = asyncio.get_running_loop().call_later(
-                group.app.pipeline_window / 2, self.reclaim_stuck, group)
+        state = process.group.pipeline
+        state.pipelined += 1
+        if state.reclaim_timer is None:
+            self._check_later(process.group)
+
+    @staticmethod
+    def unqueue(process: PoolProcess, request: Any) -> None:
+        """``request`` no longer waits in ``process``'s pipelined queue (it started, or it
+        left)."""
+        queued = process.queued
+        if queued and request in queued:
+            queued.remove(request)
 
     def reclaim_stuck(self, group: Group) -> None:
         """Take back what was pipelined to workers whose current request has run longer
         than the window: each such request goes back to the queue (or to a free worker)
         instead of waiting behind a slow one. The worker skips a request whose connection
         the proxy has closed (see WSGIServer); pipelining pauses (a request was slow)."""
-        group.reclaim_timer = None
-        if self.closing:
+        state = group.pipeline
+        state.reclaim_timer = None
+        if self.closing():
             return  # what was sent still gets served: the pool waits for every session
         now = time.monotonic()
-        window = group.app.pipeline_window
         waiting = False
         for process in group.processes:
             if not process.queued:
                 continue
-            if now - process.busy_since <= window:
+            if now - process.busy_since <= state.window:
                 waiting = True
                 continue
-            group.fast_streak = 0
-            group.pipeline_off_until = now + PIPELINE_BACKOFF
+            state.pause(now)
             stuck = list(process.queued)
             process.queued.clear()
             for request in stuck:
-                process.sessions -= 1
-                group.reclaimed += 1
+                process.checkin()
+                state.reclaimed += 1
                 request.reclaim()
-        if waiting and group.reclaim_timer is None:
-            group.reclaim_timer = asyncio.get_running_loop().call_later(
-                window / 2, self.reclaim_stuck, group)
+        if waiting and state.reclaim_timer is None:
+            self._check_later(group)
 
-    def _full(self, group: Group) -> bool:
-        """No worker can be added to ``group`` now (max_instances, or max_pool_size)."""
-        return group.at_max() or self.total() >= self.max_pool_size
-
-    def _pipeline_limit(self, process: PoolProcess, group: Group, now: float) -> int:
-        """Sessions ``process`` may hold: its concurrency, or one more when it has just
-        started a pipelined request and pipelining is on (see try_pipeline)."""
-        concurrency = process.worker.concurrency
-        if concurrency == 1 and process.sessions == 1 and group.may_pipeline(now) \
-                and self._full(group):
-            return 2
-        return concurrency
-
-    @staticmethod
-    def _timed(process: PoolProcess, group: Group, now: float) -> None:
-        """A request on ``process`` ended at ``now``: keep the app's streak of requests
-        within the window (or pause pipelining), and start the clock of the next one."""
-        if process.worker.concurrency == 1:
-            if now - process.busy_since < group.app.pipeline_window:
-                group.fast_streak += 1
-            else:
-                group.fast_streak = 0
-                group.pipeline_off_until = now + PIPELINE_BACKOFF
-        process.busy_since = now  # a request sent to it while busy starts now
-        if process.queued:
-            process.queued.popleft()  # ... the oldest of them (a worker runs one at a time)
+    def _check_later(self, group: Group) -> None:
+        group.pipeline.reclaim_timer = asyncio.get_running_loop().call_later(
+            group.pipeline.window / 2, self.reclaim_stuck, group)

@@ -2,7 +2,8 @@
 
 Everything that changes what should run (a request that found no free process, a finished
 request, a timer, an operator's command) changes desired state and calls
-:meth:`Pool.reconcile`, which alone decides what to spawn and what to shut down.
+:meth:`Pool.reconcile`, which decides what to spawn and what to shut down (its docstring
+lists the orders about one given process that are carried out elsewhere).
 """
 
 from __future__ import annotations
@@ -11,56 +12,61 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tui_passenger.config import Config
-from tui_passenger.engine import OutputSink, SpawnError
-from tui_passenger.pool.group import DRAINING, MOLD, READY, STOPPING, Group, PoolProcess
+from tui_passenger.engine import OutputSink, SpawnError, make_spawner
+from tui_passenger.pool import events
+from tui_passenger.pool.events import EventSink, PoolEvent
+from tui_passenger.pool.group import Alarm, Group, SpawnerFactory
 from tui_passenger.pool.live import LiveOperations
 from tui_passenger.pool.pipelining import Pipelining
+from tui_passenger.pool.process import DRAINING, MOLD, READY, STOPPING, PoolProcess
+from tui_passenger.pool.waiters import PoolClosed, QueueFull, Waiter, WaiterCallback, fail_waiters
+
+__all__ = ["EventSink", "Pool", "PoolClosed", "QueueFull", "Waiter", "WaiterCallback"]
 
 log = logging.getLogger("tui_passenger.pool")
+T = TypeVar("T")
 
 
-class QueueFull(Exception):
-    """The app's request queue is at ``max_request_queue_size``."""
+class Pool:
+    """All groups, and the decisions about which processes run.
 
+    A worker's session count changes only through PoolProcess.checkout/checkin: taken by
+    try_checkout, try_pipeline and the hand-over to waiters, given back by release and by
+    the take-back of pipelined requests. Pipelining (:class:`Pipelining`) and the live
+    operations (:class:`LiveOperations`) are objects of their own.
+    """
 
-class PoolClosed(Exception):
-    """The pool is shutting down and takes no more requests."""
-
-
-EventSink = Callable[[str, dict[str, Any]], None]
-WaiterCallback = Callable[[PoolProcess | None, BaseException | None], None]
-
-
-class Waiter:
-    """A request waiting in a group's queue; cancelled when its client goes away."""
-
-    __slots__ = ("callback", "cancelled", "pipelinable")
-
-    def __init__(self, callback: WaiterCallback, pipelinable: bool = False) -> None:
-        self.callback = callback
-        self.cancelled = False
-        #: The request may be sent to a busy worker to run next (see Pool.try_pipeline).
-        self.pipelinable = pipelinable
-
-
-class Pool(LiveOperations, Pipelining):
-    """All groups, and the decisions about which processes run."""
+    #: Pipelining, called by the proxy: these are the Pipelining object's own methods
+    #: (bound in __init__, so that a request costs no extra call). See Pipelining.
+    try_pipeline: Callable[[Group], PoolProcess | None]
+    pipelined: Callable[[PoolProcess, Any], None]
+    #: ``unqueue(process, request)``: request no longer waits in process's pipelined queue
+    #: (it started, or it left).
+    unqueue: Callable[[PoolProcess, Any], None]
 
     def __init__(self, config: Config, socket_dir: Path, *, on_output: OutputSink | None = None,
-                 on_event: EventSink | None = None) -> None:
+                 on_event: EventSink | None = None,
+                 spawner_factory: SpawnerFactory = make_spawner) -> None:
         self.config = config
         self.max_pool_size = config.server.max_pool_size
-        self.groups = {app.name: Group(app, socket_dir, on_output) for app in config.apps}
+        self.groups = {app.name: Group(app, socket_dir, on_output, spawner_factory)
+                       for app in config.apps}
         self.on_event = on_event
         self.closing = False
+        self.pipelining = Pipelining(self._full, lambda: self.closing)
+        self.try_pipeline = self.pipelining.try_pipeline
+        self.pipelined = self.pipelining.pipelined
+        self.unqueue = self.pipelining.unqueue
+        self.live = LiveOperations(self, config.server.shutdown_timeout)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._alarm = Alarm(self.reconcile)
+        self._idle_due = False
         self._idle = asyncio.Event()
         self._spawns_settled = asyncio.Condition()
 
@@ -85,13 +91,12 @@ class Pool(LiveOperations, Pipelining):
         self.closing = True
         if self._ticker is not None:
             self._ticker.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._alarm.cancel()
         # Requests already queued are still served by the processes that are up.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._sessions_done(), grace)
         for group in self.groups.values():
-            self._fail_waiters(group, PoolClosed("shutting down"))
+            fail_waiters(group.waiters, PoolClosed("shutting down"))
         for task in list(self._tasks):
             if not task.done():
                 task.cancel()
@@ -125,13 +130,12 @@ class Pool(LiveOperations, Pipelining):
             raise PoolClosed("shutting down")
         process = group.pick()
         if process is not None:
-            if not process.sessions:
-                process.busy_since = time.monotonic()
-            process.sessions += 1
+            process.checkout()
             return process
-        if group.last_error is not None and not group.processes and not group.spawning \
-                and time.monotonic() < group.backoff_until:
-            raise group.last_error
+        backoff = group.backoff
+        if backoff.last_error is not None and not group.processes and not group.spawning \
+                and time.monotonic() < backoff.until:
+            raise backoff.last_error
         return None
 
     def enqueue(self, group: Group, callback: WaiterCallback,
@@ -159,11 +163,11 @@ class Pool(LiveOperations, Pipelining):
 
     def release(self, process: PoolProcess) -> None:
         """A request on ``process`` has finished."""
-        process.sessions -= 1
+        process.checkin()
         process.processed += 1
         process.last_used = now = time.monotonic()
         group = process.group
-        self._timed(process, group, now)
+        group.pipeline.ended(process, now)
         if process.max_requests and process.processed >= process.max_requests \
                 and process.state is READY:
             self.drain(process, "max_requests reached")
@@ -171,16 +175,17 @@ class Pool(LiveOperations, Pipelining):
             self._stop(process)
         elif process.sessions == 0 and process.idle is not None and not process.idle.done():
             process.idle.set_result(None)  # a molding process is idle now
-        if group.refork_next and process.processed >= group.refork_next \
-                and process.state is READY and not group.reforking:
-            self._refork_after(process)
+        rollout = group.rollout
+        if rollout.refork_next and process.processed >= rollout.refork_next \
+                and process.state is READY and not rollout.reforking:
+            self.live.refork_after(process)
         if group.waiters:
             if process.state is READY and process.sessions <= process.worker.concurrency:
                 # Only this process gained a free slot: hand it the next waiter without
                 # looking over the whole group (the hot path when requests queue).
                 self._hand_over(process, group, now)
             else:
-                self._dispatch(group)
+                self.dispatch(group)
         elif process.sessions == 0 and len(self.groups) > 1 and any(
                 g.waiters for g in self.groups.values()):
             # Another app may be waiting for room in a full pool, which this now idle
@@ -194,7 +199,7 @@ class Pool(LiveOperations, Pipelining):
         just started a pipelined request gets the next one pipelined too (try_pipeline)."""
         waiters = group.waiters
         concurrency = process.worker.concurrency
-        limit = self._pipeline_limit(process, group, now)
+        limit = self.pipelining.limit(process, group, now)
         while waiters and process.sessions < limit and process.state is READY:
             waiter = waiters[0]
             if waiter.cancelled:
@@ -203,10 +208,11 @@ class Pool(LiveOperations, Pipelining):
             if process.sessions >= concurrency and not waiter.pipelinable:
                 return
             waiters.popleft()
-            process.sessions += 1
+            process.checkout()
             waiter.callback(process, None)
 
-    def _dispatch(self, group: Group) -> None:
+    def dispatch(self, group: Group) -> None:
+        """Hand the free slots of ``group``'s processes to its waiters, oldest first."""
         while group.waiters:
             process = group.pick()
             if process is None:
@@ -214,26 +220,23 @@ class Pool(LiveOperations, Pipelining):
             waiter = group.waiters.popleft()
             if waiter.cancelled:
                 continue
-            if not process.sessions:
-                process.busy_since = time.monotonic()
-            process.sessions += 1
+            process.checkout()
             waiter.callback(process, None)
 
-    @staticmethod
-    def _fail_waiters(group: Group, error: BaseException) -> None:
-        while group.waiters:
-            waiter = group.waiters.popleft()
-            if not waiter.cancelled:
-                waiter.callback(None, error)
+    # -- orders from operators (and the proxy) -------------------------------------------
 
-    # -- desired state -------------------------------------------------------------------
+    def find(self, pid: int) -> PoolProcess | None:
+        """The process with ``pid``, in any group."""
+        for group in self.groups.values():
+            for process in group.processes:
+                if process.pid == pid:
+                    return process
+        return None
 
     def scale(self, group: Group, count: int) -> None:
         """Keep ``count`` processes of ``group`` warm (its new min_instances)."""
         group.min_instances = max(0, count)
-        excess = group.live_count() - group.wanted()
-        for process in group.idle_candidates()[:max(0, excess)]:
-            self._stop(process, "scaled down")
+        group.trim = True  # idle ones above what it wants now stop (see reconcile)
         self.reconcile()
 
     def drain(self, process: PoolProcess, reason: str) -> None:
@@ -242,31 +245,121 @@ class Pool(LiveOperations, Pipelining):
             return
         process.state = DRAINING
         process.stop_reason = reason
-        self._event("draining", process=process, reason=reason)
+        self.emit(events.Draining(process, reason))
         if process.sessions == 0:
             self._stop(process)
         self.reconcile()
+
+    def kill(self, process: PoolProcess, *, force: bool = False, reason: str = "") -> None:
+        """Remove one worker: drain and stop it (SIGKILL at once with ``force``).
+
+        The pool spawns a replacement if the group falls below its minimum.
+        """
+        if force:
+            self._stop(process, reason or "killed by operator", force=True)
+        else:
+            self.drain(process, reason or "stopped by operator")
+        self.reconcile()
+
+    def restart(self, group: Group, reason: str = "rolling restart") -> asyncio.Task[int]:
+        """Replace every worker of ``group``, one at a time; returns the task (→ count)."""
+        return self.live.restart(group, reason)
+
+    def set_spawn_method(self, group: Group, method: str) -> asyncio.Task[int]:
+        """Spawn ``group``'s workers with ``method`` from now on, replacing the running ones
+        one at a time (the old preloader stops once they are gone)."""
+        return self.live.set_spawn_method(group, method)
+
+    def refork(self, group: Group, process: PoolProcess | None = None,
+               reason: str = "refork requested") -> asyncio.Task[int]:
+        """Make a warmed worker the preloader of a new generation and replace the older
+        workers from it (see LiveOperations.refork). ValueError unless smart spawning."""
+        return self.live.refork(group, process, reason)
+
+    async def refork_now(self, group: Group) -> int:
+        """An operator's refork: wait for it; ValueError with the reason if it did not
+        happen. Returns the workers replaced."""
+        return await self.live.refork_now(group)
+
+    def surge(self, group: Group, count: int) -> Awaitable[list[PoolProcess | None]]:
+        """Have ``count`` processes of ``group`` spawned beyond what it wants, to replace
+        others (rolling restart, refork); resolves to each one, None for a failed spawn."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[PoolProcess | None]] = [
+            loop.create_future() for _ in range(count)]
+        group.surge.extend(futures)
+        self.reconcile()
+        return asyncio.gather(*futures)
 
     def total(self) -> int:
         """Processes counted against max_pool_size."""
         return sum(g.footprint() for g in self.groups.values())
 
+    def _full(self, group: Group) -> bool:
+        """No worker can be added to ``group`` now (max_instances, or max_pool_size)."""
+        return group.at_max() or self.total() >= self.max_pool_size
+
+    # -- the decisions -------------------------------------------------------------------
+
     def reconcile(self) -> None:
-        """Spawn what is missing (within limits, outside backoff); free room for waiters."""
+        """Decide which processes to spawn and which to stop, from desired state.
+
+        Spawns: up to each group's wanted() (min_instances, one per ``concurrency`` queued
+        requests, at most max_instances), outside spawn backoff, within max_pool_size (for
+        queued requests it stops another app's idle process to make room); and a group's
+        ``surge`` of replacements asked for by a rolling restart or refork, spawned at once
+        whatever the limits and backoff say, as the processes they replace drain as soon
+        as they are ready. Stops: idle processes above wanted() after a scale-down, and
+        (when the ticker says so) processes idle past pool_idle_time down to the minimum.
+
+        Orders about one given process are carried out where they are given, and then
+        this is called to fill the gap: drain() (operator, max_requests, memory_limit, a
+        rolling replacement) stops a draining process once its last request is done;
+        kill(force=True) kills at once; a spawn that finishes after the spawn method
+        changed or while closing is stopped as not needed; close() stops everything.
+        """
         if self.closing:
+            for group in self.groups.values():
+                while group.surge:  # no more spawns: the replacement is not coming
+                    group.surge.popleft().set_result(None)
             return
         now = time.monotonic()
-        for group in self.groups.values():
+        idle_due, self._idle_due = self._idle_due, False
+        groups = self.groups.values()
+        if idle_due or any(g.trim for g in groups):
+            for group in groups:
+                self._stop_surplus(group, now, idle_due)
+        for group in groups:
+            while group.surge:
+                self._spawn(group, group.surge.popleft())
             missing = group.wanted() - group.live_count()
             while missing > 0:
-                if now < group.backoff_until:
-                    self._wake_at(group.backoff_until)
+                if now < group.backoff.until:
+                    self._alarm.at(group.backoff.until)
                     break
                 if self.total() >= self.max_pool_size and not (
                         group.waiters and self._free_room(group)):
                     break
                 self._spawn(group)
                 missing -= 1
+
+    def _stop_surplus(self, group: Group, now: float, idle_due: bool) -> None:
+        """Stop idle processes: above wanted() after a scale-down, and (``idle_due``) those
+        idle past pool_idle_time, down to the group's minimum."""
+        if group.trim:
+            group.trim = False
+            excess = group.live_count() - group.wanted()
+            for process in group.idle_candidates()[:max(0, excess)]:
+                self._stop(process, "scaled down")
+        idle_time = group.app.pool_idle_time
+        if not idle_due or not idle_time:
+            return
+        excess = group.live_count() - max(group.min_instances, 0)
+        for process in group.idle_candidates():
+            if excess <= 0 or now - process.last_used < idle_time:
+                break
+            self._stop(process, f"idle for {idle_time:g} s")
+            excess -= 1
 
     def _free_room(self, needy: Group) -> bool:
         """Stop an idle process of another app to make room for ``needy`` (as Passenger)."""
@@ -280,14 +373,21 @@ class Pool(LiveOperations, Pipelining):
         self._stop(candidates[0], f"making room for {needy.name}")
         return True
 
-    def _spawn(self, group: Group) -> None:
-        group.spawning += 1
-        self._track(self._spawn_one(group))
+    # -- spawning and stopping -----------------------------------------------------------
 
-    async def _spawn_one(self, group: Group) -> PoolProcess | None:
+    def _spawn(self, group: Group,
+               result: asyncio.Future[PoolProcess | None] | None = None) -> None:
+        group.spawning += 1
+        self.track(self._spawn_one(group, result))
+
+    async def _spawn_one(self, group: Group,
+                         result: asyncio.Future[PoolProcess | None] | None) -> None:
+        process = None
         try:
-            return await self._spawn_and_register(group)
+            process = await self._spawn_and_register(group)
         finally:
+            if result is not None and not result.done():
+                result.set_result(process)
             async with self._spawns_settled:
                 self._spawns_settled.notify_all()
 
@@ -297,34 +397,37 @@ class Pool(LiveOperations, Pipelining):
             worker = await spawner.spawn()
         except SpawnError as error:
             group.spawning -= 1
-            delay = group.note_spawn_failure(error)
+            delay = group.backoff.failed(error)
             log.error("%s\n(next spawn of %s in %.1f s)", error.details(), group.name, delay)
-            self._event("spawn_error", group=group, error=error, backoff=delay)
+            self.emit(events.SpawnFailed(group, error, delay))
             if not group.processes:
-                self._fail_waiters(group, error)
+                fail_waiters(group.waiters, error)
             self.reconcile()
             return None
         group.spawning -= 1
-        group.note_spawn_success()
+        group.backoff.succeeded()
+        group.spawned += 1
         process = PoolProcess(worker, group)
         group.processes.append(process)
-        worker.exited.add_done_callback(lambda _f, p=process: self._on_exit(p))
-        self._event("spawned", process=process)
+        worker.exited.add_done_callback(lambda _f: self._on_exit(process))
+        self.emit(events.Spawned(process))
         if self.closing or spawner is not group.spawner:
             # Shutting down, or the spawn method changed while this one was on its way.
             self._stop(process, "not needed")
             return None
-        self._dispatch(group)
+        self.dispatch(group)
         self.reconcile()
         return process
 
-    def _stop(self, process: PoolProcess, reason: str = "") -> None:
-        if process.state is STOPPING:
+    def _stop(self, process: PoolProcess, reason: str = "", *, force: bool = False) -> None:
+        """Stop ``process`` (kill it at once with ``force``, even if already stopping)."""
+        if process.state is STOPPING and not force:
             return
         process.state = STOPPING
         process.stop_reason = reason or process.stop_reason
-        self._event("stopping", process=process, reason=process.stop_reason)
-        self._track(process.worker.stop(self.config.server.shutdown_timeout))
+        self.emit(events.Stopping(process, process.stop_reason))
+        worker = process.worker
+        self.track(worker.kill() if force else worker.stop(self.config.server.shutdown_timeout))
 
     def _on_exit(self, process: PoolProcess) -> None:
         if self.closing:
@@ -332,44 +435,32 @@ class Pool(LiveOperations, Pipelining):
         if process.idle is not None and not process.idle.done():
             process.idle.set_result(None)
         group = process.group
+        status = process.worker.exited.result()
         if process.state is MOLD:
-            status = process.worker.exited.result()
-            self._event("mold_exited", group=group, pid=process.pid, status=status)
+            self.emit(events.MoldExited(group, process, status))
             self.reconcile()
             return
-        if process in group.processes:
-            group.processes.remove(process)
-        self._close_connections(process)
-        status = process.worker.exited.result()
+        self.detach(process)
         if not process.worker.exit_was_requested and not self.closing:
             group.restarts += 1
             log.warning("%s: worker %d exited unexpectedly (%s)", group.name, process.pid,
                         status.describe())
-            self._event("crashed", process=process, status=status)
+            self.emit(events.Crashed(process, status))
         else:
-            self._event("exited", process=process, status=status)
+            self.emit(events.Exited(process, status))
         self.reconcile()
 
     @staticmethod
-    def _close_connections(process: PoolProcess) -> None:
+    def detach(process: PoolProcess) -> None:
+        """Take ``process`` out of its group; close its idle connections."""
+        processes = process.group.processes
+        if process in processes:
+            processes.remove(process)
         for connection in process.connections:
             connection.close()
         process.connections.clear()
 
     # -- timers --------------------------------------------------------------------------
-
-    def _wake_at(self, when: float) -> None:
-        if self._timer is not None and self._timer.when() <= when:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + max(0.0, when - time.monotonic()),
-                                   self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.reconcile()
 
     def tick_interval(self) -> float:
         """How often idle processes are looked for: a fraction of the shortest idle time."""
@@ -383,28 +474,20 @@ class Pool(LiveOperations, Pipelining):
 
     def shutdown_idle(self) -> None:
         """Stop processes idle longer than pool_idle_time, down to each group's minimum."""
-        now = time.monotonic()
-        for group in self.groups.values():
-            idle_time = group.app.pool_idle_time
-            excess = group.live_count() - max(group.min_instances, 0)
-            for process in group.idle_candidates():
-                if excess <= 0 or not idle_time or now - process.last_used < idle_time:
-                    break
-                self._stop(process, f"idle for {idle_time:g} s")
-                excess -= 1
+        self._idle_due = True  # reconcile decides which
+        self.reconcile()
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _track(self, coro: Any) -> None:
+    def track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` as a task that close() cancels if it is still running."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    def _event(self, kind: str, **data: Any) -> None:
+    def emit(self, event: PoolEvent) -> None:
+        """Report ``event`` to on_event and the Python log."""
         if self.on_event is not None:
-            self.on_event(kind, data)
-        process = data.get("process")
-        if process is not None:
-            detail = data.get("reason") or (data["status"].describe() if "status" in data else "")
-            log.info("%s: worker %d %s%s", process.group.name, process.pid, kind,
-                     f" ({detail})" if detail else "")
+            self.on_event(event)
+        event.log(log)

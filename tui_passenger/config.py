@@ -187,13 +187,13 @@ def _parse_app(top: _Table, index: int, raw: Any, defaults: dict[str, Any]) -> A
     return AppConfig(name=name, root=root, **values)
 
 
-def _entry(t: _Table, root: Path, value: Any) -> str | None:
-    if value is None:
+def _entry(t: _Table, root: Path, raw: Any) -> str | None:
+    if raw is None:
         if not (root / DEFAULT_STARTUP_FILE).is_file():
             t.fail("entry", f"no entry given and {root / DEFAULT_STARTUP_FILE} does not exist",
                    or_header=True)
         return None
-    value = _string(t, "entry", value).strip()
+    value = _string(t, "entry", raw).strip()
     if value.endswith(".py"):
         try:
             exists = (root / value).is_file()

@@ -127,7 +127,9 @@ def _show(value: Any, typed: bool = True) -> str:
     if isinstance(value, int | float):
         kind = "integer" if isinstance(value, int) else "float"
         return f"{value} ({kind})" if typed else str(value)
-    return {list: "an array", dict: "a table"}.get(type(value), "a date/time")
+    if isinstance(value, list):
+        return "an array"
+    return "a table" if isinstance(value, dict) else "a date/time"
 
 
 Check = Callable[[_Table, str, Any], Any]
@@ -212,8 +214,8 @@ def _env(t: _Table, key: str, value: Any) -> EnvMap:
     return EnvMap(value)
 
 
-def _python(t: _Table, key: str, value: Any) -> str:
-    value = _string(t, key, value)
+def _python(t: _Table, key: str, raw: Any) -> str:
+    value = _string(t, key, raw)
     if "/" not in value:
         found = shutil.which(value)
         if found is None:
@@ -229,12 +231,12 @@ _LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
 _HOST_RE = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
 
 
-def _account(t: _Table, key: str, value: Any, database: str) -> str:
+def _account(t: _Table, key: str, raw: Any, database: str) -> str:
     """A user or group name that exists on this machine."""
     import grp
     import pwd
 
-    value = _string(t, key, value)
+    value = _string(t, key, raw)
     try:
         (pwd.getpwnam if database == "pwd" else grp.getgrnam)(value)
     except KeyError:
@@ -282,8 +284,8 @@ def _networks(t: _Table, key: str, value: Any) -> tuple[str, ...]:
                         "an IP address or network (e.g. 10.0.0.0/8)")
 
 
-def _base_uri(t: _Table, key: str, value: Any) -> str:
-    value = _string(t, key, value)
+def _base_uri(t: _Table, key: str, raw: Any) -> str:
+    value = _string(t, key, raw)
     if not value.startswith("/") or any(c in value for c in "?# \t"):
         t.fail(key, f'must be a path starting with "/", got {_show(value, False)}')
     return value.rstrip("/") or "/"
@@ -292,8 +294,8 @@ def _base_uri(t: _Table, key: str, value: Any) -> str:
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def _name(t: _Table, key: str, value: Any) -> str:
-    value = _string(t, key, value)
+def _name(t: _Table, key: str, raw: Any) -> str:
+    value = _string(t, key, raw)
     if not _NAME_RE.fullmatch(value):
         t.fail(key, "must be letters, digits, '_', '.' or '-' (starting with a letter or digit), "
                f"got {_show(value, False)}")

@@ -181,17 +181,13 @@ class Operations:
     async def refork(self, app: str) -> Done:
         """Make a warmed worker of ``app`` the preloader of a new generation and replace the
         others from it (smart spawning only); Refused (conflict) if it did not happen."""
-        # Imported here: the CLI and the attach client use this module's result types and
-        # need not load the engine for them.
-        from tui_passenger.engine import SmartSpawner
-
         group = self.group(app)
         try:
             replaced = await self.server.pool.refork_now(group)
         except ValueError as exc:
             raise Refused(RefusalKind.CONFLICT, str(exc)) from None
         spawner = group.spawner
-        if not isinstance(spawner, SmartSpawner) or spawner.preloader is None:
+        if spawner.preloader is None or spawner.preloader.pid is None:
             # the mold died, or the method changed, the moment the refork was done
             raise Refused(RefusalKind.CONFLICT, f"{group.name}: the new mold is gone already")
         return Done(Action.REFORK, {"app": group.name, "generation": spawner.generation,

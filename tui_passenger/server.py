@@ -114,12 +114,10 @@ class Server:
         latest map, which is replaced, never changed in place)."""
         targets = {os.getpid(): ProcessInfo("manager", None, frozenset())}
         for group in self.pool.groups.values():
-            spawner = group.spawner
-            preloaders = [getattr(spawner, "preloader", None), *getattr(spawner, "previous", ())]
-            for preloader in preloaders:
-                if preloader is not None and preloader.pid and preloader.state != "gone":
-                    role = "preloader" if preloader.mold is None else "mold"
-                    targets[preloader.pid] = ProcessInfo(role, group.name, preloader.own_fds)
+            for preloader in group.spawner.preloaders():
+                if preloader.pid is not None:  # set on every listed one; narrows the type
+                    targets[preloader.pid] = ProcessInfo(preloader.role, group.name,
+                                                         preloader.own_fds)
             for process in group.processes:
                 targets[process.pid] = ProcessInfo("worker", group.name,
                                                    process.worker.own_fds)

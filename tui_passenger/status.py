@@ -127,8 +127,8 @@ def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float
 
 def _preloader(group: Group, samples: dict[int, ProcessSample],
                now: float) -> PreloaderStatus | None:
-    preloader = getattr(group.spawner, "preloader", None)
-    if preloader is None or preloader.pid is None or preloader.state == "gone":
+    preloader = group.spawner.preloader
+    if preloader is None or preloader.pid is None or not preloader.live:
         return None
     return PreloaderStatus(
         pid=preloader.pid,
@@ -184,8 +184,8 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float,
         worker_scheduling=app.worker_scheduling,
         last_spawn_error=None if error is None else SpawnError(error.category, error.message),
         preloader=preloader,
-        generation=getattr(group.spawner, "generation", 0),
-        reforks=getattr(group.spawner, "reforks", 0),
+        generation=group.spawner.generation,
+        reforks=group.spawner.reforks,
         refork_next=group.refork_next,
         processes=processes,
         memory=memory_summary([p.memory for p in processes],

@@ -7,13 +7,13 @@ light to import, as the worker servers are (the standard library and the two ser
 from __future__ import annotations
 
 import contextlib
-import http.client
 import io
 import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.client import HTTPResponse
 from typing import Any
 
 from tests.helpers import WAIT, Client, UnixHTTPConnection, make_listener
@@ -41,7 +41,7 @@ class Running:
         return UnixHTTPConnection(self.path)
 
     def get(self, url: str = "/", method: str = "GET", body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, bytes]:
+            headers: dict[str, str] | None = None) -> tuple[HTTPResponse, bytes]:
         """One request on a fresh connection: the response and its body."""
         conn = self.http()
         try:

@@ -124,7 +124,8 @@ def test_passenger_remote_addr_and_scheme(srv: Running, value: str, addr: str,
 def test_tcp_listener_reports_the_peer_address(start: Start) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     with start(listener=listener):
-        conn = http.client.HTTPConnection(*listener.getsockname(), timeout=WAIT)
+        host, port = listener.getsockname()[:2]
+        conn = http.client.HTTPConnection(host, port, timeout=WAIT)
         conn.request("GET", "/tcp", headers={"X-Probe": "info"})
         req = json.loads(conn.getresponse().read())
         assert req["client"] == ["127.0.0.1", conn.sock.getsockname()[1]]

@@ -148,7 +148,8 @@ async def read_body(receive: Receive) -> bytes:
     while True:
         message = await receive()
         assert message["type"] == "http.request", message
-        body += message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
+        body += chunk
         if not message.get("more_body", False):
             return body
 

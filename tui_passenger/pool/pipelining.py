@@ -61,6 +61,13 @@ class Pipelining:
             group.reclaim_timer = asyncio.get_running_loop().call_later(
                 group.app.pipeline_window / 2, self.reclaim_stuck, group)
 
+    def unqueue(self, process: PoolProcess, request: Any) -> None:
+        """``request`` no longer waits in ``process``'s pipelined queue (it started, or it
+        left)."""
+        queued = process.queued
+        if queued and request in queued:
+            queued.remove(request)
+
     def reclaim_stuck(self, group: Group) -> None:
         """Take back what was pipelined to workers whose current request has run longer
         than the window: each such request goes back to the queue (or to a free worker)

@@ -311,18 +311,19 @@ class Exchange:
         """The request could not be sent, or its response not received whole: retry it,
         answer 502, or (its response begun) cut the client off."""
         process = self.process
+        relaying = self.state is RELAYING
         self._detach()  # the connection has failed, or was never made: nothing to close
         group = self.group
         assert group is not None
         pid = process.pid if process is not None else 0
         if process is not None:
-            if not self.status:
+            if not relaying:
                 # A worker that dropped a request before answering gets no other one (it
                 # has usually died and its exit may not have been seen yet). One that cut
                 # a response short (the app failed mid-body) is healthy: not recycled.
                 self.front.pool.drain(process, f"dropped a request: {reason}")
             self._release(process)
-        if self.status:
+        if relaying:
             log.warning("%s: worker %d failed mid-response (%s); closing the client "
                         "connection", group.name, pid, reason)
             self.client.abort()
@@ -346,6 +347,7 @@ class Exchange:
         process, upstream = self.process, self.upstream
         if process is None:
             return
+        relaying = self.state is RELAYING
         self._detach()
         if upstream is not None:
             upstream.detach()
@@ -355,7 +357,7 @@ class Exchange:
         self._release(process)
         self.front.pool.kill(process, force=True,
                              reason=f"max_request_time ({limit:g} s) exceeded")
-        if self.status:
+        if relaying:  # the head has gone out: the response can only be cut short
             self.client.abort()
             self._finish(False)
         else:

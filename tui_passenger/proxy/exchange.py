@@ -261,9 +261,10 @@ class Exchange:
         """The worker's response head has come (with the body so far, often all of it)."""
         self.status = upstream.status
         self.state = RELAYING
-        if self.process is not None:
+        process = self.process
+        if process is not None:
             # It has started: no longer waiting behind another request to be reclaimed.
-            self.front.pool.unqueue(self.process, self)
+            self.front.pool.unqueue(process, self)
         head = self._response_head(upstream)
         if upstream.complete:
             # Held until on_response_end() has handed the worker its next request: the
@@ -462,6 +463,7 @@ class Exchange:
         return data
 
     def _finish(self, keep_alive: bool) -> None:
+        """Count, log and observe the request, then hand the connection back (-> DONE)."""
         if self.state is DONE:
             return
         self.state = DONE
@@ -469,19 +471,22 @@ class Exchange:
         if request.body is not None:
             request.body.close()
         front = self.front
+        status = self.status
         stats = front.stats
         stats.requests += 1
-        stats.by_class[min(self.status // 100, 5)] += 1
+        stats.by_class[min(status // 100, 5)] += 1
         elapsed = time.perf_counter() - request.received
+        group = self.group
         group_name = "-"
-        if self.group is not None:
-            group_name = self.group.name
-            self.group.requests += 1
+        if group is not None:
+            group_name = group.name
+            group.requests += 1
+        client = self.client
         if front.access_log:
-            access_log.info('%s "%s %s HTTP/%s" %d app=%s %.2fms id=%s', self.client.ip,
+            access_log.info('%s "%s %s HTTP/%s" %d app=%s %.2fms id=%s', client.ip,
                             request.method, request.url.decode("latin-1"), request.version,
-                            self.status, group_name, elapsed * 1000,
-                            self.request_id.decode())
-        if front.on_request is not None:
-            front.on_request(group_name, self.status, elapsed)
-        self.client.finished(keep_alive and not self.client.closed)
+                            status, group_name, elapsed * 1000, self.request_id.decode())
+        on_request = front.on_request
+        if on_request is not None:
+            on_request(group_name, status, elapsed)
+        client.finished(keep_alive and not client.closed)

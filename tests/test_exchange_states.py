@@ -5,6 +5,7 @@ test_pipelining, with real workers)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from types import SimpleNamespace
 
@@ -207,3 +208,23 @@ def test_max_request_time_kills_the_worker_and_answers_504_or_cuts_the_response(
     ex._too_long()
     assert ex.state is DONE and transport.closed and client.aborted
     assert pool.calls == [("release", 1), ("kill", 1)]
+
+
+async def test_a_connect_that_fails_after_the_exchange_left_the_worker_changes_nothing(tmp_path):
+    ex, client, pool, [(process, _)] = exchange(1)
+    ex.upstream.data_received(HEAD + b"helloworld")  # one request done: a second one now
+    process.connections.clear()
+    process.worker.socket_path = str(tmp_path / "no-such-socket")
+    ex = Exchange(ex.front, client, ex.request)
+    pool.free.append(process)
+    ex.start()  # no idle connection: connecting, in a task
+    assert ex.state is ON_WORKER and ex.upstream is None
+    ex._too_long()
+    assert ex.state is DONE and client.written.endswith(b"max_request_time (0 s)\n")
+    connecting = asyncio.all_tasks() - {asyncio.current_task()}
+    assert len(connecting) == 1
+    await asyncio.wait(connecting, timeout=10)  # the connect attempt fails
+    assert all(task.done() for task in connecting)
+    assert ex.state is DONE and pool.waiters == [] and process.sessions == 0
+    assert not client.aborted and client.finished_with == [True, True]
+    assert ex.front.stats.retries == 0 and ex.front.stats.errors_502 == 0

@@ -95,10 +95,11 @@ DONE = State.DONE
 class Exchange:
     """The life of one proxied request.
 
-    ROUTING -> QUEUED -> ON_WORKER -> RELAYING -> DONE; ROUTING -> ON_WORKER when a worker
-    is free at once, ROUTING -> DONE when the proxy answers itself. Every way off a worker
-    goes through :meth:`_detach` (back to ROUTING), after which the caller says what becomes
-    of the worker and its connection, and whether the request is retried or answered.
+    ROUTING -> [QUEUED ->] ON_WORKER -> RELAYING -> DONE; to DONE also from ROUTING or
+    QUEUED when the proxy answers itself (404, 502, 503, 504) or the client is gone. Every
+    way off a worker goes through :meth:`_detach` (back to ROUTING), after which the caller
+    says what becomes of the worker and its connection, and whether the request is retried,
+    answered or dropped.
     """
 
     __slots__ = ("front", "client", "request", "group", "head", "process", "upstream",

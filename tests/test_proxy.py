@@ -179,6 +179,7 @@ async def test_hop_by_hop_and_forwarded_headers():
         status, headers, body = await get(server, "/", headers={
             "Connection": "keep-alive, X-Secret-Hop",
             "X-Secret-Hop": "drop me", "Keep-Alive": "timeout=5", "TE": "trailers",
+            "Proxy-Connection": "keep-alive", "Proxy-Authorization": "Basic cHJveHk6c2VjcmV0",
             "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.test",
             "X-Passenger-Script-Name": "/spoofed", "X-Custom": "kept",
         })
@@ -186,6 +187,8 @@ async def test_hop_by_hop_and_forwarded_headers():
         seen = reply["headers"]
         assert "HTTP_X_SECRET_HOP" not in seen and "HTTP_KEEP_ALIVE" not in seen
         assert "HTTP_TE" not in seen and "HTTP_CONNECTION" not in seen
+        # Proxy credentials are for the proxy (RFC 9110 §11.7.2; hop-by-hop in PEP 3333).
+        assert "HTTP_PROXY_CONNECTION" not in seen and "HTTP_PROXY_AUTHORIZATION" not in seen
         assert seen["HTTP_X_CUSTOM"] == "kept"
         assert seen["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
         assert seen["HTTP_X_FORWARDED_HOST"] == f"127.0.0.1:{server.address[1]}"

@@ -28,17 +28,17 @@ class Sink:
         self.done = False
         self.failed = ""
 
-    def upstream_head(self, c: UpstreamConnection) -> None:
+    def on_response_head(self, c: UpstreamConnection) -> None:
         self.head = (c.status, c.reason, c.headers, c.plain, c.has_length)
         self.body += b"".join(c.body)
 
-    def upstream_body(self, chunk: bytes) -> None:
+    def on_response_body(self, chunk: bytes) -> None:
         self.body += chunk
 
-    def upstream_done(self, c: UpstreamConnection) -> None:
+    def on_response_end(self, c: UpstreamConnection) -> None:
         self.done = True
 
-    def upstream_failed(self, c: UpstreamConnection, reason: str) -> None:
+    def on_upstream_failed(self, c: UpstreamConnection, reason: str) -> None:
         self.failed = reason
 
 

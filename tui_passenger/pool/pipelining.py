@@ -132,6 +132,13 @@ class Pipelining:
         if queued and request in queued:
             queued.remove(request)
 
+    def unqueue(self, process: PoolProcess, request: Any) -> None:
+        """``request`` no longer waits in ``process``'s pipelined queue (it started, or it
+        left)."""
+        queued = process.queued
+        if queued and request in queued:
+            queued.remove(request)
+
     def reclaim_stuck(self, group: Group) -> None:
         """Take back what was pipelined to workers whose current request has run longer
         than the window: each such request goes back to the queue (or to a free worker)

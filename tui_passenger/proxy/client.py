@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
-from tui_passenger.proxy import pages
+import tui_passenger.proxy.pages as pages
 from tui_passenger.proxy.body import RequestBody
-from tui_passenger.proxy.exchange import Exchange, write_page
+from tui_passenger.proxy.exchange import Exchange, Front
 from tui_passenger.proxy.headers import INTERNAL_PREFIX, REWRITTEN, forwarding_headers
+from tui_passenger.proxy.request import Request
 
 if TYPE_CHECKING:
-    from tui_passenger.proxy.front import FrontServer
+    from tui_passenger.config import Config
+    from tui_passenger.proxy.headers import TrustedProxies
 
 #: Request line plus headers beyond this size are refused with 431.
 MAX_HEAD_SIZE = 64 * 1024
@@ -35,26 +37,13 @@ class _Stop(Exception):
     """Raised from a parser callback to stop parsing (the connection is being closed)."""
 
 
-class Request:
-    """A request as received from the client."""
+class FrontForClients(Front, Protocol):
+    """What a client connection needs of the front server (besides what its exchanges do)."""
 
-    __slots__ = ("method", "url", "version", "headers", "host", "keep_alive", "body",
-                 "error", "head_size", "received", "plain")
-
-    def __init__(self) -> None:
-        self.method = "GET"
-        self.url = b""
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.host = ""
-        self.keep_alive = True
-        self.body: RequestBody | None = None
-        self.error: pages.Page | None = None
-        self.head_size = 0
-        self.received = 0.0
-        #: No header the proxy drops or rewrites (hop-by-hop, framing, forwarding, internal):
-        #: the headers go to the worker as they came (the fast path of upstream_head).
-        self.plain = True
+    config: Config
+    #: The open client connections.
+    connections: set[ClientConnection]
+    trusted: TrustedProxies
 
 
 class ClientConnection(asyncio.Protocol):
@@ -64,7 +53,7 @@ class ClientConnection(asyncio.Protocol):
                  "queue", "current", "request", "closed", "paused_writing", "last_active",
                  "_reading_paused", "head_started", "body_started")
 
-    def __init__(self, front: FrontServer) -> None:
+    def __init__(self, front: FrontForClients) -> None:
         self.front = front
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -300,7 +289,7 @@ class ClientConnection(asyncio.Protocol):
     def reject(self, page: pages.Page) -> None:
         """Answer with one of the proxy's own pages and close the connection."""
         self.front.stats.count(page.status)
-        write_page(self, page, b"", keep_alive=False)
+        self.write(pages.render(page, b"", keep_alive=False))
         self.close()
 
     def write(self, data: bytes) -> None:

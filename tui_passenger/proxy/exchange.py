@@ -1,30 +1,33 @@
 """One request's way through the proxy: route, queue for a worker, relay, answer.
 
-Everything here is driven by callbacks from the client connection, the pool and the
-upstream connection: on the hot path (a free worker with an idle keep-alive connection)
-no task or future is created.
+An :class:`Exchange` is a small state machine (:class:`State`), driven by callbacks from
+the client connection, the pool and the upstream connection: on the hot path (a free
+worker with an idle keep-alive connection) no task or future is created. It sees the client
+connection as a :class:`ClientSide` and the front server as a :class:`Front`, and reports
+nothing back but ``client.finished()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+import tui_passenger.proxy.pages as pages
 from tui_passenger.engine import SpawnError
 from tui_passenger.pool import PoolClosed, PoolProcess, QueueFull
 from tui_passenger.pool.group import READY
-from tui_passenger.proxy import pages
-from tui_passenger.proxy.headers import HOP_BY_HOP, connection_tokens
+from tui_passenger.proxy.headers import HOP_BY_HOP, Peer, build_upstream_request, connection_tokens
 from tui_passenger.proxy.routing import request_path
 from tui_passenger.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from tui_passenger.pool import Group
+    from tui_passenger.pool import Group, Pool
     from tui_passenger.pool.pool import Waiter
-    from tui_passenger.proxy.client import ClientConnection, Request
-    from tui_passenger.proxy.front import FrontServer
+    from tui_passenger.proxy.request import Request, RequestObserver, Stats
+    from tui_passenger.proxy.routing import Router
 
 log = logging.getLogger("tui_passenger.proxy")
 access_log = logging.getLogger("tui_passenger.access")
@@ -33,32 +36,83 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 NO_BODY_STATUS = frozenset({204, 304})
 
 
-def write_page(client: ClientConnection, page: pages.Page, request_id: bytes, *,
-               keep_alive: bool, head_only: bool = False) -> None:
-    """Write one of the proxy's own responses."""
-    head = [f"HTTP/1.1 {page.status} {pages.reason(page.status)}\r\n".encode(),
-            b"Content-Type: ", page.content_type, b"\r\n",
-            b"Content-Length: ", str(len(page.body)).encode(), b"\r\n"]
-    if request_id:
-        head += [b"X-Request-Id: ", request_id, b"\r\n"]
-    head.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-    if not head_only:
-        head.append(page.body)
-    client.write(b"".join(head))
+class ClientSide(Peer, Protocol):
+    """What an exchange needs of its client connection (besides who the peer is)."""
+
+    #: The connection is closed or closing: what is written is dropped.
+    closed: bool
+    #: The client is not keeping up: the worker's response is read no faster.
+    paused_writing: bool
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the client."""
+
+    def abort(self) -> None:
+        """Close at once: the response cannot be completed."""
+
+    def finished(self, keep_alive: bool) -> None:
+        """The exchange is over (answered or given up); the connection may go on."""
+
+
+class Front(Protocol):
+    """What an exchange needs of the front server."""
+
+    router: Router[Group]
+    pool: Pool
+    stats: Stats
+    #: Write an access log line per request.
+    access_log: bool
+    #: Shutting down: responses go out with ``Connection: close``.
+    closing: bool
+    on_request: RequestObserver | None
+
+    def request_id(self, peer: Peer, request: Request) -> bytes:
+        """The request's X-Request-Id."""
+
+
+class State(enum.Enum):
+    """Where an exchange is (``Exchange.state``)."""
+
+    #: Being routed, or between workers: it holds no worker and waits in no queue.
+    ROUTING = "routing"
+    #: Waiting in its app's queue for a worker (``Exchange.waiter``).
+    QUEUED = "queued"
+    #: On a worker (``Exchange.process``): the request is sent, or is once connected.
+    ON_WORKER = "on worker"
+    #: The worker's response head has come: the response is being relayed.
+    RELAYING = "relaying"
+    #: Answered or given up; the client connection has been told (``finished``).
+    DONE = "done"
+
+
+ROUTING = State.ROUTING
+QUEUED = State.QUEUED
+ON_WORKER = State.ON_WORKER
+RELAYING = State.RELAYING
+DONE = State.DONE
 
 
 class Exchange:
-    """The life of one proxied request."""
+    """The life of one proxied request.
+
+    ROUTING -> [QUEUED ->] ON_WORKER -> RELAYING -> DONE; to DONE also from ROUTING or
+    QUEUED when the proxy answers itself (404, 502, 503, 504) or the client is gone. Every
+    way off a worker goes through :meth:`_detach` (back to ROUTING), after which the caller
+    says what becomes of the worker and its connection, and whether the request is retried,
+    answered or dropped.
+    """
 
     __slots__ = ("front", "client", "request", "group", "head", "process", "upstream",
                  "waiter", "attempt", "status", "chunked", "keep_alive", "head_only",
-                 "request_id", "finished", "timer", "complete_response")
+                 "request_id", "state", "timer", "complete_response")
 
-    def __init__(self, front: FrontServer, client: ClientConnection, request: Request) -> None:
+    def __init__(self, front: Front, client: ClientSide, request: Request) -> None:
         self.front = front
         self.client = client
         self.request = request
+        self.state = ROUTING
         self.group: Group | None = None
+        #: The request head for the worker (built once: a retry sends it again).
         self.head = b""
         self.process: PoolProcess | None = None
         self.upstream: UpstreamConnection | None = None
@@ -71,7 +125,6 @@ class Exchange:
         self.keep_alive = request.keep_alive
         self.head_only = request.method == "HEAD"
         self.request_id = front.request_id(client, request)
-        self.finished = False
         self.timer: asyncio.TimerHandle | None = None
 
     # -- getting a worker ----------------------------------------------------------------
@@ -84,8 +137,7 @@ class Exchange:
             self.answer(pages.not_found(request.host, request.url.decode("latin-1")))
             return
         self.group, script_name = routed
-        self.head = self.front.upstream_head(self.client, request, script_name,
-                                             self.request_id)
+        self.head = build_upstream_request(self.client, request, script_name, self.request_id)
         self._acquire()
 
     def _acquire(self) -> None:
@@ -102,6 +154,7 @@ class Exchange:
                 if pipelinable:
                     process = pool.try_pipeline(group)
                 if process is None:
+                    self.state = QUEUED  # first: a worker may come from within enqueue()
                     self.waiter = pool.enqueue(group, self._on_process, pipelinable)
                     return
         except QueueFull as exc:
@@ -118,7 +171,9 @@ class Exchange:
         self._send(process)
 
     def _on_process(self, process: PoolProcess | None, error: BaseException | None) -> None:
+        """The pool's answer to the queued request: a worker, or why there is none."""
         self.waiter = None
+        self.state = ROUTING
         if process is None:
             if isinstance(error, SpawnError):
                 assert self.group is not None
@@ -135,6 +190,7 @@ class Exchange:
 
     def _send(self, process: PoolProcess) -> None:
         self.process = process
+        self.state = ON_WORKER
         if process.sessions > process.worker.concurrency:  # pipelined behind a busy one
             self.front.pool.pipelined(process, self)
         limit = process.group.app.max_request_time
@@ -153,7 +209,8 @@ class Exchange:
         try:
             upstream = await UpstreamConnection.open(path or "")
         except OSError as exc:
-            self._upstream_lost(f"cannot connect to {path}: {exc}", sent=False)
+            if self.process is process:  # else it has left the worker meanwhile
+                self._upstream_lost(f"cannot connect to {path}: {exc}", sent=False)
             return
         if self.process is process:
             self._send_on(upstream)
@@ -177,16 +234,42 @@ class Exchange:
             upstream.send_head(self, self.head, head_only=self.head_only)
             asyncio.ensure_future(upstream.send_body(body.chunks()))
 
-    # -- the worker's response (called by UpstreamConnection) ----------------------------
+    # -- leaving the worker --------------------------------------------------------------
 
-    def upstream_head(self, upstream: UpstreamConnection) -> None:
+    def _detach(self) -> None:
+        """Leave the worker (ON_WORKER or RELAYING -> ROUTING), whatever the reason.
+
+        Stops the max_request_time clock and forgets the worker and the connection to it.
+        What becomes of them (connection kept or closed, slot released, worker drained or
+        killed) and of the request (retried, answered, dropped) is for the caller to say.
+        """
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+        self.process = self.upstream = None
+        self.state = ROUTING
+
+    def _release(self, process: PoolProcess) -> None:
+        """Give the worker's slot back (leaving its pipelined queue if still in it)."""
+        pool = self.front.pool
+        pool.unqueue(process, self)
+        pool.release(process)
+
+    # -- the worker's response (the ResponseSink of UpstreamConnection) ------------------
+
+    def on_response_head(self, upstream: UpstreamConnection) -> None:
+        """The worker's response head has come (with the body so far, often all of it)."""
         self.status = upstream.status
-        if self.process is not None:
-            self._leave_queue(self.process)  # it has started: no longer to be reclaimed
+        self.state = RELAYING
+        process = self.process
+        if process is not None:
+            # It has started: no longer waiting behind another request to be reclaimed.
+            self.front.pool.unqueue(process, self)
         head = self._response_head(upstream)
         if upstream.complete:
-            # Held until upstream_done() has handed the worker its next request: the worker
-            # starts on it while we write this response out.
+            # Held until on_response_end() has handed the worker its next request: the
+            # worker starts on it while we write this response out.
             self.complete_response = (head + b"".join(upstream.body) if not self.head_only
                                       else head)
             return
@@ -198,44 +281,17 @@ class Exchange:
         if self.client.paused_writing:
             upstream.pause()
 
-    def upstream_body(self, chunk: bytes) -> None:
+    def on_response_body(self, chunk: bytes) -> None:
+        """More of a streamed response body."""
         if chunk and not self.head_only:
             self.client.write(self._frame(chunk))
 
-    def _too_long(self) -> None:
-        """``max_request_time`` is up: 504 (or cut the response), kill and replace the worker."""
-        self.timer = None
-        process, upstream = self.process, self.upstream
-        if process is None:
-            return
-        self.process = self.upstream = None
-        if upstream is not None:
-            upstream.detach()
-        limit = process.group.app.max_request_time
-        log.warning("%s: request %s ran longer than max_request_time (%g s); killing worker %d",
-                    process.group.name, self.request.url.decode("latin-1"), limit, process.pid)
-        pool = self.front.pool
-        self._release(process)
-        pool.kill(process, force=True, reason=f"max_request_time ({limit:g} s) exceeded")
-        if self.status:
-            self.client.abort()
-            self._finish(False)
-        else:
-            self.answer(pages.error(504, f"the application did not answer within "
-                                         f"max_request_time ({limit:g} s)"))
-
-    def _stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def upstream_done(self, upstream: UpstreamConnection) -> None:
-        self._stop_timer()
+    def on_response_end(self, upstream: UpstreamConnection) -> None:
+        """The response is complete: keep the connection, free the worker, finish."""
         if self.chunked:
             self.client.write(b"0\r\n\r\n")
         process = self.process
-        self.process = None
-        self.upstream = None
+        self._detach()
         if process is not None:
             # Not reused while a streamed body is still being written (the app answered
             # before reading it): the worker would take the next request for body bytes.
@@ -249,24 +305,27 @@ class Exchange:
             self.complete_response = None
         self._finish(self.keep_alive)
 
-    def upstream_failed(self, upstream: UpstreamConnection, reason: str) -> None:
+    def on_upstream_failed(self, upstream: UpstreamConnection, reason: str) -> None:
+        """The connection to the worker failed (closed, or a bad response)."""
         self._upstream_lost(reason, sent=True)
 
     def _upstream_lost(self, reason: str, *, sent: bool) -> None:
-        self._stop_timer()
-        process, self.process = self.process, None
-        self.upstream = None
+        """The request could not be sent, or its response not received whole: retry it,
+        answer 502, or (its response begun) cut the client off."""
+        process = self.process
+        relaying = self.state is RELAYING
+        self._detach()  # the connection has failed, or was never made: nothing to close
         group = self.group
         assert group is not None
         pid = process.pid if process is not None else 0
         if process is not None:
-            if not self.status:
+            if not relaying:
                 # A worker that dropped a request before answering gets no other one (it
                 # has usually died and its exit may not have been seen yet). One that cut
                 # a response short (the app failed mid-body) is healthy: not recycled.
                 self.front.pool.drain(process, f"dropped a request: {reason}")
             self._release(process)
-        if self.status:
+        if relaying:
             log.warning("%s: worker %d failed mid-response (%s); closing the client "
                         "connection", group.name, pid, reason)
             self.client.abort()
@@ -284,27 +343,42 @@ class Exchange:
         self.answer(pages.error(502, f"worker {pid} of {group.name} failed before "
                                      f"responding: {reason}"))
 
-    # -- the client side -----------------------------------------------------------------
+    def _too_long(self) -> None:
+        """``max_request_time`` is up: 504 (or cut the response), kill and replace the worker."""
+        self.timer = None
+        process, upstream = self.process, self.upstream
+        if process is None:
+            return
+        relaying = self.state is RELAYING
+        self._detach()
+        if upstream is not None:
+            upstream.detach()
+        limit = process.group.app.max_request_time
+        log.warning("%s: request %s ran longer than max_request_time (%g s); killing worker %d",
+                    process.group.name, self.request.url.decode("latin-1"), limit, process.pid)
+        self._release(process)
+        self.front.pool.kill(process, force=True,
+                             reason=f"max_request_time ({limit:g} s) exceeded")
+        if relaying:  # the head has gone out: the response can only be cut short
+            self.client.abort()
+            self._finish(False)
+        else:
+            self.answer(pages.error(504, f"the application did not answer within "
+                                         f"max_request_time ({limit:g} s)"))
 
     def reclaim(self) -> None:
         """Taken back (by the pool) from a worker still busy with a slow request before this
-        one started: closing the connection tells the worker to skip it; ask again."""
-        upstream, self.upstream = self.upstream, None
-        self.process = None
-        self._stop_timer()
+        one started: closing the connection tells the worker to skip it; ask again.
+
+        The pool has already taken it out of the worker's queue and given the slot back.
+        """
+        upstream = self.upstream
+        self._detach()
         if upstream is not None:
             upstream.detach()
         self._acquire()
 
-    def _leave_queue(self, process: PoolProcess) -> None:
-        """No longer among the requests pipelined to ``process`` that have not started."""
-        if process.queued and self in process.queued:
-            process.queued.remove(self)
-
-    def _release(self, process: PoolProcess) -> None:
-        """Give the worker's slot back (leaving its pipelined queue if still in it)."""
-        self._leave_queue(process)
-        self.front.pool.release(process)
+    # -- the client side -----------------------------------------------------------------
 
     def client_gone(self) -> None:
         """The client disconnected: leave the queue, or stop relaying the response.
@@ -312,23 +386,25 @@ class Exchange:
         Closing the upstream connection tells the worker too (a WSGI app's write fails, an
         ASGI app gets http.disconnect) instead of letting it stream into nowhere.
         """
-        if self.waiter is not None and self.group is not None:
-            self.front.pool.withdraw(self.group, self.waiter)
+        waiter, process, upstream = self.waiter, self.process, self.upstream
+        if self.state is QUEUED and waiter is not None:
+            assert self.group is not None
+            self.front.pool.withdraw(self.group, waiter)
             self.waiter = None
             self._finish(False)
-        elif self.upstream is not None and self.process is not None:
-            self._stop_timer()
-            upstream, process = self.upstream, self.process
-            self.upstream = self.process = None
+        elif upstream is not None and process is not None:
+            self._detach()
             upstream.detach()
             self._release(process)
             self._finish(False)
 
     def client_paused(self) -> None:
+        """The client cannot take more for now: stop reading the worker's response."""
         if self.upstream is not None:
             self.upstream.pause()
 
     def client_resumed(self) -> None:
+        """The client can take more again."""
         if self.upstream is not None:
             self.upstream.resume()
 
@@ -336,8 +412,8 @@ class Exchange:
         """Answer with one of the proxy's own pages."""
         self.status = page.status
         keep_alive = self.keep_alive and not page.close
-        write_page(self.client, page, self.request_id, keep_alive=keep_alive,
-                   head_only=self.head_only)
+        self.client.write(pages.render(page, self.request_id, keep_alive=keep_alive,
+                                       head_only=self.head_only))
         self._finish(keep_alive)
 
     # -- framing -------------------------------------------------------------------------
@@ -388,26 +464,30 @@ class Exchange:
         return data
 
     def _finish(self, keep_alive: bool) -> None:
-        if self.finished:
+        """Count, log and observe the request, then hand the connection back (-> DONE)."""
+        if self.state is DONE:
             return
-        self.finished = True
+        self.state = DONE
         request = self.request
         if request.body is not None:
             request.body.close()
         front = self.front
+        status = self.status
         stats = front.stats
         stats.requests += 1
-        stats.by_class[min(self.status // 100, 5)] += 1
+        stats.by_class[min(status // 100, 5)] += 1
         elapsed = time.perf_counter() - request.received
+        group = self.group
         group_name = "-"
-        if self.group is not None:
-            group_name = self.group.name
-            self.group.requests += 1
+        if group is not None:
+            group_name = group.name
+            group.requests += 1
+        client = self.client
         if front.access_log:
-            access_log.info('%s "%s %s HTTP/%s" %d app=%s %.2fms id=%s', self.client.ip,
+            access_log.info('%s "%s %s HTTP/%s" %d app=%s %.2fms id=%s', client.ip,
                             request.method, request.url.decode("latin-1"), request.version,
-                            self.status, group_name, elapsed * 1000,
-                            self.request_id.decode())
-        if front.on_request is not None:
-            front.on_request(group_name, self.status, elapsed)
-        self.client.finished(keep_alive and not self.client.closed)
+                            status, group_name, elapsed * 1000, self.request_id.decode())
+        on_request = front.on_request
+        if on_request is not None:
+            on_request(group_name, status, elapsed)
+        client.finished(keep_alive and not client.closed)

@@ -14,40 +14,13 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Callable
 
 from tui_passenger.config import Config
 from tui_passenger.pool import Group, Pool
-from tui_passenger.proxy.client import ClientConnection, Request
-from tui_passenger.proxy.headers import (
-    FORWARDED,
-    HOP_BY_HOP,
-    INTERNAL_PREFIX,
-    REFRAMED,
-    TrustedProxies,
-    connection_tokens,
-)
+from tui_passenger.proxy.client import ClientConnection
+from tui_passenger.proxy.headers import Peer, TrustedProxies
+from tui_passenger.proxy.request import Request, RequestObserver, Stats
 from tui_passenger.proxy.routing import Router
-
-RequestObserver = Callable[[str, int, float], None]
-
-
-class Stats:
-    """Counters the dashboard and /metrics read."""
-
-    __slots__ = ("requests", "by_class", "retries", "errors_502", "errors_503")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.by_class = [0] * 6  # index = status // 100
-        self.retries = 0
-        self.errors_502 = 0
-        self.errors_503 = 0
-
-    def count(self, status: int) -> None:
-        """One response with ``status`` was sent."""
-        self.requests += 1
-        self.by_class[min(status // 100, 5)] += 1
 
 
 class FrontServer:
@@ -122,54 +95,10 @@ class FrontServer:
 
     # -- per request ---------------------------------------------------------------------
 
-    def request_id(self, client: ClientConnection, request: Request) -> bytes:
+    def request_id(self, peer: Peer, request: Request) -> bytes:
         """The request's id: a trusted proxy's X-Request-Id, else a new one."""
-        if client.trusted and not request.plain:
+        if peer.trusted and not request.plain:
             for name, value in request.headers:
                 if name.lower() == b"x-request-id":
                     return value
         return b"%b%d" % (self._id_prefix, next(self._ids))
-
-    def upstream_head(self, client: ClientConnection, request: Request, script_name: str,
-                      request_id: bytes) -> bytes:
-        """The request line and headers sent to the worker."""
-        if request.plain and not script_name and request.body is None:
-            # The common case: nothing to drop or rewrite.
-            return b"%b %b HTTP/1.1\r\n%b%bX-Forwarded-Host: %b\r\nX-Request-Id: %b\r\n\r\n" % (
-                request.method.encode(), request.url,
-                b"".join([b"%b: %b\r\n" % header for header in request.headers]),
-                client.forwarding, request.host.encode("latin-1"), request_id)
-        raw = request.headers
-        dropped = HOP_BY_HOP | REFRAMED | connection_tokens(raw)
-        trusted = client.trusted
-        parts = [request.method.encode(), b" ", request.url, b" HTTP/1.1\r\n"]
-        forwarded: dict[bytes, bytes] = {}
-        for name, value in raw:
-            lower = name.lower()
-            if lower in dropped or lower.startswith(INTERNAL_PREFIX) or lower == b"x-request-id":
-                continue
-            if lower in FORWARDED:
-                # Believed only from trusted proxies; otherwise replaced by ours.
-                if trusted:
-                    previous = forwarded.get(lower)
-                    forwarded[lower] = previous + b", " + value if previous else value
-                continue
-            parts += (name, b": ", value, b"\r\n")
-        ip = client.ip.encode()
-        chain = forwarded.get(b"x-forwarded-for")
-        scheme = forwarded.get(b"x-forwarded-proto") or b"http"
-        parts += (b"X-Forwarded-For: ", chain + b", " + ip if chain else ip,
-                  b"\r\nX-Forwarded-Proto: ", scheme,
-                  b"\r\nX-Forwarded-Host: ",
-                  forwarded.get(b"x-forwarded-host") or request.host.encode("latin-1"),
-                  b"\r\nX-Request-Id: ", request_id,
-                  b"\r\nX-Passenger-Remote-Addr: ", client.address, b"\r\n")
-        if scheme != b"http":  # a worker takes no X-Passenger-Scheme for http
-            parts += (b"X-Passenger-Scheme: ", scheme, b"\r\n")
-        if script_name:
-            parts += (b"X-Passenger-Script-Name: ", script_name.encode("latin-1"), b"\r\n")
-        body = request.body
-        if body is not None:
-            parts += (b"Content-Length: ", str(body.length).encode(), b"\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)

@@ -1,15 +1,21 @@
-"""Header rules of the proxy: hop-by-hop removal (RFC 9110 §7.6.1), forwarding headers."""
+"""Header rules of the proxy: hop-by-hop removal (RFC 9110 §7.6.1), forwarding headers, and
+the request head sent to a worker."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
-# Hop-by-hop fields (RFC 9110 §7.6.1), plus Proxy-Connection which old clients still send.
-HOP_BY_HOP = frozenset({
-    b"connection", b"proxy-connection", b"keep-alive", b"te", b"transfer-encoding", b"upgrade",
-    b"trailer",
-})
+from tui_passenger.runtime import http_common
+
+if TYPE_CHECKING:
+    from tui_passenger.proxy.request import Request
+
+#: Hop-by-hop fields, dropped both ways: the workers' list (runtime/http_common.py), plus
+#: Proxy-Connection, which only a proxy meets (old clients still send it).
+HOP_BY_HOP = frozenset(name.encode("ascii") for name in http_common.HOP_BY_HOP) | {
+    b"proxy-connection"}
 # Fields the proxy itself sets towards the worker: client-sent copies are dropped.
 INTERNAL_PREFIX = b"x-passenger-"
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
@@ -39,6 +45,63 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
         if name.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
     return frozenset(tokens)
+
+
+class Peer(Protocol):
+    """The client end of a connection, as the forwarding headers describe it."""
+
+    #: The client's IP address, and ``ip:port`` (``[v6]:port``) as sent to the worker.
+    ip: str
+    address: bytes
+    #: The peer is one of trusted_proxies (its X-Forwarded-* and X-Request-Id are kept).
+    trusted: bool
+    #: :func:`forwarding_headers` of this peer, built once per connection.
+    forwarding: bytes
+
+
+def build_upstream_request(peer: Peer, request: Request, script_name: str,
+                           request_id: bytes) -> bytes:
+    """The request line and headers sent to the worker (the body follows them)."""
+    if request.plain and not script_name and request.body is None:
+        # The common case: nothing to drop or rewrite.
+        return b"%b %b HTTP/1.1\r\n%b%bX-Forwarded-Host: %b\r\nX-Request-Id: %b\r\n\r\n" % (
+            request.method.encode(), request.url,
+            b"".join([b"%b: %b\r\n" % header for header in request.headers]),
+            peer.forwarding, request.host.encode("latin-1"), request_id)
+    raw = request.headers
+    dropped = HOP_BY_HOP | REFRAMED | connection_tokens(raw)
+    trusted = peer.trusted
+    parts = [request.method.encode(), b" ", request.url, b" HTTP/1.1\r\n"]
+    forwarded: dict[bytes, bytes] = {}
+    for name, value in raw:
+        lower = name.lower()
+        if lower in dropped or lower.startswith(INTERNAL_PREFIX) or lower == b"x-request-id":
+            continue
+        if lower in FORWARDED:
+            # Believed only from trusted proxies; otherwise replaced by ours.
+            if trusted:
+                previous = forwarded.get(lower)
+                forwarded[lower] = previous + b", " + value if previous else value
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    ip = peer.ip.encode()
+    chain = forwarded.get(b"x-forwarded-for")
+    scheme = forwarded.get(b"x-forwarded-proto") or b"http"
+    parts += (b"X-Forwarded-For: ", chain + b", " + ip if chain else ip,
+              b"\r\nX-Forwarded-Proto: ", scheme,
+              b"\r\nX-Forwarded-Host: ",
+              forwarded.get(b"x-forwarded-host") or request.host.encode("latin-1"),
+              b"\r\nX-Request-Id: ", request_id,
+              b"\r\nX-Passenger-Remote-Addr: ", peer.address, b"\r\n")
+    if scheme != b"http":  # a worker takes no X-Passenger-Scheme for http
+        parts += (b"X-Passenger-Scheme: ", scheme, b"\r\n")
+    if script_name:
+        parts += (b"X-Passenger-Script-Name: ", script_name.encode("latin-1"), b"\r\n")
+    body = request.body
+    if body is not None:
+        parts += (b"Content-Length: ", str(body.length).encode(), b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 class TrustedProxies:

@@ -33,6 +33,20 @@ def reason(status: int) -> str:
         return ""
 
 
+def render(page: Page, request_id: bytes, *, keep_alive: bool,
+           head_only: bool = False) -> bytes:
+    """The bytes of ``page`` as a response (with the request's id, if it has one)."""
+    head = [f"HTTP/1.1 {page.status} {reason(page.status)}\r\n".encode(),
+            b"Content-Type: ", page.content_type, b"\r\n",
+            b"Content-Length: ", str(len(page.body)).encode(), b"\r\n"]
+    if request_id:
+        head += [b"X-Request-Id: ", request_id, b"\r\n"]
+    head.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    if not head_only:
+        head.append(page.body)
+    return b"".join(head)
+
+
 def error(status: int, why: str, *, close: bool = False) -> Page:
     """A short plain-text error: the status, then why."""
     return Page(status, f"{status} {reason(status)}: {why}\n".encode(), close=close)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterable
 from typing import Protocol
 
 import httptools
@@ -23,10 +24,10 @@ _SPECIAL_FIELDS = re.compile(
 class ResponseSink(Protocol):
     """What an upstream connection reports to (the exchange it serves)."""
 
-    def upstream_head(self, connection: UpstreamConnection) -> None: ...
-    def upstream_body(self, chunk: bytes) -> None: ...
-    def upstream_done(self, connection: UpstreamConnection) -> None: ...
-    def upstream_failed(self, connection: UpstreamConnection, reason: str) -> None: ...
+    def on_response_head(self, connection: UpstreamConnection) -> None: ...
+    def on_response_body(self, chunk: bytes) -> None: ...
+    def on_response_end(self, connection: UpstreamConnection) -> None: ...
+    def on_upstream_failed(self, connection: UpstreamConnection, reason: str) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -92,7 +93,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sending = True
         self.transport.write(head)  # type: ignore[union-attr]
 
-    async def send_body(self, chunks) -> None:
+    async def send_body(self, chunks: AsyncIterable[bytes]) -> None:
         """Write the body that follows :meth:`send_head`; a failure fails the exchange."""
         try:
             async for chunk in chunks:
@@ -125,7 +126,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def detach(self) -> None:
-        """Forget the exchange and close (its client went away mid-response)."""
+        """Forget the exchange and close (the exchange left before the response ended)."""
         self.sink = None
         self.close()
 
@@ -159,7 +160,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.complete = True
             self.streaming = True
             sink = self.sink
-            sink.upstream_head(self)
+            sink.on_response_head(self)
             if self.complete and self.sink is sink:
                 self._finish()
 
@@ -230,7 +231,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.streaming:
-            self.sink.upstream_body(body)  # type: ignore[union-attr]
+            self.sink.on_response_body(body)  # type: ignore[union-attr]
         else:
             self.body.append(body)
 
@@ -249,7 +250,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.resume()
         sink, self.sink = self.sink, None
         if sink is not None:
-            sink.upstream_done(self)
+            sink.on_response_end(self)
 
     def _fail(self, reason: str) -> None:
         if self.failed is None:
@@ -258,4 +259,4 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()
         sink, self.sink = self.sink, None
         if sink is not None:
-            sink.upstream_failed(self, reason)
+            sink.on_upstream_failed(self, reason)

@@ -26,6 +26,7 @@ from tui_passenger.operations import (
     message,
     reply_error,
 )
+from tui_passenger.pool.group import READY
 
 APPS = [{"name": "app", "min_instances": 1, "max_instances": 2},
         {"name": "plain", "spawn_method": "direct", "base_uri": "/plain"}]
@@ -50,6 +51,11 @@ async def both_cores() -> AsyncIterator[tuple[EmbeddedCore, AttachedCore]]:
     finally:
         await attached.stop()
         await embedded.stop()
+
+
+def ready(group: Any) -> int:
+    """Workers of ``group`` up and taking requests (not spawning, not on their way out)."""
+    return sum(1 for p in group.processes if p.state is READY)
 
 
 async def ctl(core: EmbeddedCore, *args: str) -> tuple[int, str, str]:
@@ -126,13 +132,13 @@ async def test_done_is_the_same_result_and_message_from_every_front_end():
         assert await attached.scale("app", 2) == first
         code, out, err = await ctl(embedded, "scale", "app", "2")
         assert (code, out, err) == (0, first.message + "\n", "")
-        await wait_until(lambda: group.live_count() == 2, 30)
+        await wait_until(lambda: ready(group) == 2, 30)
 
         victim = group.processes[0].pid
         done = await attached.kill(victim)
         assert done.action is Action.KILL and done.reply["pid"] == victim
         assert done.message == f"app: worker {victim} stopped ({done.reply['exit']})"
-        await wait_until(lambda: group.live_count() == 2, 30)
+        await wait_until(lambda: ready(group) == 2, 30)
 
         switched = await embedded.set_spawn_method("app", "direct")
         assert switched.reply == {"app": "app", "spawn_method": "direct", "replaced": 2}

@@ -124,14 +124,6 @@ class Pipelining:
         if state.reclaim_timer is None:
             self._check_later(process.group)
 
-    @staticmethod
-    def unqueue(process: PoolProcess, request: Any) -> None:
-        """``request`` no longer waits in ``process``'s pipelined queue (it started, or it
-        left)."""
-        queued = process.queued
-        if queued and request in queued:
-            queued.remove(request)
-
     def unqueue(self, process: PoolProcess, request: Any) -> None:
         """``request`` no longer waits in ``process``'s pipelined queue (it started, or it
         left)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -130,7 +131,8 @@ def test_memory_of_a_process_holding_50_mb(children: Children) -> None:
     assert abs(mem.uss - direct["Private_Clean"] - direct["Private_Dirty"]) <= slack
     assert abs(mem.private_dirty - direct["Private_Dirty"]) <= slack
     assert mem.swap == direct["Swap"] or abs(mem.swap - direct["Swap"]) <= slack
-    assert set(mem.as_dict()) == {"rss", "pss", "uss", "shared", "private_dirty", "swap"}
+    assert {f.name for f in dataclasses.fields(mem)} == {"rss", "pss", "uss", "shared",
+                                                         "private_dirty", "swap"}
 
     wait_for(lambda: read_status(proc.pid).state == "S", "the child to block on stdin")
     status = read_status(proc.pid)

@@ -23,6 +23,12 @@ from tui_passenger import __version__
 log = logging.getLogger("tui_passenger")
 
 
+def fail(problem: object, status: int) -> int:
+    """Say what went wrong on stderr, as every command does; returns the exit ``status``."""
+    print(f"tui-passenger: {problem}", file=sys.stderr)
+    return status
+
+
 #: The options for running the server, which the other commands do not take.
 RUN_OPTIONS = ("port", "address", "spawn_method", "headless", "log_level", "log_file")
 
@@ -110,8 +116,7 @@ def serve(args: argparse.Namespace) -> int:
                                  port=args.port, address=args.address,
                                  spawn_method=args.spawn_method)
     except ConfigError as exc:
-        print(f"tui-passenger: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, 2)
     level = args.log_level or "info"
     headless = bool(args.headless)
     if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -136,8 +141,7 @@ def serve(args: argparse.Namespace) -> int:
         if log_file.is_symlink():
             raise OSError(f"refusing to log to {log_file}: it is a symbolic link")
     except OSError as exc:
-        print(f"tui-passenger: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc, 1)
     setup_logging(level, log_file)
     return run(dashboard(EmbeddedCore(config), config.keys))
 
@@ -157,12 +161,10 @@ def attach(args: argparse.Namespace) -> int:
             config = load_config(getattr(args, "config", DEFAULT_CONFIG))
             path, keys = admin_socket_path(config), dict(config.keys)
     except ConfigError as exc:
-        print(f"tui-passenger: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, 2)
     if not path.exists():
-        print(f"tui-passenger: no tui-passenger instance answers on {path}; is it running "
-              "with this config?", file=sys.stderr)
-        return 3
+        return fail(f"no tui-passenger instance answers on {path}; is it running with this "
+                    "config?", 3)
     logging.getLogger().addHandler(logging.NullHandler())
     return run(dashboard(AttachedCore(path), keys))
 
@@ -177,11 +179,9 @@ async def dashboard(core: Any, keys: dict[str, str] | Any) -> int:
     try:
         await run_dashboard(core, keymap=dict(keys), stop=stop)
     except ConnectionError as exc:
-        print(f"tui-passenger: {exc}", file=sys.stderr)
-        return 3
+        return fail(exc, 3)
     except OSError as exc:
-        print(f"tui-passenger: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc, 1)
     return 0
 
 

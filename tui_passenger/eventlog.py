@@ -63,7 +63,3 @@ class Traffic:
             self.p99_ms.append(0.0)
         self._count = 0
         self._latencies = []
-
-    def as_dict(self) -> dict[str, list[float]]:
-        """The history, oldest first."""
-        return {"rps": list(self.rps), "p50_ms": list(self.p50_ms), "p99_ms": list(self.p99_ms)}

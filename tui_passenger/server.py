@@ -145,8 +145,8 @@ class Server:
                 memory = sample.memory if sample is not None else None
                 if process.state == "ready" and memory is not None \
                         and memory.private_dirty > limit:
-                    self.pool.drain(process, f"memory_limit ({group.app.memory_limit} MB) "
-                                             f"exceeded: {memory.private_dirty >> 20} MB private")
+                    self.pool.drain(process, f"memory_limit ({group.app.memory_limit} MiB) "
+                                             f"exceeded: {memory.private_dirty >> 20} MiB private")
 
     def _targets(self) -> dict[int, ProcessInfo]:
         return self._target_map

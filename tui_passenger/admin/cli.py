@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from tui_passenger.admin.client import AdminClient, AdminUnavailable
 from tui_passenger.admin.report import memory_text, status_text
+from tui_passenger.cli import fail
 from tui_passenger.operations import SPAWN_METHODS, Action, Refused
 
 #: ``ctl`` actions that take as long as they take (one worker at a time): no timeout.
@@ -106,14 +106,11 @@ def run_command(args: argparse.Namespace) -> int:
         else:
             print(ctl(client, args))
     except ConfigError as exc:
-        print(f"tui-passenger: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, 2)
     except AdminUnavailable as exc:
-        print(f"tui-passenger: {exc}", file=sys.stderr)
-        return 3
+        return fail(exc, 3)
     except (Refused, RuntimeError) as exc:
-        print(f"tui-passenger: {args.command} failed: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"{args.command} failed: {exc}", 1)
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 __all__ = [
     "CpuMeter",
@@ -61,10 +61,6 @@ class MemoryUsage:
     shared: int
     private_dirty: int
     swap: int
-
-    def as_dict(self) -> dict[str, int]:
-        """The fields as a plain dict (for JSON)."""
-        return asdict(self)
 
 
 _ROLLUP_FIELDS = {

@@ -163,6 +163,29 @@ class Server:
                 if any(self.marker in arg for arg in p.info["cmdline"] or ()):
                     self.seen.append(p)
 
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time (user + system) used so far by the first process (tui-passenger's
+        manager, which runs the proxy) and by every process of the system together."""
+        try:
+            import psutil
+        except ImportError:
+            return 0.0, 0.0
+        self.remember()
+        first, total, counted = 0.0, 0.0, set()
+        for p in self.seen:
+            if p.pid in counted:
+                continue
+            counted.add(p.pid)
+            try:
+                times = p.cpu_times()
+            except psutil.Error:  # gone: its time no longer counts on either side
+                continue
+            used = times.user + times.system
+            total += used
+            if self.proc is not None and p.pid == self.proc.pid:
+                first = used
+        return first, total
+
     def stop(self) -> None:
         """Stop the system and everything it started: polite first, then SIGKILL."""
         if self.proc is None:
@@ -454,6 +477,10 @@ class Run:
     non_2xx: int
     socket_errors: int
     problem: str = ""
+    #: CPU seconds per 10k requests during the run: the first process (the manager, for
+    #: tui-passenger) and every process of the system together (0 when not measured).
+    cpu_first: float = 0.0
+    cpu_total: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -661,7 +688,9 @@ def summarize(runs: list[Run | None]) -> dict[str, Any]:
     return {"ok_rounds": len(good), "failed_rounds": len(runs) - len(good),
             "rps_median": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
             "p50_ms": statistics.median(p50), "p50_min": min(p50), "p50_max": max(p50),
-            "p99_ms": statistics.median(p99), "p99_min": min(p99), "p99_max": max(p99)}
+            "p99_ms": statistics.median(p99), "p99_min": min(p99), "p99_max": max(p99),
+            "cpu_total": statistics.median(r.cpu_total for r in good),
+            "cpu_first": statistics.median(r.cpu_first for r in good)}
 
 
 def ratio(results: dict[str, list[Run | None]], top: str, bottom: str) -> dict[str, Any]:
@@ -677,6 +706,8 @@ def ratio(results: dict[str, list[Run | None]], top: str, bottom: str) -> dict[s
     return {"rps": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
             "p50": statistics.median(a.p50_ms / b.p50_ms for a, b in pairs),
             "p99": statistics.median(a.p99_ms / b.p99_ms for a, b in pairs),
+            "cpu_total": statistics.median(a.cpu_total / b.cpu_total if b.cpu_total else 0.0
+                                           for a, b in pairs),
             "rounds": len(pairs), "of": top}
 
 
@@ -718,13 +749,19 @@ def measure(servers: dict[str, Server], running: list[str], args: argparse.Names
     for rnd in range(args.rounds if running else 0):
         shift = rnd % len(running)
         for key in running[shift:] + running[:shift]:
+            first, total = servers[key].cpu_seconds()
             run = wrk(servers[key].port, args.connections, args.duration)
+            if run.requests:
+                first_after, total_after = servers[key].cpu_seconds()
+                run.cpu_first = (first_after - first) * 10_000 / run.requests
+                run.cpu_total = (total_after - total) * 10_000 / run.requests
             if servers[key].died():
                 run.problem = f"server {servers[key].died()}"
             results[key].append(run)
             note = f"  FAILED: {run.problem}" if not run.ok else ""
             print(f"round {rnd + 1} {SYSTEMS[key]:<{W}} {run.rps:>10.0f} req/s  "
-                  f"p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms{note}")
+                  f"p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms  "
+                  f"CPU-s/10k {run.cpu_total:5.2f} (first process {run.cpu_first:5.2f}){note}")
     return results
 
 
@@ -733,7 +770,7 @@ def report(keys: list[str], status: dict[str, str], results: dict[str, list[Run 
     """Print the summary table, the ratios and the c=1 figures; return them for --json."""
     summary = {k: summarize(v) for k, v in results.items()}
     print(f"\n{'system':<{W}} {'req/s (median)':>14} {'min–max':>17} {'p50 ms':>8} {'p99 ms':>8}"
-          f"  rounds ok")
+          f"  {'CPU-s/10k':>9}  rounds ok")
     for key in keys:
         s = summary.get(key)
         if not s or not s["ok_rounds"]:
@@ -743,12 +780,13 @@ def report(keys: list[str], status: dict[str, str], results: dict[str, list[Run 
             continue
         spread = f"{s['rps_min']:.0f}–{s['rps_max']:.0f}"
         print(f"{SYSTEMS[key]:<{W}} {s['rps_median']:>14.0f} {spread:>17} {s['p50_ms']:>8.3f} "
-              f"{s['p99_ms']:>8.3f}  {s['ok_rounds']}/{rounds}")
+              f"{s['p99_ms']:>8.3f}  {s['cpu_total']:>9.2f}  {s['ok_rounds']}/{rounds}")
     vs_tp = ratios(results)
     for key, r in vs_tp.items():
         pair = f"{SYSTEMS[r['of']]} / {SYSTEMS[key]}"
         print(f"{pair:<{2 * W}} req/s ×{r['rps']:.2f}   p50 ×{r['p50']:.2f}   "
-              f"p99 ×{r['p99']:.2f}   (median of {r['rounds']} per-round ratios)")
+              f"p99 ×{r['p99']:.2f}   CPU/request ×{r['cpu_total']:.2f}   "
+              f"(median of {r['rounds']} per-round ratios)")
     dash = ratio(results, "tpdash", "tp")
     if dash:
         print(f"tui-passenger dashboard / tui-passenger headless  req/s ×{dash['rps']:.2f}   "

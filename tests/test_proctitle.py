@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def test_the_standard_library_way_fits_the_title_in_the_original_command_line():
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     try:
-        assert proc.stdout.readline().strip() == "proc"  # no setproctitle without site
+        assert proc.stdout.readline().strip() == "ctypes"  # no setproctitle without site
         # Cut to the room the original arguments took (each with its NUL), less one NUL...
         room = sum(len(arg.encode()) + 1 for arg in argv)
         assert cmdline(proc.pid) == (PREFIX + title)[:room - 1]
@@ -163,6 +164,33 @@ def test_the_standard_library_way_fits_the_title_in_the_original_command_line():
         environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
         assert f"TITLE={title}".encode() in environ
         assert comm(proc.pid) == "tp-test"
+    finally:
+        proc.communicate("", timeout=10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
+@pytest.mark.parametrize("site", [True, False], ids=["setproctitle", "stdlib"])
+def test_a_process_that_switched_user_still_names_itself(site):
+    # Switching user makes a process non-dumpable: its /proc/self files become root's.
+    script = textwrap.dedent("""
+        import ctypes, os, sys
+        from tui_passenger.runtime import proctitle
+        try:
+            import setproctitle  # here, the interpreter is in root's home: load it first
+        except ImportError:
+            pass
+        os.setgroups([]); os.setgid(65534); os.setuid(65534)
+        print(proctitle.name_worker("app", 7, 2), flush=True)
+        sys.stdin.read()
+    """)
+    flags = [] if site else ["-S"]
+    proc = subprocess.Popen([PYTHON, *flags, "-c", script, "--spec", "x" * 60],
+                            env={"PYTHONPATH": str(REPO)}, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == ("setproctitle" if site else "ctypes")
+        assert psutil.Process(proc.pid).uids().real == 65534
+        assert_titled(proc.pid, "worker app #7 (gen 2)", "tp-worker app")
     finally:
         proc.communicate("", timeout=10)
 

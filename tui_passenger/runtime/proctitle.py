@@ -6,12 +6,14 @@ column), e.g. ``tui-passenger: worker hello #3 (gen 1)``, and the 15-character p
 ``tp-worker hello``. Without them every child reads ``python -m tui_passenger.preloader
 --spec {...}``, workers and preloaders alike.
 
-The command line is rewritten by the ``setproctitle`` library when the interpreter has it
-(the manager always does; an app's own virtualenv may not). Otherwise the standard library
-does what it can on Linux: the command line is overwritten in place, through
-``/proc/self/mem``, within the room the original one took (which the spec on a child's
-command line makes ample). The name is always written to ``/proc/self/comm`` (setproctitle
-would set it to the title's first 15 characters, the same ``tui-passenger: `` for all).
+The title is set by the ``setproctitle`` library when the interpreter has it (the manager
+always does; an app's own virtualenv may not). Otherwise the standard library does what it
+can on Linux: ``ctypes`` writes the title over the original command line in place, within
+the room that one took (the spec on a child's command line makes it ample), and names the
+process with ``prctl(PR_SET_NAME)``. Both work in a process that switched user (which makes
+it non-dumpable and its ``/proc/self`` files root's); ``setproctitle`` alone would name
+every process ``tui-passenger: `` (the title's first 15 characters), so the name is set
+after it.
 
 This module runs inside the app's processes: standard library only, Python 3.9 and newer.
 Every step is best effort: a title is never worth failing a worker for.
@@ -28,19 +30,19 @@ COMM_LEN = 15
 def set_title(title: str, name: str) -> str:
     """Show ``PREFIX + title`` as this process's command line and ``name`` (cut to 15
     characters) as its name. Returns how the command line was set: ``"setproctitle"``,
-    ``"proc"`` (the standard library's way) or ``"none"``."""
+    ``"ctypes"`` (the standard library's way) or ``"none"``."""
     full = PREFIX + title
-    how = "none"
+    short = name.encode("utf-8", "replace")[:COMM_LEN]
     try:
-        from setproctitle import setproctitle
+        import setproctitle
     except ImportError:
-        if _overwrite_cmdline(full):
-            how = "proc"
+        return _set_with_ctypes(full, short)
+    setproctitle.setproctitle(full)
+    if hasattr(setproctitle, "setthreadtitle"):  # 1.3+; called on the main thread
+        setproctitle.setthreadtitle(short.decode("utf-8", "ignore"))
     else:
-        setproctitle(full)
-        how = "setproctitle"
-    _set_comm(name)
-    return how
+        _set_with_ctypes(None, short)
+    return "setproctitle"
 
 
 def name_manager(config: str) -> str:
@@ -59,51 +61,55 @@ def name_worker(app: str, number: int, generation: int | None) -> str:
     return set_title(f"worker {app} #{number} ({origin})", f"tp-worker {app}")
 
 
-def _set_comm(name: str) -> None:
-    # /proc/self/comm names the main thread, whichever thread writes it (the manager has
-    # several); prctl(PR_SET_NAME) would name the calling thread only and needs ctypes.
-    data = name.encode("utf-8", "replace")[:COMM_LEN]
+#: prctl() option that names the calling thread (the main one: the process's name).
+PR_SET_NAME = 15
+
+
+def _set_with_ctypes(title: str | None, name: bytes) -> str:
+    """Name the process, and write ``title`` over the original command line if given."""
     try:
-        with open("/proc/self/comm", "wb", buffering=0) as comm:
-            comm.write(data)
-    except OSError:
-        pass
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+    except (ImportError, OSError, AttributeError):  # no ctypes, or no prctl: not Linux
+        return "none"
+    if title is None:
+        return "none"
+    area = _argv_area()
+    if area is None:
+        return "none"
+    start, size = area
+    data = title.encode("utf-8", "replace")[:size - 1] + b"\0"
+    # Filled to its end, the last byte not a NUL: that tells the kernel the command line
+    # was changed, and it shows it only up to the first NUL.
+    ctypes.memmove(start, data.ljust(size, b" "), size)
+    return "ctypes"
 
 
 def _argv_area() -> tuple[int, int] | None:
-    """Where the kernel reads our command line from: (start, end) addresses, or None."""
+    """Where the original command line is in our memory: (address, size), or None if that
+    cannot be told for sure."""
     try:
         with open("/proc/self/stat", "rb") as f:
             stat = f.read()
+        with open("/proc/self/cmdline", "rb") as f:
+            shown = f.read()
     except OSError:
         return None
     # Fields after "(comm)": the comm may hold spaces and parentheses, the rest cannot.
     # arg_start and arg_end are fields 48 and 49 (Linux 3.5+); this list starts at field 3.
-    fields = stat[stat.rindex(b")") + 2:].split()
-    if len(fields) < 47:
+    fields = stat[stat.rfind(b")") + 2:].split()
+    if len(fields) < 47 or not (fields[45].isdigit() and fields[46].isdigit()):
         return None
     start, end = int(fields[45]), int(fields[46])
-    return (start, end) if end > start else None
+    if not 0 < end - start < 1 << 20 or not shown:
+        return None
+    import ctypes
 
-
-def _overwrite_cmdline(title: str) -> bool:
-    """Write ``title`` over the original command line; True if it worked.
-
-    Python keeps its own copy of the arguments (``sys.argv``), so the original strings are
-    free to overwrite. The area is filled to its end: the title, a NUL, then spaces. A last
-    byte that is not NUL tells the kernel the title was changed, and it shows only up to the
-    first NUL (a title that fills the area is cut to fit and ends with the NUL).
-    """
-    area = _argv_area()
-    if area is None:
-        return False
-    start, end = area
-    size = end - start
-    data = (title.encode("utf-8", "replace")[:size - 1] + b"\0").ljust(size, b" ")
-    try:
-        with open("/proc/self/mem", "r+b", buffering=0) as mem:
-            mem.seek(start)
-            mem.write(data)
-    except (OSError, ValueError, OverflowError):
-        return False
-    return True
+    # Only write where the kernel reads what /proc/self/cmdline shows (the original
+    # arguments, or a title set before and read up to its NUL).
+    known = min(len(shown), end - start)
+    if ctypes.string_at(start, known) != shown[:known]:
+        return None
+    return start, end - start

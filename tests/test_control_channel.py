@@ -17,8 +17,8 @@ from tui_passenger.runtime import protocol
 from tui_passenger.runtime.protocol import ProtocolError
 
 EVERY_KIND = [
-    protocol.SpawnRequest(7),
-    protocol.BecomeMold(),
+    protocol.SpawnRequest(7, 3, 1),
+    protocol.BecomeMold(2),
     protocol.PreloaderReady(0.25, ("main", "flusher"), (0, 1, 2, 5)),
     protocol.WorkerReady("/run/w1.sock", 10, "asgi", 100, ("flusher",), (0, 1, 2, 3, 4)),
     protocol.Forked(7, 1234),
@@ -68,10 +68,10 @@ async def test_send_carries_descriptors_to_the_child_end():
     channel = ControlChannel(ours)
     read_end, write_end = os.pipe()
     try:
-        await channel.send(protocol.SpawnRequest(1), (write_end,))
+        await channel.send(protocol.SpawnRequest(1, 1, 0), (write_end,))
         os.close(write_end)
         message, fds = protocol.receive(theirs, max_fds=protocol.SPAWN_FDS)
-        assert message == protocol.SpawnRequest(1) and len(fds) == 1
+        assert message == protocol.SpawnRequest(1, 1, 0) and len(fds) == 1
         os.write(fds[0], b"through the passed descriptor")
         os.close(fds[0])
         assert os.read(read_end, 100) == b"through the passed descriptor"
@@ -95,7 +95,7 @@ async def test_what_arrived_before_the_peer_closed_stays_readable():
     assert await channel.receive() is None
     assert channel.closed  # end of file closed our end too
     with pytest.raises(BrokenPipeError):
-        await channel.send(protocol.BecomeMold())
+        await channel.send(protocol.BecomeMold(1))
 
 
 async def test_close_is_idempotent_keeps_unread_messages_and_wakes_a_receiver():

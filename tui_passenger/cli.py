@@ -110,13 +110,16 @@ def serve(args: argparse.Namespace) -> int:
     """Run the server: with the dashboard on a terminal, else headless."""
     from tui_passenger.admin.cli import DEFAULT_CONFIG
     from tui_passenger.config import ConfigError, apply_overrides, load_config
+    from tui_passenger.runtime.proctitle import name_manager
 
+    config_path = getattr(args, "config", DEFAULT_CONFIG)
     try:
-        config = apply_overrides(load_config(getattr(args, "config", DEFAULT_CONFIG)),
-                                 port=args.port, address=args.address,
-                                 spawn_method=args.spawn_method)
+        config = apply_overrides(load_config(config_path), port=args.port,
+                                 address=args.address, spawn_method=args.spawn_method)
     except ConfigError as exc:
         return fail(exc, 2)
+    # Now, before any thread starts: setproctitle moves the environment on its first call.
+    name_manager(os.fspath(config_path))
     level = args.log_level or "info"
     headless = bool(args.headless)
     if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):

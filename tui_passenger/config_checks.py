@@ -284,6 +284,31 @@ def _networks(t: _Table, key: str, value: Any) -> tuple[str, ...]:
                         "an IP address or network (e.g. 10.0.0.0/8)")
 
 
+def _tcp_address(t: _Table, key: str, raw: Any) -> tuple[str, int]:
+    """One TCP address, ``HOST:PORT`` (``[IPv6]:PORT``): the host and the port."""
+    example = 'HOST:PORT, e.g. "0.0.0.0:9100" or "[::]:9100"'
+    if isinstance(raw, list):
+        t.fail(key, f"takes one address ({example}), not an array")
+    value = _string(t, key, raw).strip()
+    if value.startswith("unix:"):
+        t.fail(key, f"must be a TCP address ({example}): it is for load balancers and "
+               f"Prometheus, got {_show(value, False)}")
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        t.fail(key, f"must be {example}, got {_show(value, False)}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host or _network(host) is None:
+            t.fail(key, f"{json.dumps(host)} in brackets is not an IPv6 address")
+    elif ":" in host:
+        t.fail(key, f'write an IPv6 address in brackets, e.g. "[{host}]:{port}"')
+    elif _host(host) is None or (host.replace(".", "").isdigit() and _network(host) is None):
+        t.fail(key, f"{json.dumps(host)} is not a host name or an IPv4 address")
+    if int(port) > 65535:
+        t.fail(key, f"port must be between 0 and 65535, got {port}")
+    return host.lower(), int(port)
+
+
 def _base_uri(t: _Table, key: str, raw: Any) -> str:
     value = _string(t, key, raw)
     if not value.startswith("/") or any(c in value for c in "?# \t"):
@@ -344,6 +369,7 @@ _SERVER_ONLY: dict[str, Check] = {
     "client_body_timeout": _seconds(positive=True),
     "keepalive_timeout": _seconds(positive=True),
     "max_connections": _int(),
+    "metrics_bind": _tcp_address,
 }
 INHERITABLE_KEYS = frozenset(_INHERITABLE)
 APP_KEYS = INHERITABLE_KEYS | {"name", "root", "entry", *_APP_ONLY}

@@ -80,6 +80,8 @@ class ServerConfig:
     keepalive_timeout: float = 75.0
     #: Client connections open at once; more are answered 503 and closed (0 = no cap).
     max_connections: int = 4096
+    #: (host, port) of the read-only TCP listener for /metrics, /healthz and /readyz.
+    metrics_bind: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ import socket
 import time
 
 from tui_passenger.admin.api import AdminServer
+from tui_passenger.admin.metrics import Metrics
 from tui_passenger.admin.paths import admin_socket_path
+from tui_passenger.admin.probes import ProbeServer
 from tui_passenger.config import Config
 from tui_passenger.engine import OutputSink, RuntimeDir, become_subreaper
 from tui_passenger.engine.output import OutputLine, log_line
@@ -42,12 +44,17 @@ class Server:
         self.pool = Pool(config, self.runtime.path, on_output=self._output,
                          on_event=self._event)
         self.proxy = FrontServer(config, self.pool, on_request=self.traffic.record)
+        self.metrics = Metrics(self)
         self.admin = AdminServer(self, admin_socket_path(config)) if admin else None
+        bind = config.server.metrics_bind
+        self.probes = ProbeServer(self, bind) if bind is not None else None
         self.sampler: Sampler | None = Sampler(self._targets, interval=sample_interval,
                                                smaps_interval=smaps_interval)
         self._target_map: dict[int, ProcessInfo] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
+        #: Set when stop() begins: readiness probes fail from then on.
+        self.stopping = False
         self.started_at = time.time()
         self.address: tuple[str, int] | None = None
         self.stopped = asyncio.Event()
@@ -62,6 +69,8 @@ class Server:
         self.address = sock.getsockname()[:2]
         if self.admin is not None:
             await self.admin.start()
+        if self.probes is not None:
+            await self.probes.start()
         await self.proxy.start(sock)
         self.pool.start()
         self.refresh_targets()
@@ -91,6 +100,7 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_timeout), stop all."""
         grace = self.config.server.shutdown_timeout
+        self.stopping = True
         # From now on responses say "Connection: close" and idle keep-alive clients are let
         # go, so that they reconnect elsewhere instead of getting 503s during the drain.
         self.proxy.stop_accepting()
@@ -101,11 +111,23 @@ class Server:
             await asyncio.to_thread(self.sampler.stop)
         await self.pool.close(grace)
         await self.proxy.close(grace=1.0)
+        # The probes answer through the drain (readyz: 503, shutting down), for the load
+        # balancer to see this instance leave.
+        if self.probes is not None:
+            await self.probes.stop()
         if self.admin is not None:
             await self.admin.stop()
         self.runtime.close()
         self.stopped.set()
         log.info("stopped")
+
+    def loop_problem(self) -> str | None:
+        """Why the manager's periodic work is not running (liveness), or None if it is."""
+        ticker = self._ticker
+        if ticker is None or not ticker.done() or self.stopping:
+            return None
+        failure = None if ticker.cancelled() else ticker.exception()
+        return f"the manager's periodic task stopped: {failure!r}"
 
     # -- what the sampler looks at -------------------------------------------------------
 
@@ -167,9 +189,9 @@ class Server:
             self.events.add("event", text, level=level, app=event.app, pid=event.pid)
         if event.changes_processes:
             self.refresh_targets()
-        if isinstance(event, Spawned) and self.admin is not None:
+        if isinstance(event, Spawned):
             worker = event.process.worker
-            self.admin.metrics.observe_spawn(worker.app, worker.spawn_method,
-                                             worker.spawn_duration or 0.0)
+            self.metrics.observe_spawn(worker.app, worker.spawn_method,
+                                       worker.spawn_duration or 0.0)
         if self._on_event is not None:
             self._on_event(event)

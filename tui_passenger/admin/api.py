@@ -64,7 +64,7 @@ class AdminServer:
     def __init__(self, server: Server, path: Path) -> None:
         self.server = server
         self.path = path
-        self.metrics = Metrics(server)
+        self.metrics: Metrics = server.metrics  # the server's: the probe listener shares it
         self.operations = Operations(server)
         self._runner: web.AppRunner | None = None
 

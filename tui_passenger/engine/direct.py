@@ -42,16 +42,17 @@ class DirectSpawner(Spawner):
     async def spawn(self) -> WorkerProcess:
         self.preflight()
         started = time.monotonic()
+        number = next(self.numbers)
         pipes = ChildPipes()
         try:
             proc = await start_child(self.app.python, "tui_passenger.worker",
-                                     self.spec.to_json(), pipes, self.env,
+                                     self.spec_json(number=number), pipes, self.env,
                                      switches_user=self.spec.run_as is not None)
         except OSError as exc:
             pipes.close_ours()
             raise SpawnError(self.app.name, "interpreter",
                              f"cannot start {self.app.python}: {exc}") from exc
-        worker = self.new_worker(proc.pid, os.getpid(), pipes, started)
+        worker = self.new_worker(proc.pid, os.getpid(), pipes, started, number)
         worker.watch_exit(proc.wait())
         await worker.wait_ready(self._deadline(started))
         return worker

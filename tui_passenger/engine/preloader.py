@@ -79,7 +79,8 @@ class PreloaderHandle:
         pipes = ChildPipes()
         try:
             self._proc = await start_child(app.python, "tui_passenger.preloader",
-                                           self.spawner.spec.to_json(), pipes,
+                                           self.spawner.spec_json(generation=self.generation),
+                                           pipes,
                                            self.spawner.env,
                                            switches_user=self.spawner.spec.run_as is not None)
         except OSError as exc:
@@ -184,10 +185,12 @@ class PreloaderHandle:
         pipes = ChildPipes()
         self._next_id += 1
         request_id = self._next_id
+        number = next(self.spawner.numbers)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await channel.send(protocol.SpawnRequest(request_id), pipes.child_fds)
+            await channel.send(protocol.SpawnRequest(request_id, number, self.generation),
+                               pipes.child_fds)
         except OSError as exc:
             self._pending.pop(request_id, None)
             pipes.close_child_ends()
@@ -200,7 +203,7 @@ class PreloaderHandle:
         except BaseException:
             pipes.close_ours()
             raise
-        worker = self.spawner.new_worker(pid, self.pid or 0, pipes, started)
+        worker = self.spawner.new_worker(pid, self.pid or 0, pipes, started, number)
         worker.generation = self.generation
         self._workers[pid] = worker
         early = self._early_exits.pop(pid, None)
@@ -252,7 +255,7 @@ class MoldHandle(PreloaderHandle):
         self.channel = worker.channel
         asyncio.ensure_future(self._watch_exit())
         try:
-            await self.channel.send(protocol.BecomeMold())
+            await self.channel.send(protocol.BecomeMold(self.generation))
         except OSError as exc:
             raise await self._failure("exited", f"worker {self.pid} is gone: {exc}") from exc
         await self._await_ready(self.channel, timeout, "become the mold")

@@ -80,6 +80,8 @@ class WorkerProcess:
         self.own_fds: frozenset[int] = frozenset((0, 1, 2))
         #: Which preloader forked it (0 for the first, +1 for each later one or mold).
         self.generation = 0
+        #: Its number within the app (``#N`` in its process title); 0 until given one.
+        self.number = 0
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[ExitStatus] = loop.create_future()
         self._reported: ExitStatus | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
+import itertools
 import os
 import time
 from pathlib import Path
@@ -104,6 +106,9 @@ class Spawner(abc.ABC):
         self.socket_dir = socket_dir
         self.spec = worker_spec(app, socket_dir, self.method)
         self.env: dict[str, str] = {}
+        #: Numbers for new workers (1, 2, ...: the ``#N`` of their process titles); a group
+        #: hands its counter on to the spawner of a new spawn method.
+        self.numbers = itertools.count(1)
 
     def preflight(self) -> None:
         """Decide (once) which user the app runs as; SpawnError if that is refused."""
@@ -132,11 +137,19 @@ class Spawner(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - direct spawning has nothing to close
         """Release what the spawner holds (the preloader); workers are left running."""
 
-    def new_worker(self, pid: int, ppid: int, pipes: ChildPipes, started: float) -> WorkerProcess:
-        """The handle on a new worker process, reading its output from now on."""
+    def spec_json(self, *, generation: int = 0, number: int = 0) -> str:
+        """The spec for one child, with what its process title shows (a preloader's
+        generation, a direct worker's number), as the JSON it is started with."""
+        return dataclasses.replace(self.spec, generation=generation, number=number).to_json()
+
+    def new_worker(self, pid: int, ppid: int, pipes: ChildPipes, started: float,
+                   number: int) -> WorkerProcess:
+        """The handle on worker ``#number``, reading its output from now on."""
         output = pipes.pump(self.app.name, pid, "worker", self.on_output)
-        return WorkerProcess(self.app.name, pid, ppid=ppid, spawn_method=self.method,
-                             channel=pipes.channel, output=output, spawn_started=started)
+        worker = WorkerProcess(self.app.name, pid, ppid=ppid, spawn_method=self.method,
+                               channel=pipes.channel, output=output, spawn_started=started)
+        worker.number = number
+        return worker
 
     def _deadline(self, started: float) -> float:
         return max(0.0, started + float(self.app.start_timeout) - time.monotonic())

@@ -221,4 +221,5 @@ class Group:
         old = self.spawner
         self.spawner = self._make_spawner(self.app, self.socket_dir, method,
                                           on_output=self.on_output)
+        self.spawner.numbers = old.numbers  # worker numbers go on, whatever the method
         return old

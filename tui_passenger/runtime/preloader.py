@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tui_passenger.runtime import forkprep, protocol
+from tui_passenger.runtime import forkprep, proctitle, protocol
 from tui_passenger.runtime.loader import detect_interface, load_app
 from tui_passenger.runtime.protocol import ExitCode
 from tui_passenger.runtime.worker import (
@@ -46,6 +46,8 @@ class ForkedChild:
 
     control: socket.socket
     fork: ForkInfo
+    #: The request it was forked for (its number and generation name the process).
+    request: protocol.SpawnRequest
 
 
 class ForkServer:
@@ -157,7 +159,7 @@ class ForkServer:
                 [stdout_w, stderr_w, self.control.detach(), self._wake_r, self._wake_w])
             self.connections.reconnect_in_child()
             control = socket.socket(fileno=worker_control)
-            return ForkedChild(control, ForkInfo(threads))
+            return ForkedChild(control, ForkInfo(threads), request)
         protocol.close_fds(fds)
         protocol.send(self.control, protocol.Forked(request.id, pid))
         return None
@@ -195,6 +197,7 @@ class ForkServer:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tui_passenger.preloader``."""
     spec, control = enter_child(argv, "tui_passenger.preloader")
+    proctitle.name_preloader(spec.app, spec.generation)
     preloader = ForkServer(spec, control)
     failed = preloader.load()
     if failed is not None:
@@ -205,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return result
         # In a forked child from here on: become a worker. Returning to the interpreter (not
         # os._exit) lets the app's atexit handlers run when the worker stops.
+        proctitle.name_worker(spec.app, result.request.number, result.request.generation)
         code = run_worker(spec, result.control, app=preloader.app, fork=result.fork)
         if code != BECOME_MOLD:
             protocol.flush_stdio()

@@ -77,6 +77,9 @@ class SpawnRequest(_Wire):
 
     KIND = "spawn"
     id: int
+    #: The worker's number within its app and the preloader's generation (its title).
+    number: int
+    generation: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,6 +87,8 @@ class BecomeMold(_Wire):
     """To an idle forked worker: stop serving and become the next preloader (refork)."""
 
     KIND = "mold"
+    #: The generation it is the preloader of.
+    generation: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from tui_passenger.hooks import run_hooks
-from tui_passenger.runtime import protocol
+from tui_passenger.runtime import proctitle, protocol
 from tui_passenger.runtime.loader import detect_interface, enter_root, load_app
 from tui_passenger.runtime.protocol import ExitCode
 
@@ -49,6 +49,9 @@ class WorkerSpec:
     scheduling: str = "normal"
     #: [uid, gid, [groups]] to switch to before loading the app (started as root).
     run_as: list[Any] | None = None
+    #: For the process title: a preloader's generation, a direct worker's number.
+    generation: int = 0
+    number: int = 0
 
     def to_json(self) -> str:
         """The spec as a compact JSON string."""
@@ -129,7 +132,7 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
     except BaseException as exc:  # noqa: BLE001
         return _fail(control, "startup", exc, ExitCode.STARTUP_ERROR)
 
-    mold = False
+    mold: int | None = None  # the generation this worker is told to be the preloader of
 
     def on_control() -> None:
         nonlocal mold
@@ -143,7 +146,7 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         if message is None:  # the manager is gone
             server.request_stop()
         elif isinstance(message, protocol.BecomeMold) and fork is not None:
-            mold = True
+            mold = message.generation
             server.request_stop()
 
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
@@ -164,8 +167,9 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         listener.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
-    if mold:
+    if mold is not None:
         set_scheduling("normal")  # a preloader now, like the first one
+        proctitle.name_preloader(spec.app, mold)
         return _become_mold(control)
     try:
         run_hooks("stopping_worker_process")
@@ -239,6 +243,7 @@ def enter_child(argv: Sequence[str] | None, prog: str) -> tuple[WorkerSpec, sock
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a directly spawned worker."""
     spec, control = enter_child(argv, "tui_passenger.worker")
+    proctitle.name_worker(spec.app, spec.number, None)
     code = run_worker(spec, control)
     protocol.flush_stdio()
     return code

@@ -205,12 +205,38 @@ class SpawnMethodChanged(GroupEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Restarting(GroupEvent):
+    """A restart has loaded the app afresh (smart: a new preloader is ready); the workers
+    are being replaced from it."""
+
+    reason: str
+    changes_processes: ClassVar[bool] = True  # a new preloader
+    template: ClassVar[str] = "restarting ({self.reason}): the app is loaded afresh"
+
+
+@dataclass(frozen=True, slots=True)
 class Restarted(GroupEvent):
     """A rolling restart (or spawn-method switch) is done."""
 
     reason: str
     count: int
+    changes_processes: ClassVar[bool] = True  # the old preloader is gone
     template: ClassVar[str] = "{self.reason}: {self.count} worker(s) replaced"
+
+
+@dataclass(frozen=True, slots=True)
+class RestartFailed(GroupEvent):
+    """A restart could not load the new code; the workers running keep serving."""
+
+    reason: str
+    error: SpawnError
+    level: ClassVar[str] = "error"
+
+    @property
+    def text(self) -> str:
+        """What failed and why, with the spawn error's details (the traceback)."""
+        return (f"restart ({self.reason}) failed, the running workers keep serving: "
+                f"{self.error.details()}")
 
 
 @dataclass(frozen=True, slots=True)

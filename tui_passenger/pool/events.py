@@ -182,17 +182,24 @@ class Stopping(_Reasoned):
 
 
 @dataclass(frozen=True, slots=True)
-class SpawnFailed(GroupEvent):
-    """A spawn failed; the next one waits ``backoff`` seconds."""
+class _SpawnErrorEvent(GroupEvent):
+    """Loading the app failed: the template, then the error with its details."""
 
     error: SpawnError
-    backoff: float
     level: ClassVar[str] = "error"
 
     @property
     def text(self) -> str:
-        """``spawn failed: `` and the error with its details."""
-        return f"spawn failed: {self.error.details()}"
+        """The template's words, then the error with its details (the traceback)."""
+        return f"{self.template.format(self=self)}: {self.error.details()}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnFailed(_SpawnErrorEvent):
+    """A spawn failed; the next one waits ``backoff`` seconds."""
+
+    backoff: float
+    template: ClassVar[str] = "spawn failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,18 +232,12 @@ class Restarted(GroupEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class RestartFailed(GroupEvent):
+class RestartFailed(_SpawnErrorEvent):
     """A restart could not load the new code; the workers running keep serving."""
 
     reason: str
-    error: SpawnError
-    level: ClassVar[str] = "error"
-
-    @property
-    def text(self) -> str:
-        """What failed and why, with the spawn error's details (the traceback)."""
-        return (f"restart ({self.reason}) failed, the running workers keep serving: "
-                f"{self.error.details()}")
+    template: ClassVar[str] = ("restart ({self.reason}) failed, the running workers keep "
+                               "serving")
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,28 +148,28 @@ class LiveOperations:
             self._restart_failed(group, reason, error)
             return 0
         old = group.use_spawner(spawner)
+        group.backoff.succeeded()  # the new code loads: spawn without waiting
+        rollout.restart_schedule()
+        self.pool.emit(Restarting(group, reason))
+        stale = set(group.processes)
         try:
-            group.backoff.succeeded()  # the new code loads: spawn without waiting
-            rollout.restart_schedule()
-            self.pool.emit(Restarting(group, reason))
-            stale = set(group.processes)
             replaced = await self._replace(group, reason, stale.__contains__, 1)
-            left = [p for p in stale if p.state is READY and p in group.processes]
-            if left and not self.pool.closing:
-                self._restart_failed(group, reason, group.last_error or SpawnError(
-                    group.name, "spawn", "no replacement could be spawned"))
-            elif not self.pool.closing:
-                group.restarts += 1
-                self.pool.emit(Restarted(group, reason, replaced))
-            return replaced
         finally:
             await old.close()  # its preloader or mold; its workers are gone or draining
+        left = [p for p in stale if p.state is READY and p in group.processes]
+        if left and not self.pool.closing:
+            self._restart_failed(group, reason, group.last_error or SpawnError(
+                group.name, "spawn", "no replacement could be spawned"))
+        elif not self.pool.closing:
+            group.restarts += 1
+            self.pool.emit(Restarted(group, reason, replaced))
+        return replaced
 
     def _restart_failed(self, group: Group, reason: str, error: SpawnError) -> None:
         group.rollout.last_restart_error = error.message
         log.error("%s: restart (%s) failed, the running workers keep serving: %s",
                   group.name, reason, error.details())
-        self.pool.emit(RestartFailed(group, reason, error))
+        self.pool.emit(RestartFailed(group, error, reason))
 
     def fresh_load(self, group: Group) -> bool:
         """always_restart.txt exists: called for each request to ``group``, which then

@@ -243,3 +243,15 @@ def test_restart_keys_are_checked(app_root):
                           f'root = "{app_root}"\nentry = "app:application"\nwatch = true\n')
     (app,) = config.apps
     assert app.restart_check_interval == 0 and app.watch is True
+
+
+async def test_restart_txt_brings_up_an_app_that_did_not_load(app_root):
+    (app_root / "app.py").write_text("raise RuntimeError('not configured yet')\n")
+    app = app_config(app_root, min_instances=1, restart_check_interval=0.1)
+    async with running([app]) as server:
+        group = server.pool.groups["app"]
+        assert not group.processes and group.last_error is not None
+        write_app(app_root, "fixed!")
+        (app_root / "tmp" / "restart.txt").touch()
+        await wait_until(lambda: group.restarts == 1, 10)
+        assert (await answer(server))["version"] == "fixed!" and group.last_error is None

@@ -147,10 +147,14 @@ class LiveOperations:
             await spawner.close()
             self._restart_failed(group, reason, error)
             return 0
+        except asyncio.CancelledError:  # shutting down: the new preloader must not stay
+            await spawner.close()
+            raise
         old = group.use_spawner(spawner)
         group.backoff.succeeded()  # the new code loads: spawn without waiting
         rollout.restart_schedule()
         self.pool.emit(Restarting(group, reason))
+        self.pool.reconcile()  # an app with no worker (it did not load before) gets some
         stale = set(group.processes)
         try:
             replaced = await self._replace(group, reason, stale.__contains__, 1)

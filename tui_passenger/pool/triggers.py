@@ -35,6 +35,9 @@ TrackFn = Callable[[Coroutine[Any, Any, None]], object]
 WATCH_QUIET_MS = 300
 #: ... and at the latest after this long (ms) of changes going on.
 WATCH_DEBOUNCE_MS = 1600
+#: How often (ms) the watcher's thread comes back to see whether it should stop: what
+#: stopping the server may wait for it.
+WATCH_STOP_MS = 500
 #: Directory names never watched (besides watchfiles' own list: .git, __pycache__, .venv…).
 IGNORED_DIRS = ("venv", "env", "virtualenv", "site-packages", "node_modules", "tmp", "log")
 
@@ -115,7 +118,8 @@ async def watch_source(group: Group, restart: RestartFn) -> None:
 
     root = group.app.root
     async for changes in awatch(root, watch_filter=source_filter(root),
-                                debounce=WATCH_DEBOUNCE_MS, step=WATCH_QUIET_MS):
+                                debounce=WATCH_DEBOUNCE_MS, step=WATCH_QUIET_MS,
+                                rust_timeout=WATCH_STOP_MS):
         names = sorted({os.path.relpath(path, root) for _change, path in changes})
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         restart(group, f"source changed: {shown}")

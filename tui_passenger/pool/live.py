@@ -175,16 +175,16 @@ class LiveOperations:
                   group.name, reason, error.details())
         self.pool.emit(RestartFailed(group, error, reason))
 
-    def fresh_load(self, group: Group) -> bool:
+    def fresh_load(self, group: Group) -> None:
         """always_restart.txt exists: called for each request to ``group``, which then
-        waits for a worker of a freshly loaded app (always True: the request queues). The
-        first such request starts the load (a new spawner: smart, a new preloader) and
-        drains the workers there were; requests arriving while it is on its way wait for
-        it too; the first one after it took its request starts the next."""
+        queues for a worker of a freshly loaded app. The first such request starts the
+        load (a new spawner: smart, a new preloader) and drains the workers there were;
+        requests arriving while it is on its way wait for it too; the first one after it
+        took its request starts the next."""
         rollout = group.rollout
         if rollout.fresh is group.spawner and group.spawning \
                 and not any(p.state is READY for p in group.processes):
-            return True
+            return
         old = group.use_spawner(group.new_spawner())
         rollout.fresh = group.spawner
         group.restarts += 1
@@ -194,7 +194,6 @@ class LiveOperations:
             self.pool.drain(process, "always_restart.txt")
         self.pool.track(old.close())  # forked workers outlive their preloader
         self.pool.reconcile()
-        return True
 
     def _after_previous(self, group: Group,
                         operation: Callable[[asyncio.Task[int] | None],

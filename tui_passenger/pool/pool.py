@@ -130,8 +130,9 @@ class Pool:
         """
         if self.closing:
             raise PoolClosed("shutting down")
-        if group.always_restart and self.live.fresh_load(group):
-            return None  # ROOT/tmp/always_restart.txt: wait for a freshly loaded worker
+        if group.always_restart:  # ROOT/tmp/always_restart.txt: wait for a fresh load
+            self.live.fresh_load(group)
+            return None
         process = group.pick()
         if process is not None:
             process.checkout()

@@ -266,14 +266,14 @@ def fake_snapshot() -> dict[str, Any]:
     hello = {**APP_SETTINGS, "name": "hello", "spawn_method": "smart",
              "environment": "production", "min_instances": 2, "max_instances": 0, "queue": 1,
              "queue_limit": 100,
-             "spawning": 0, "spawned": 2, "restarts": 0, "requests": 2221,
+             "spawning": 0, "spawned": 2, "restarts": 0, "crashes": 0, "requests": 2221,
              "last_spawn_error": None, "preloader": preloader, "processes": [w1, w2],
              "memory": {**_mem(47 * MB, 7 * MB, 116 * MB, 7 * MB),
                         "direct_estimate": 150 * MB, "saving": 103 * MB}}
     api = {**APP_SETTINGS, "name": "api", "spawn_method": "direct",
            "environment": "production", "min_instances": 1, "max_instances": 0, "queue": 0,
            "queue_limit": 100,
-           "spawning": 1, "spawned": 1, "restarts": 0, "requests": 55,
+           "spawning": 1, "spawned": 1, "restarts": 0, "crashes": 0, "requests": 55,
            "last_spawn_error": None, "preloader": None, "processes": [w3],
            "memory": {**_mem(30 * MB, 28 * MB, 4 * MB, 27 * MB),
                       "direct_estimate": 30 * MB, "saving": 0}}

@@ -90,6 +90,9 @@ class FakeSpawner:
             raise SpawnError(self.app.name, "app", "it does not start")
         return FakeWorker(self.app.name, self.concurrency, self.interface)
 
+    async def prepare(self) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 
@@ -307,7 +310,7 @@ async def test_a_crashed_worker_is_counted_and_replaced(make_pool):
     victim = group.processes[0]
     victim.worker.exit(ExitStatus(signal=9))
     await settle()
-    assert group.restarts == 1 and [e.process for e in fx.of(Crashed)] == [victim]
+    assert group.crashes == 1 and [e.process for e in fx.of(Crashed)] == [victim]
     assert victim not in group.processes and len(ready(group)) == 2
 
 

@@ -249,7 +249,7 @@ async def test_worker_killed_before_responding_retry_rules(tmp_path):
         status, _, body = await get(server, "/die-once", method="POST", data=b"x")
         assert status == 502 and b"failed before responding" in body
         # Both deaths count as crashes, and both workers were replaced.
-        await wait_until(lambda: group.restarts == 2 and group.live_count() == 2)
+        await wait_until(lambda: group.crashes == 2 and group.live_count() == 2)
 
 
 async def test_worker_killed_mid_response_closes_client_connection():
@@ -450,7 +450,7 @@ async def test_max_request_time_gives_504_and_replaces_the_worker():
                          stuck not in {p.pid for p in group.processes})
         status, _, body = await get(server, "/")
         assert status == 200 and json.loads(body)["pid"] != stuck
-        assert group.restarts == 0  # a planned kill, not a crash
+        assert group.crashes == 0  # a planned kill, not a crash
 
 
 async def test_memory_limit_recycles_a_bloated_worker_without_failures():
@@ -471,7 +471,7 @@ async def test_memory_limit_recycles_a_bloated_worker_without_failures():
         await asyncio.wait_for(client_loop(), 30)
         assert failures == []
         await wait_until(lambda: group.live_count() == 1)
-        assert group.restarts == 0
+        assert group.crashes == 0
 
 
 @pytest.mark.parametrize("data, expected", [

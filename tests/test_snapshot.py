@@ -29,7 +29,8 @@ SAMPLED = {"cpu", "threads", "memory", "fds", "warnings", "notes"}
 MANAGER = {"pid", *SAMPLED}
 APP = {"name", "spawn_method", "environment", "min_instances", "max_instances", "queue",
        "queue_limit", "max_request_time", "memory_limit_mb", "spawning", "spawned",
-       "restarts", "requests", "pipeline_window", "pipelined", "reclaimed", "pipelining",
+       "restarts", "crashes", "requests", "pipeline_window", "pipelined", "reclaimed",
+       "pipelining",
        "worker_scheduling", "last_spawn_error", "preloader", "generation", "mold", "reforks",
        "refork_next", "processes", "memory"}
 PRELOADER = {"pid", "ppid", "state", "started", "uptime", "load_ms", "threads_at_load",

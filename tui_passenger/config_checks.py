@@ -353,8 +353,10 @@ _INHERITABLE: dict[str, Check] = {
     "pipeline_window": _seconds(),
     "worker_scheduling": _choice("batch", "normal"),
     "memory_limit": _int(),
+    "restart_check_interval": _seconds(),
 }
-_APP_ONLY: dict[str, Check] = {"hosts": _hosts, "base_uri": _base_uri, "default": _bool}
+_APP_ONLY: dict[str, Check] = {"hosts": _hosts, "base_uri": _base_uri, "default": _bool,
+                               "watch": _bool}
 _SERVER_ONLY: dict[str, Check] = {
     "address": _string,
     "port": _int(0, 65535),

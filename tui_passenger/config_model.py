@@ -124,6 +124,10 @@ class AppConfig:
     worker_scheduling: str = "batch"
     #: MiB of private (dirty) memory a worker may hold; above → recycled gracefully (0 = off).
     memory_limit: int = 0
+    #: Seconds between looks at ROOT/tmp/restart.txt and always_restart.txt (0 = off).
+    restart_check_interval: float = 2.0
+    #: Development: restart the app when a source file under its root changes.
+    watch: bool = False
     #: Started as root: run the app's preloader and workers as this user (and group).
     user: str | None = None
     group: str | None = None

@@ -162,9 +162,14 @@ class Operations:
                                   "exit": status.describe()})
 
     async def restart(self, app: str) -> Done:
-        """Replace every worker of ``app``, one at a time; done when all are replaced."""
+        """Load ``app`` afresh (new code) and replace every worker from it, one at a time;
+        done when all are replaced. Refused (conflict) with the spawn error if the new code
+        cannot be loaded: the running workers keep serving."""
         group = self.group(app)
-        replaced = await self.server.pool.restart(group)
+        try:
+            replaced = await self.server.pool.live.restart_now(group)
+        except ValueError as exc:
+            raise Refused(RefusalKind.CONFLICT, str(exc)) from None
         return Done(Action.RESTART, {"app": group.name, "replaced": replaced})
 
     async def set_spawn_method(self, app: str, method: object) -> Done:

@@ -270,7 +270,9 @@ class AppStatus:
     memory_limit_mib: int
     spawning: int
     spawned: int
+    #: Rolling restarts (any cause); ``crashes``: workers that exited without being asked.
     restarts: int
+    crashes: int
     requests: int
     #: Seconds.
     pipeline_window: float
@@ -314,6 +316,7 @@ class AppStatus:
             "spawning": self.spawning,
             "spawned": self.spawned,
             "restarts": self.restarts,
+            "crashes": self.crashes,
             "requests": self.requests,
             "pipeline_window": self.pipeline_window,
             "pipelined": self.pipelined,
@@ -341,7 +344,8 @@ class AppStatus:
             max_instances=data["max_instances"], queue=data["queue"],
             queue_limit=data["queue_limit"], max_request_time=data["max_request_time"],
             memory_limit_mib=data["memory_limit_mb"], spawning=data["spawning"],
-            spawned=data["spawned"], restarts=data["restarts"], requests=data["requests"],
+            spawned=data["spawned"], restarts=data["restarts"],
+            crashes=data.get("crashes", 0), requests=data["requests"],
             pipeline_window=data["pipeline_window"], pipelined=data["pipelined"],
             reclaimed=data["reclaimed"], pipelining=data["pipelining"],
             worker_scheduling=data["worker_scheduling"],

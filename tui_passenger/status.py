@@ -13,7 +13,9 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
 - ``apps``: one object per app: ``name``, ``spawn_method``, ``environment``,
   ``min_instances``, ``max_instances``, ``queue``, ``queue_limit``, ``max_request_time`` (s,
   0 = none), ``memory_limit_mb`` (MiB, 0 = none), ``spawning``,
-  ``spawned``, ``restarts``, ``requests``, ``pipeline_window`` (s), ``pipelined`` (requests
+  ``spawned``, ``restarts`` (rolling restarts of any cause: operator, restart.txt,
+  always_restart.txt, watch, spawn-method switch), ``crashes`` (workers that exited
+  without being asked to), ``requests``, ``pipeline_window`` (s), ``pipelined`` (requests
   sent to a busy worker to run next), ``reclaimed`` (of those, taken back because the
   request ahead ran past the window), ``pipelining`` (whether that is on right now),
   ``worker_scheduling`` (batch | normal),
@@ -176,6 +178,7 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float,
         spawning=group.spawning,
         spawned=group.spawned,
         restarts=group.restarts,
+        crashes=group.crashes,
         requests=group.requests,
         pipeline_window=app.pipeline_window,
         pipelined=group.pipelined,

@@ -47,7 +47,7 @@ class SnapshotCollector(Collector):
             name = app.name
             requests.add_metric([name], app.requests)
             queue.add_metric([name], app.queue)
-            restarts.add_metric([name], app.restarts)
+            restarts.add_metric([name], app.crashes)
             counts = dict.fromkeys(("ready", "busy", "draining", "stopping"), 0)
             for process in app.processes:
                 counts[process.state] = counts.get(process.state, 0) + 1

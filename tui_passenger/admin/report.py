@@ -57,7 +57,8 @@ def status_text(state: Snapshot | Mapping[str, Any]) -> str:
         lines.append(f"{app.name} ({app.spawn_method} spawning, min {app.min_instances}"
                      f", max {app.max_instances or '-'}, {app.environment}):")
         lines.append(f"  Requests in queue: {app.queue} / {app.queue_limit}"
-                     f"   Spawning: {app.spawning}   Restarts: {app.restarts}")
+                     f"   Spawning: {app.spawning}   Restarts: {app.restarts}"
+                     f"   Crashes: {app.crashes}")
         limits = [f"max_request_time {app.max_request_time:g} s"
                   if app.max_request_time else "",
                   f"memory_limit {app.memory_limit_mib} MiB" if app.memory_limit_mib else ""]

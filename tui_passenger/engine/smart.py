@@ -109,6 +109,11 @@ class SmartSpawner(Spawner):
         previous, self.previous = self.previous, []
         await asyncio.gather(*(p.stop() for p in previous))
 
+    async def prepare(self) -> None:
+        """Start the preloader now (a fresh import of the app); raises SpawnError."""
+        self.preflight()
+        await self._ensure_preloader(time.monotonic())
+
     async def spawn(self) -> WorkerProcess:
         self.preflight()
         started = time.monotonic()

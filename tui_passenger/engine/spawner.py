@@ -130,6 +130,11 @@ class Spawner(abc.ABC):
         earlier generations (newest first). Empty when spawning directly."""
         return []
 
+    async def prepare(self) -> None:
+        """Load what spawning needs before the first spawn (smart: the preloader, which
+        imports the app); raises SpawnError. Direct spawning loads nothing ahead."""
+        self.preflight()
+
     @abc.abstractmethod
     async def spawn(self) -> WorkerProcess:
         """Start one worker and wait until it is ready; raises SpawnError."""

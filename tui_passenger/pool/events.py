@@ -182,17 +182,24 @@ class Stopping(_Reasoned):
 
 
 @dataclass(frozen=True, slots=True)
-class SpawnFailed(GroupEvent):
-    """A spawn failed; the next one waits ``backoff`` seconds."""
+class _SpawnErrorEvent(GroupEvent):
+    """Loading the app failed: the template, then the error with its details."""
 
     error: SpawnError
-    backoff: float
     level: ClassVar[str] = "error"
 
     @property
     def text(self) -> str:
-        """``spawn failed: `` and the error with its details."""
-        return f"spawn failed: {self.error.details()}"
+        """The template's words, then the error with its details (the traceback)."""
+        return f"{self.template.format(self=self)}: {self.error.details()}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnFailed(_SpawnErrorEvent):
+    """A spawn failed; the next one waits ``backoff`` seconds."""
+
+    backoff: float
+    template: ClassVar[str] = "spawn failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +212,32 @@ class SpawnMethodChanged(GroupEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Restarting(GroupEvent):
+    """A restart has loaded the app afresh (smart: a new preloader is ready); the workers
+    are being replaced from it."""
+
+    reason: str
+    changes_processes: ClassVar[bool] = True  # a new preloader
+    template: ClassVar[str] = "restarting ({self.reason}): the app is loaded afresh"
+
+
+@dataclass(frozen=True, slots=True)
 class Restarted(GroupEvent):
     """A rolling restart (or spawn-method switch) is done."""
 
     reason: str
     count: int
+    changes_processes: ClassVar[bool] = True  # the old preloader is gone
     template: ClassVar[str] = "{self.reason}: {self.count} worker(s) replaced"
+
+
+@dataclass(frozen=True, slots=True)
+class RestartFailed(_SpawnErrorEvent):
+    """A restart could not load the new code; the workers running keep serving."""
+
+    reason: str
+    template: ClassVar[str] = ("restart ({self.reason}) failed, the running workers keep "
+                               "serving")
 
 
 @dataclass(frozen=True, slots=True)

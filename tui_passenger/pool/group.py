@@ -103,7 +103,13 @@ class Group:
         self.surge: deque[asyncio.Future[PoolProcess | None]] = deque()
         self.trim = False
         self.spawned = 0
+        #: Rolling restarts (operator, restart.txt, watch, spawn-method switch), and workers
+        #: that exited without being asked to.
         self.restarts = 0
+        self.crashes = 0
+        #: ROOT/tmp/always_restart.txt exists (set by the file triggers' timer): every
+        #: request gets a worker of a freshly loaded app (see LiveOperations.fresh_load).
+        self.always_restart = False
         self.requests = 0
         self.backoff = Backoff()
         self.pipeline = PipelineState(app.pipeline_window)
@@ -216,10 +222,17 @@ class Group:
         idle.sort(key=lambda p: p.last_used)
         return idle
 
+    def new_spawner(self, method: str | None = None) -> Spawner:
+        """A spawner of ``method`` (default: the current one's) that has loaded nothing yet."""
+        return self._make_spawner(self.app, self.socket_dir, method or self.spawn_method,
+                                  on_output=self.on_output)
+
+    def use_spawner(self, spawner: Spawner) -> Spawner:
+        """Spawn new workers with ``spawner``; returns the old one (to close it)."""
+        old, self.spawner = self.spawner, spawner
+        spawner.numbers = old.numbers  # worker numbers go on, whatever the spawner
+        return old
+
     def set_spawn_method(self, method: str) -> Spawner:
         """Use ``method`` for new workers; returns the old spawner (to close it)."""
-        old = self.spawner
-        self.spawner = self._make_spawner(self.app, self.socket_dir, method,
-                                          on_output=self.on_output)
-        self.spawner.numbers = old.numbers  # worker numbers go on, whatever the method
-        return old
+        return self.use_spawner(self.new_spawner(method))

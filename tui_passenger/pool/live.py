@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from tui_passenger.engine import SmartSpawner, SpawnError
+from tui_passenger.engine import SmartSpawner, Spawner, SpawnError
 from tui_passenger.pool.events import (
     Molded,
     Molding,
@@ -20,6 +20,8 @@ from tui_passenger.pool.events import (
     Reforked,
     ReforkFailed,
     Restarted,
+    RestartFailed,
+    Restarting,
     SpawnMethodChanged,
 )
 from tui_passenger.pool.process import MOLD, MOLDING, READY, PoolProcess
@@ -61,7 +63,8 @@ class PoolActions(Protocol):
 class Rollout:
     """One app's live operations: the one in progress, and the refork_after schedule."""
 
-    __slots__ = ("task", "counts", "index", "refork_next", "reforking", "last_refork_error")
+    __slots__ = ("task", "counts", "index", "refork_next", "reforking", "last_refork_error",
+                 "queued_restart", "last_restart_error", "fresh")
 
     def __init__(self, refork_after: Sequence[int]) -> None:
         #: The rolling restart or refork in progress, if any (one at a time per group).
@@ -73,6 +76,17 @@ class Rollout:
         self.reforking = False
         #: Why the last refork did not happen (None: it did, or none was tried).
         self.last_refork_error: str | None = None
+        #: A restart asked for and not begun yet: later requests for one join it.
+        self.queued_restart: asyncio.Task[int] | None = None
+        #: Why the last restart failed (None: it worked, or none was tried).
+        self.last_restart_error: str | None = None
+        #: always_restart.txt: the spawner of the latest fresh load.
+        self.fresh: Spawner | None = None
+
+    def restart_schedule(self) -> None:
+        """A restart: the refork_after counts start over from the first."""
+        self.index = -1
+        self.next_refork_count()
 
     def next_refork_count(self) -> None:
         """The count in refork_after after this one (0: no more automatic reforks)."""
@@ -92,8 +106,94 @@ class LiveOperations:
         self.shutdown_timeout = shutdown_timeout
 
     def restart(self, group: Group, reason: str = "rolling restart") -> asyncio.Task[int]:
-        """Replace every worker of ``group``, one at a time; returns the task (→ count)."""
-        return self._after_previous(group, lambda previous: self._roll(group, reason, previous))
+        """Load ``group``'s app afresh (smart: a new preloader, generation 0) and replace
+        every worker from it, one at a time, each replacement ready before the old worker
+        drains; then stop the old preloader or mold. Returns the task (→ workers replaced).
+
+        A restart asked for while another waits to begin joins it. If the new code cannot
+        be loaded, nothing changes: ``rollout.last_restart_error`` says why.
+        """
+        rollout = group.rollout
+        queued = rollout.queued_restart
+        if queued is not None and not queued.done():
+            return queued
+        task = self._after_previous(
+            group, lambda previous: self._restart(group, reason, previous))
+        rollout.queued_restart = task
+        return task
+
+    async def restart_now(self, group: Group) -> int:
+        """An operator's restart (``ctl restart``, the dashboard): wait for it; ValueError
+        with the reason if the new code could not be loaded. Returns the workers replaced."""
+        replaced = await self.restart(group)
+        if group.rollout.last_restart_error is not None:
+            raise ValueError(f"{group.name}: restart failed, the running workers keep "
+                             f"serving: {group.rollout.last_restart_error}")
+        return replaced
+
+    async def _restart(self, group: Group, reason: str,
+                       previous: asyncio.Task[int] | None) -> int:
+        if previous is not None and not previous.done():
+            await asyncio.gather(previous, return_exceptions=True)
+        rollout = group.rollout
+        rollout.queued_restart = None  # begun: a request for a restart from now on waits
+        rollout.last_restart_error = None
+        if self.pool.closing:
+            return 0
+        spawner = group.new_spawner()
+        try:
+            await spawner.prepare()  # smart: the new preloader imports the app
+        except SpawnError as error:
+            await spawner.close()
+            self._restart_failed(group, reason, error)
+            return 0
+        except asyncio.CancelledError:  # shutting down: the new preloader must not stay
+            await spawner.close()
+            raise
+        old = group.use_spawner(spawner)
+        group.backoff.succeeded()  # the new code loads: spawn without waiting
+        rollout.restart_schedule()
+        self.pool.emit(Restarting(group, reason))
+        self.pool.reconcile()  # an app with no worker (it did not load before) gets some
+        stale = set(group.processes)
+        try:
+            replaced = await self._replace(group, reason, stale.__contains__, 1)
+        finally:
+            await old.close()  # its preloader or mold; its workers are gone or draining
+        left = [p for p in stale if p.state is READY and p in group.processes]
+        if left and not self.pool.closing:
+            self._restart_failed(group, reason, group.last_error or SpawnError(
+                group.name, "spawn", "no replacement could be spawned"))
+        elif not self.pool.closing:
+            group.restarts += 1
+            self.pool.emit(Restarted(group, reason, replaced))
+        return replaced
+
+    def _restart_failed(self, group: Group, reason: str, error: SpawnError) -> None:
+        group.rollout.last_restart_error = error.message
+        log.error("%s: restart (%s) failed, the running workers keep serving: %s",
+                  group.name, reason, error.details())
+        self.pool.emit(RestartFailed(group, error, reason))
+
+    def fresh_load(self, group: Group) -> None:
+        """always_restart.txt exists: called for each request to ``group``, which then
+        queues for a worker of a freshly loaded app. The first such request starts the
+        load (a new spawner: smart, a new preloader) and drains the workers there were;
+        requests arriving while it is on its way wait for it too; the first one after it
+        took its request starts the next."""
+        rollout = group.rollout
+        if rollout.fresh is group.spawner and group.spawning \
+                and not any(p.state is READY for p in group.processes):
+            return
+        old = group.use_spawner(group.new_spawner())
+        rollout.fresh = group.spawner
+        group.restarts += 1
+        group.backoff.succeeded()  # each request tries the code as it is now
+        self.pool.emit(Restarting(group, "always_restart.txt exists"))
+        for process in [p for p in group.processes if p.state is READY]:
+            self.pool.drain(process, "always_restart.txt")
+        self.pool.track(old.close())  # forked workers outlive their preloader
+        self.pool.reconcile()
 
     def _after_previous(self, group: Group,
                         operation: Callable[[asyncio.Task[int] | None],
@@ -110,7 +210,8 @@ class LiveOperations:
             return asyncio.ensure_future(_nothing())
         old = group.set_spawn_method(method)
         self.pool.emit(SpawnMethodChanged(group, method))
-        task = self.restart(group, f"switching to {method} spawning")
+        reason = f"switching to {method} spawning"
+        task = self._after_previous(group, lambda previous: self._roll(group, reason, previous))
         task.add_done_callback(lambda _t: self.pool.track(old.close()))
         return task
 
@@ -119,6 +220,8 @@ class LiveOperations:
             await asyncio.gather(previous, return_exceptions=True)
         running = {p for p in group.processes if p.state is READY}
         replaced = await self._replace(group, reason, running.__contains__, 1)
+        group.restarts += 1
+        group.rollout.restart_schedule()
         self.pool.emit(Restarted(group, reason, replaced))
         return replaced
 

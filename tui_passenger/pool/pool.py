@@ -24,6 +24,7 @@ from tui_passenger.pool.group import Alarm, Group, SpawnerFactory
 from tui_passenger.pool.live import LiveOperations
 from tui_passenger.pool.pipelining import Pipelining
 from tui_passenger.pool.process import DRAINING, MOLD, READY, STOPPING, PoolProcess
+from tui_passenger.pool.triggers import watch_restart_triggers
 from tui_passenger.pool.waiters import PoolClosed, QueueFull, Waiter, WaiterCallback, fail_waiters
 
 __all__ = ["EventSink", "Pool", "PoolClosed", "QueueFull", "Waiter", "WaiterCallback"]
@@ -75,6 +76,7 @@ class Pool:
     def start(self) -> None:
         """Spawn every app's minimum and start the idle-shutdown ticker."""
         self._ticker = asyncio.ensure_future(self._tick_forever())
+        watch_restart_triggers(self.groups.values(), self.restart, self.track)
         self.reconcile()
 
     async def wait_started(self, timeout: float | None = None) -> None:
@@ -128,6 +130,9 @@ class Pool:
         """
         if self.closing:
             raise PoolClosed("shutting down")
+        if group.always_restart:  # ROOT/tmp/always_restart.txt: wait for a fresh load
+            self.live.fresh_load(group)
+            return None
         process = group.pick()
         if process is not None:
             process.checkout()
@@ -262,7 +267,7 @@ class Pool:
         self.reconcile()
 
     def restart(self, group: Group, reason: str = "rolling restart") -> asyncio.Task[int]:
-        """Replace every worker of ``group``, one at a time; returns the task (→ count)."""
+        """Load ``group``'s app afresh and replace its workers (LiveOperations.restart)."""
         return self.live.restart(group, reason)
 
     def set_spawn_method(self, group: Group, method: str) -> asyncio.Task[int]:
@@ -442,7 +447,7 @@ class Pool:
             return
         self.detach(process)
         if not process.worker.exit_was_requested and not self.closing:
-            group.restarts += 1
+            group.crashes += 1
             log.warning("%s: worker %d exited unexpectedly (%s)", group.name, process.pid,
                         status.describe())
             self.emit(events.Crashed(process, status))

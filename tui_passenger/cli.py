@@ -16,9 +16,12 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui_passenger import __version__
+
+if TYPE_CHECKING:
+    from tui_passenger.config import Config
 
 log = logging.getLogger("tui_passenger")
 
@@ -117,6 +120,9 @@ def serve(args: argparse.Namespace) -> int:
                                  spawn_method=args.spawn_method)
     except ConfigError as exc:
         return fail(exc, 2)
+    problem = already_running(config)
+    if problem is not None:  # before any log file or directory of ours is made
+        return fail(problem, 1)
     level = args.log_level or "info"
     headless = bool(args.headless)
     if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -144,6 +150,16 @@ def serve(args: argparse.Namespace) -> int:
         return fail(exc, 1)
     setup_logging(level, log_file)
     return run(dashboard(EmbeddedCore(config), config.keys))
+
+
+def already_running(config: Config) -> str | None:
+    """Why this config cannot start: an instance already answers on its admin socket (who,
+    and what to do instead); None when none does."""
+    from tui_passenger.admin.instance import running_instance
+    from tui_passenger.admin.paths import admin_socket_path
+
+    running = running_instance(admin_socket_path(config))
+    return None if running is None else str(running.refusal())
 
 
 def attach(args: argparse.Namespace) -> int:

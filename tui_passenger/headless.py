@@ -7,6 +7,7 @@ import logging
 import signal
 
 from tui_passenger.config import Config
+from tui_passenger.listeners import StartError
 from tui_passenger.server import Server
 
 log = logging.getLogger("tui_passenger")
@@ -21,9 +22,9 @@ async def run_headless(config: Config) -> int:
     server = Server(config)
     try:
         await server.start()
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", config.server.address, config.server.port, exc)
-        await server.stop()
+    except StartError as exc:
+        # The start undid itself: nothing of another instance was touched.
+        log.error("%s", exc)
         return 1
     try:
         await stop.wait()

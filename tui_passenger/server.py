@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 
 from tui_passenger.admin.api import AdminServer
@@ -20,9 +19,12 @@ from tui_passenger.engine.output import OutputLine, log_line
 from tui_passenger.eventlog import EventLog, Traffic
 from tui_passenger.inspect.fds import ProcessInfo
 from tui_passenger.inspect.sampler import Sampler
+from tui_passenger.listeners import Listener, open_listeners
 from tui_passenger.pool import Pool
-from tui_passenger.pool.events import EventSink, PoolEvent, Spawned
+from tui_passenger.pool.events import EventSink, PoolEvent, Spawned, SpawnFailed
+from tui_passenger.pool.group import READY
 from tui_passenger.proxy import FrontServer
+from tui_passenger.systemd import Heartbeat, Notifier
 
 log = logging.getLogger("tui_passenger")
 
@@ -49,48 +51,94 @@ class Server:
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
         self.started_at = time.time()
+        #: The first TCP address listened on (None: only Unix sockets).
         self.address: tuple[str, int] | None = None
+        self.listeners: list[Listener] = []
+        self.notifier = Notifier.from_environment()
+        self.heartbeat = Heartbeat(self.notifier, self.summary)
+        self._ready_sent = False
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
-        """Bind the public address and the admin socket, start each app's minimum."""
+        """Listen on the public addresses and the admin socket, start each app's minimum.
+
+        Nothing of another instance is touched: a live admin socket is refused before
+        anything is created, and a start that fails (StartError) closes and removes only
+        what it made, its runtime directory included.
+        """
         if self._started:
             raise RuntimeError("Server.start() called twice")
         self._started = True
         become_subreaper()
-        sock = self._bind()
-        self.address = sock.getsockname()[:2]
-        if self.admin is not None:
-            await self.admin.start()
-        await self.proxy.start(sock)
+        try:
+            if self.admin is not None:
+                self.admin.check()
+            self.listeners = open_listeners(self.config.server, _address_fix(self.config))
+            if self.admin is not None:
+                await self.admin.start()
+            await self.proxy.start([listener.sock for listener in self.listeners])
+        except BaseException as exc:
+            await self._undo_start()
+            self.notifier.status(f"failed to start: {exc}")
+            raise
+        self.address = next((a for a in (x.tcp_address for x in self.listeners) if a), None)
         self.pool.start()
         self.refresh_targets()
         if self.sampler is not None:
             self.sampler.start()
         self._ticker = asyncio.ensure_future(self._tick_forever())
-        log.info("listening on http://%s:%d/", *self.address)
+        self.heartbeat.start()
+        log.info("listening on %s", ", ".join(a + "/" if a.startswith("http") else a
+                                              for a in self.addresses))
+        self._notify_when_ready()
 
-    def _bind(self) -> socket.socket:
-        host, port = self.config.server.address, self.config.server.port
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, address = info[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-        sock.setblocking(False)
-        return sock
+    async def _undo_start(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        self.listeners = []
+        if self.admin is not None:
+            await self.admin.stop()
+        self.runtime.close()
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every public address: ``http://HOST:PORT``, ``unix:PATH``."""
+        return [listener.name for listener in self.listeners]
 
     @property
     def url(self) -> str:
-        """The public base URL."""
-        assert self.address is not None
+        """The public base URL (the first TCP address; else the first Unix socket)."""
+        if self.address is None:
+            return self.addresses[0]
         host, port = self.address
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: apps, workers, requests per second."""
+        groups = self.pool.groups.values()
+        rps = self.traffic.rps[-1] if self.traffic.rps else 0
+        failing = [g.name for g in groups if g.last_error is not None]
+        return (f"{len(groups)} apps, {sum(len(g.processes) for g in groups)} workers, "
+                f"{rps} req/s" + (f"; failing to spawn: {', '.join(failing)}" if failing
+                                  else ""))
+
+    def _notify_when_ready(self) -> None:
+        """READY=1 once every app has its min_instances ready (or, failing to spawn, is in
+        backoff: one broken app must not keep the others from being declared up)."""
+        if self._ready_sent or not self.notifier.enabled:
+            return
+        for group in self.pool.groups.values():
+            ready = sum(1 for p in group.processes if p.state is READY)
+            if ready < group.min_instances and group.last_error is None:
+                return
+        self._ready_sent = True
+        self.notifier.ready(self.summary())
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_timeout), stop all."""
         grace = self.config.server.shutdown_timeout
+        self.notifier.stopping()
+        self.heartbeat.stop()
         # From now on responses say "Connection: close" and idle keep-alive clients are let
         # go, so that they reconnect elsewhere instead of getting 503s during the drain.
         self.proxy.stop_accepting()
@@ -101,9 +149,7 @@ class Server:
             await asyncio.to_thread(self.sampler.stop)
         await self.pool.close(grace)
         await self.proxy.close(grace=1.0)
-        if self.admin is not None:
-            await self.admin.stop()
-        self.runtime.close()
+        await self._undo_start()
         self.stopped.set()
         log.info("stopped")
 
@@ -167,9 +213,18 @@ class Server:
             self.events.add("event", text, level=level, app=event.app, pid=event.pid)
         if event.changes_processes:
             self.refresh_targets()
+        if not self._ready_sent and isinstance(event, (Spawned, SpawnFailed)):
+            self._notify_when_ready()
         if isinstance(event, Spawned) and self.admin is not None:
             worker = event.process.worker
             self.admin.metrics.observe_spawn(worker.app, worker.spawn_method,
                                              worker.spawn_duration or 0.0)
         if self._on_event is not None:
             self._on_event(event)
+
+
+def _address_fix(config: Config) -> str:
+    """How the operator picks another public address, for a start that cannot listen."""
+    if config.server.bind:
+        return "change [server] bind"
+    return "choose another port with --port PORT (or [server] port)"

@@ -118,9 +118,9 @@ class Server:
         groups = self.pool.groups.values()
         rps = self.traffic.rps[-1] if self.traffic.rps else 0
         failing = [g.name for g in groups if g.last_error is not None]
-        return (f"{len(groups)} apps, {sum(len(g.processes) for g in groups)} workers, "
-                f"{rps} req/s" + (f"; failing to spawn: {', '.join(failing)}" if failing
-                                  else ""))
+        workers = sum(len(g.processes) for g in groups)
+        return (f"{_count(len(groups), 'app')}, {_count(workers, 'worker')}, {rps} req/s"
+                + (f"; failing to spawn: {', '.join(failing)}" if failing else ""))
 
     def _notify_when_ready(self) -> None:
         """READY=1 once every app has its min_instances ready (or, failing to spawn, is in
@@ -228,3 +228,7 @@ def _address_fix(config: Config) -> str:
     if config.server.bind:
         return "change [server] bind"
     return "choose another port with --port PORT (or [server] port)"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

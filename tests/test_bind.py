@@ -113,6 +113,22 @@ async def test_a_stale_socket_file_is_replaced_and_a_live_one_refused(directory)
         assert not second.runtime.path.exists()
 
 
+async def test_a_failed_bind_closes_and_removes_what_was_opened_before_it(directory):
+    sock = directory / "http.sock"
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    server = Server(load_config(write_config(
+        directory, f'bind = ["unix:{sock}", "127.0.0.1:{port}"]')))
+    try:
+        with pytest.raises(StartError, match=rf"127\.0\.0\.1:{port}: the address is already "
+                                             r"in use.*change \[server\] bind"):
+            await server.start()
+    finally:
+        taken.close()
+    assert not sock.exists() and not server.runtime.path.exists()
+    assert not (directory / "admin" / "admin.sock").exists()
+
+
 async def test_the_unix_socket_gets_the_group_asked_for(directory):
     others = [g for g in os.getgroups() if g != os.getegid()]
     if os.geteuid() == 0:

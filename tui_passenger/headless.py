@@ -7,7 +7,6 @@ import logging
 import signal
 
 from tui_passenger.config import Config
-from tui_passenger.listeners import StartError
 from tui_passenger.server import Server
 
 log = logging.getLogger("tui_passenger")
@@ -22,7 +21,7 @@ async def run_headless(config: Config) -> int:
     server = Server(config)
     try:
         await server.start()
-    except StartError as exc:
+    except OSError as exc:  # StartError: a sentence with the fix; anything else as it is
         # The start undid itself: nothing of another instance was touched.
         log.error("%s", exc)
         return 1

@@ -118,7 +118,10 @@ def socket_is_live(path: Path) -> bool:
 def open_listeners(server: ServerConfig, fix: str) -> list[Listener]:
     """The public sockets: systemd's if it passed any, else bound as configured. ``fix``
     tells the operator how to choose another address (``--port``, ``[server] bind``)."""
-    inherited = inherited_sockets()
+    try:
+        inherited = inherited_sockets()
+    except OSError as exc:
+        raise StartError(f"cannot use the sockets systemd passed (LISTEN_FDS): {exc}") from None
     if inherited:
         return [_adopt(sock, name) for sock, name in inherited]
     opened: list[Listener] = []
@@ -193,7 +196,11 @@ def _why(exc: OSError) -> str:
 
 def _bind_unix(address: BindAddress, server: ServerConfig) -> Listener:
     path = Path(address.path)
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartError(f"cannot listen on {address}: cannot create its directory: "
+                         f"{exc.strerror}") from None
     claim_unix_path(path, "a [server] bind socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o777)  # no window in which the socket has a wider mode

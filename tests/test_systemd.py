@@ -4,6 +4,7 @@ listening sockets (fd 3 on), with ``python -m tui_passenger --headless`` as a su
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -137,3 +138,30 @@ def test_watchdog_for_another_pid_is_ignored():
     started = time.monotonic()
     assert notifier.send("READY=1") is False  # nobody listens: no error, no wait
     assert time.monotonic() - started < 1
+
+
+async def test_an_app_that_cannot_start_does_not_hold_back_ready(directory, monkeypatch):
+    from tui_passenger.config import load_config
+    from tui_passenger.server import Server
+
+    listener = NotifyListener(directory, abstract=False)
+    config = write_config(directory, 'address = "127.0.0.1"\nport = 0')
+    with config.open("a") as file:
+        file.write(f'[[app]]\nname = "broken"\nroot = "{directory / "app"}"\n'
+                   'entry = "nosuch:app"\nbase_uri = "/broken"\n')
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
+    server = Server(load_config(config))
+    await server.start()
+    try:
+        loop = asyncio.get_running_loop()
+        while "READY" not in (message := await loop.run_in_executor(None, listener.next)):
+            pass
+        assert "failing to spawn: broken" in message["STATUS"]
+        assert server.pool.groups["probe"].processes[0].state == "ready"
+        assert server.pool.groups["broken"].last_error is not None
+        await server.stop()
+        assert listener.until("STOPPING")["STOPPING"] == "1"
+    finally:
+        if not server.stopped.is_set():
+            await server.stop()
+        listener.sock.close()

@@ -21,10 +21,10 @@ from tui_passenger.inspect.fds import ProcessInfo
 from tui_passenger.inspect.sampler import Sampler
 from tui_passenger.listeners import Listener, open_listeners
 from tui_passenger.pool import Pool
-from tui_passenger.pool.events import EventSink, PoolEvent, Spawned, SpawnFailed
-from tui_passenger.pool.group import READY
+from tui_passenger.pool.events import EventSink, PoolEvent, Spawned
 from tui_passenger.proxy import FrontServer
-from tui_passenger.systemd import Heartbeat, Notifier
+from tui_passenger.service import ServiceState
+from tui_passenger.systemd import Notifier
 
 log = logging.getLogger("tui_passenger")
 
@@ -54,9 +54,7 @@ class Server:
         #: The first TCP address listened on (None: only Unix sockets).
         self.address: tuple[str, int] | None = None
         self.listeners: list[Listener] = []
-        self.notifier = Notifier.from_environment()
-        self.heartbeat = Heartbeat(self.notifier, self.summary)
-        self._ready_sent = False
+        self.service = ServiceState(self.pool, self.traffic)
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -78,8 +76,8 @@ class Server:
                 await self.admin.start()
             await self.proxy.start([listener.sock for listener in self.listeners])
         except BaseException as exc:
-            await self._undo_start()
-            self.notifier.status(f"failed to start: {exc}")
+            await self._release()
+            self.service.failed(exc)
             raise
         self.address = next((a for a in (x.tcp_address for x in self.listeners) if a), None)
         self.pool.start()
@@ -87,12 +85,13 @@ class Server:
         if self.sampler is not None:
             self.sampler.start()
         self._ticker = asyncio.ensure_future(self._tick_forever())
-        self.heartbeat.start()
         log.info("listening on %s", ", ".join(a + "/" if a.startswith("http") else a
                                               for a in self.addresses))
-        self._notify_when_ready()
+        self.service.started()
 
-    async def _undo_start(self) -> None:
+    async def _release(self) -> None:
+        """Close and remove what this server made: its listeners (and their socket files),
+        its admin socket, its runtime directory. Never anything of another instance."""
         for listener in self.listeners:
             listener.close()
         self.listeners = []
@@ -113,32 +112,15 @@ class Server:
         host, port = self.address
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
-    def summary(self) -> str:
-        """One line for systemd's STATUS=: apps, workers, requests per second."""
-        groups = self.pool.groups.values()
-        rps = self.traffic.rps[-1] if self.traffic.rps else 0
-        failing = [g.name for g in groups if g.last_error is not None]
-        workers = sum(len(g.processes) for g in groups)
-        return (f"{_count(len(groups), 'app')}, {_count(workers, 'worker')}, {rps} req/s"
-                + (f"; failing to spawn: {', '.join(failing)}" if failing else ""))
-
-    def _notify_when_ready(self) -> None:
-        """READY=1 once every app has its min_instances ready (or, failing to spawn, is in
-        backoff: one broken app must not keep the others from being declared up)."""
-        if self._ready_sent or not self.notifier.enabled:
-            return
-        for group in self.pool.groups.values():
-            ready = sum(1 for p in group.processes if p.state is READY)
-            if ready < group.min_instances and group.last_error is None:
-                return
-        self._ready_sent = True
-        self.notifier.ready(self.summary())
+    @property
+    def notifier(self) -> Notifier:
+        """The one object that talks to systemd (ready, reloading, stopping, status)."""
+        return self.service.notifier
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_timeout), stop all."""
         grace = self.config.server.shutdown_timeout
-        self.notifier.stopping()
-        self.heartbeat.stop()
+        self.service.stopping()
         # From now on responses say "Connection: close" and idle keep-alive clients are let
         # go, so that they reconnect elsewhere instead of getting 503s during the drain.
         self.proxy.stop_accepting()
@@ -149,7 +131,7 @@ class Server:
             await asyncio.to_thread(self.sampler.stop)
         await self.pool.close(grace)
         await self.proxy.close(grace=1.0)
-        await self._undo_start()
+        await self._release()
         self.stopped.set()
         log.info("stopped")
 
@@ -213,8 +195,7 @@ class Server:
             self.events.add("event", text, level=level, app=event.app, pid=event.pid)
         if event.changes_processes:
             self.refresh_targets()
-        if not self._ready_sent and isinstance(event, (Spawned, SpawnFailed)):
-            self._notify_when_ready()
+        self.service.on_event(event)
         if isinstance(event, Spawned) and self.admin is not None:
             worker = event.process.worker
             self.admin.metrics.observe_spawn(worker.app, worker.spawn_method,
@@ -228,7 +209,3 @@ def _address_fix(config: Config) -> str:
     if config.server.bind:
         return "change [server] bind"
     return "choose another port with --port PORT (or [server] port)"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -165,3 +165,20 @@ async def test_an_app_that_cannot_start_does_not_hold_back_ready(directory, monk
         if not server.stopped.is_set():
             await server.stop()
         listener.sock.close()
+
+
+def test_reload_messages_for_notify_reload(directory):
+    """What the config reload sends around a reload: RELOADING=1 with the monotonic time
+    (Type=notify-reload wants it), then READY=1; a status is one line."""
+    listener = NotifyListener(directory, abstract=True)
+    notifier = Notifier(listener.address)
+    try:
+        before = time.monotonic_ns() // 1000
+        notifier.reloading()
+        message = listener.next()
+        assert message["RELOADING"] == "1" and int(message["MONOTONIC_USEC"]) >= before
+        notifier.ready("reloaded:\n2 apps")
+        assert listener.next() == {"READY": "1", "STATUS": "reloaded: 2 apps"}
+    finally:
+        notifier.close()
+        listener.sock.close()

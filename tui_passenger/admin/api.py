@@ -11,6 +11,7 @@ translate HTTP to them and their results back. Errors are JSON ``{"error": reaso
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -105,7 +106,10 @@ class AdminServer:
             sock.bind(str(self.path))
         except OSError as exc:
             sock.close()
-            raise StartError(f"cannot create the admin socket {self.path}: {exc}") from None
+            hint = (" (another tui-passenger is starting with this config)"
+                    if exc.errno == errno.EADDRINUSE else "")
+            raise StartError(f"cannot create the admin socket {self.path}: "
+                             f"{exc.strerror}{hint}") from None
         finally:
             os.umask(old_umask)
         self._listener = Listener(sock, str(self.path), created=self.path)

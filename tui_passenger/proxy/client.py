@@ -97,7 +97,7 @@ class ClientConnection(asyncio.Protocol):
                             else f"{peer[0]}:{peer[1]}").encode()
             self.trusted = self.ip in self.front.trusted
             self.forwarding = forwarding_headers(self.ip, self.address)
-        elif transport.get_extra_info("socket").family == socket.AF_UNIX:
+        elif getattr(transport.get_extra_info("socket"), "family", None) == socket.AF_UNIX:
             # A Unix-socket peer is the local reverse proxy (nginx): who may connect was
             # chosen by the socket's mode and group. It is trusted, and it has no address:
             # ip and address stay empty, nothing is added to X-Forwarded-For.

@@ -56,7 +56,7 @@ class FrontServer:
         self._sweeper = asyncio.ensure_future(self._sweep_idle())
 
     def stop_accepting(self) -> None:
-        """Close the listening socket; open connections go on."""
+        """Close the listening sockets; open connections go on."""
         for server in self._servers:
             server.close()
 

@@ -225,3 +225,34 @@ def _get_until_up(url: str, nginx: subprocess.Popen, pid_file: Path) -> dict:
         assert time.monotonic() < deadline, "nginx never started"
         time.sleep(0.02)
     return _http_get(url)
+
+
+@pytest.mark.parametrize("lines, expected", [
+    ('bind = ["127.0.0.1:3000"]\nport = 3001',
+     r"p\.toml:2: \[server\]: bind: give either bind or address and port, not both"),
+    ('address = "0.0.0.0"\nbind = ["127.0.0.1:3000"]', r"p\.toml:3: \[server\]: bind: give either"),
+    ('bind = ["localhost"]', r'bind: "localhost" is not an address: "HOST:PORT", "\[IPv6\]:PORT"'),
+    ('bind = ["127.0.0.1:70000"]', r'bind: "127\.0\.0\.1:70000" is not an address'),
+    ("bind = []", r"bind: must list at least one address"),
+    ('bind_mode = "rw"', r'bind_mode: expected a file mode such as "0660", got "rw"'),
+    ('bind_group = "no-such-group-here"', r'bind_group: no group "no-such-group-here"'),
+])
+def test_bind_config_errors_name_the_key_and_line(lines, expected):
+    from tui_passenger.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(f"[server]\n{lines}\n", path="p.toml")
+
+
+def test_bind_values_are_normalised(directory):
+    from tui_passenger.config import apply_overrides, parse_config
+
+    config = parse_config('[server]\nbind = ["[::1]:3000", "unix:run/http.sock", '
+                          '"127.0.0.1:3000", "[::1]:3000"]\nbind_mode = 0o600\n'
+                          '[[app]]\nname = "a"\nroot = "."\nentry = "m:app"\n',
+                          path=directory / "p.toml")
+    assert config.server.bind == ("[::1]:3000", f"unix:{directory}/run/http.sock",
+                                  "127.0.0.1:3000")
+    assert config.server.bind_mode == 0o600
+    with pytest.raises(Exception, match="--port: the config's \\[server\\] bind says where"):
+        apply_overrides(config, port=4000)

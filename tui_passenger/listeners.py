@@ -150,12 +150,10 @@ def _adopt(sock: socket.socket, name: str) -> Listener:
         raise StartError(f"the socket systemd passed as {name} is not a listening stream "
                          "socket (ListenStream= in the .socket unit)")
     sock.setblocking(False)
-    listener = Listener(sock, name)
-    if listener.tcp_address is not None:
-        listener.name = _url(*listener.tcp_address)
-    elif sock.family == socket.AF_UNIX:
-        listener.name = f"unix:{sock.getsockname()}"
-    return listener
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        return Listener(sock, _url(*sock.getsockname()[:2]))
+    return Listener(sock, f"unix:{sock.getsockname()}" if sock.family == socket.AF_UNIX
+                    else name)
 
 
 def _bind_tcp(address: BindAddress, fix: str, *, v6only: bool) -> Listener:
@@ -177,9 +175,7 @@ def _bind_tcp(address: BindAddress, fix: str, *, v6only: bool) -> Listener:
         sock.close()
         raise StartError(f"cannot listen on {address}: {_why(exc)}; {fix}") from None
     sock.setblocking(False)
-    listener = Listener(sock, "")
-    listener.name = _url(*listener.tcp_address or ("", 0))
-    return listener
+    return Listener(sock, _url(*sock.getsockname()[:2]))
 
 
 def _why(exc: OSError) -> str:

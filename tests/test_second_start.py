@@ -33,18 +33,22 @@ def first():
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def private_tmp() -> dict[str, str]:
+@pytest.fixture
+def private_tmp():
     """TMPDIR for a second start: its runtime directory is made there, so we can see that
     it is removed again."""
-    return {"TMPDIR": str(short_dir())}
+    path = short_dir()
+    yield {"TMPDIR": str(path)}
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("same_port", [False, True])
-def test_a_second_start_with_the_same_config_leaves_the_first_alone(first, same_port):
+def test_a_second_start_with_the_same_config_leaves_the_first_alone(first, same_port,
+                                                                   private_tmp):
     instance, config, port = first
     admin = config.parent / "admin" / "admin.sock"
     before = os.stat(admin)
-    env = private_tmp()
+    env = private_tmp
     args = ["--headless", "-c", str(config)] + (["--port", str(port)] if same_port else [])
     second = Instance(args, env=env)
     assert second.finish() == 1, second.text
@@ -70,13 +74,13 @@ def test_status_lists_every_address(first):
     assert server["addresses"] == [f"http://127.0.0.1:{port}"] == [server["url"]]
 
 
-def test_port_in_use_names_the_address_and_the_fix():
+def test_port_in_use_names_the_address_and_the_fix(private_tmp):
     directory = short_dir()
     taken = socket.create_server(("127.0.0.1", 0))
     port = taken.getsockname()[1]
     try:
         config = write_config(directory, f'address = "127.0.0.1"\nport = {port}')
-        env = private_tmp()
+        env = private_tmp
         second = Instance(["--headless", "-c", str(config)], env=env)
         assert second.finish() == 1, second.text
         assert re.search(rf"cannot listen on 127\.0\.0\.1:{port}: the address is already in "

@@ -279,7 +279,8 @@ def fake_snapshot() -> dict[str, Any]:
                       "direct_estimate": 30 * MB, "saving": 0}}
     return {
         "schema": 1,
-        "server": {"pid": 1000, "url": "http://127.0.0.1:3000", "started": T0,
+        "server": {"pid": 1000, "url": "http://127.0.0.1:3000",
+                   "addresses": ["http://127.0.0.1:3000"], "started": T0,
                    "uptime": 3723.0, "max_pool_size": 6, "processes": 3, "requests": 2276,
                    "responses": {"1xx": 0, "2xx": 2270, "3xx": 0, "4xx": 3, "5xx": 3},
                    "retries": 0, "errors_502": 0, "errors_503": 2},

@@ -23,7 +23,7 @@ from tui_passenger.status import snapshot
 from tui_passenger.tui import format as fmt
 
 TOP = {"schema", "server", "manager", "apps", "totals", "traffic", "events_seq", "sampling"}
-SERVER = {"pid", "url", "started", "uptime", "max_pool_size", "processes", "requests",
+SERVER = {"pid", "url", "addresses", "started", "uptime", "max_pool_size", "processes", "requests",
           "responses", "retries", "errors_502", "errors_503"}
 SAMPLED = {"cpu", "threads", "memory", "fds", "warnings", "notes"}
 MANAGER = {"pid", *SAMPLED}
@@ -82,7 +82,7 @@ def varied_snapshot() -> dict[str, Any]:
     api["max_request_time"], api["memory_limit_mb"] = 30.0, 512
     api["processes"][0]["memory"] = None
     data["manager"]["memory"] = dict(hello["processes"][1]["memory"])
-    data["server"]["url"] = None
+    data["server"]["url"], data["server"]["addresses"] = None, []
     return data
 
 
@@ -92,6 +92,12 @@ def test_json_round_trip(data: dict[str, Any]) -> None:
     snap = Snapshot.from_json(copy.deepcopy(data))
     assert snap.to_json() == data
     assert Snapshot.from_json(json.loads(json.dumps(snap.to_json()))) == snap
+
+
+def test_an_older_instance_without_addresses_shows_its_url() -> None:
+    data = fake_snapshot()
+    del data["server"]["addresses"]
+    assert Snapshot.from_json(data).server.addresses == ("http://127.0.0.1:3000",)
 
 
 def test_typed_values() -> None:

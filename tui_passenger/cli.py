@@ -16,9 +16,12 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui_passenger import __version__
+
+if TYPE_CHECKING:
+    from tui_passenger.config import Config
 
 log = logging.getLogger("tui_passenger")
 
@@ -118,6 +121,9 @@ def serve(args: argparse.Namespace) -> int:
                                  address=args.address, spawn_method=args.spawn_method)
     except ConfigError as exc:
         return fail(exc, 2)
+    problem = already_running(config)
+    if problem is not None:  # before any log file or directory of ours is made
+        return fail(problem, 1)
     # Now, before any thread starts: setproctitle moves the environment on its first call.
     name_manager(os.fspath(config_path))
     level = args.log_level or "info"
@@ -147,6 +153,16 @@ def serve(args: argparse.Namespace) -> int:
         return fail(exc, 1)
     setup_logging(level, log_file)
     return run(dashboard(EmbeddedCore(config), config.keys))
+
+
+def already_running(config: Config) -> str | None:
+    """Why this config cannot start: an instance already answers on its admin socket (who,
+    and what to do instead); None when none does."""
+    from tui_passenger.admin.instance import running_instance
+    from tui_passenger.admin.paths import admin_socket_path
+
+    running = running_instance(admin_socket_path(config))
+    return None if running is None else str(running.refusal())
 
 
 def attach(args: argparse.Namespace) -> int:

@@ -145,6 +145,9 @@ def _parse_server(top: _Table, raw: Any) -> tuple[ServerConfig, dict[str, Any]]:
     values = {k: check(t, k, raw[k]) for k, check in _SERVER_ONLY.items() if k in raw}
     if "admin_socket" in values:
         values["admin_socket"] = os.path.normpath(t.base_dir / values["admin_socket"])
+    if "bind" in values and ("address" in raw or "port" in raw):
+        t.fail("bind", "give either bind or address and port, not both (bind lists every "
+               'address, e.g. ["127.0.0.1:3000", "unix:/run/tui-passenger/http.sock"])')
     defaults = {k: check(t, k, raw[k]) for k, check in _INHERITABLE.items() if k in raw}
     _check_instances(t, defaults, {})
     return ServerConfig(**values), defaults
@@ -244,6 +247,9 @@ def apply_overrides(config: Config, *, port: int | None = None, address: str | N
     """``config`` with command-line flags applied; ``spawn_method`` applies to every app."""
     cli = _Table(None, _Locator(""), Path.cwd(), "command line", ())
     server = config.server
+    if server.bind and (port is not None or address is not None):
+        cli.fail("--port" if port is not None else "--address",
+                 "the config's [server] bind says where to listen; change it there")
     if port is not None:
         server = dataclasses.replace(server, port=_int(0, 65535)(cli, "--port", port))
     if address is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from tui_passenger.config_model import ConfigError, EnvMap
+from tui_passenger.listeners import BindAddress
 
 _PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
 _DOTTED = rf"{_PART}(?:\s*\.\s*{_PART})*"
@@ -309,6 +310,29 @@ def _tcp_address(t: _Table, key: str, raw: Any) -> tuple[str, int]:
     return host.lower(), int(port)
 
 
+def _bind(text: str) -> str | None:
+    address = BindAddress.parse(text)
+    return None if address is None else str(address)
+
+
+def _binds(t: _Table, key: str, value: Any) -> tuple[str, ...]:
+    binds = _string_list(t, key, value, "addresses", _bind,
+                         'an address: "HOST:PORT", "[IPv6]:PORT" or "unix:/PATH"')
+    if not binds:
+        t.fail(key, 'must list at least one address, e.g. ["127.0.0.1:3000"]')
+    # A relative socket path is relative to the config file, like admin_socket.
+    return tuple(f"unix:{os.path.normpath(t.base_dir / b[5:])}" if b.startswith("unix:")
+                 else b for b in binds)
+
+
+def _mode(t: _Table, key: str, value: Any) -> int:
+    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value.strip()):
+        return int(value, 8)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return value  # TOML's own octal: 0o660
+    t.fail(key, f'expected a file mode such as "0660", got {_show(value)}')
+
+
 def _base_uri(t: _Table, key: str, raw: Any) -> str:
     value = _string(t, key, raw)
     if not value.startswith("/") or any(c in value for c in "?# \t"):
@@ -361,6 +385,9 @@ _SERVER_ONLY: dict[str, Check] = {
     "address": _string,
     "port": _int(0, 65535),
     "admin_socket": _string,
+    "bind": _binds,
+    "bind_mode": _mode,
+    "bind_group": lambda t, key, value: _account(t, key, value, "grp"),
     "max_pool_size": _int(1),
     "shutdown_timeout": _seconds(),
     "client_max_body_size": _int(1),

@@ -61,6 +61,12 @@ class ServerConfig:
 
     address: str = "127.0.0.1"
     port: int = 3000
+    #: Every address to listen on (``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH``); when given,
+    #: instead of ``address`` + ``port``.
+    bind: tuple[str, ...] = ()
+    #: Mode and group of the Unix sockets of ``bind``.
+    bind_mode: int = 0o660
+    bind_group: str | None = None
     admin_socket: str | None = None
     max_pool_size: int = 6
     shutdown_timeout: float = 30.0

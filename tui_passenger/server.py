@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 
 from tui_passenger.admin.api import AdminServer
@@ -22,9 +21,12 @@ from tui_passenger.engine.output import OutputLine, log_line
 from tui_passenger.eventlog import EventLog, Traffic
 from tui_passenger.inspect.fds import ProcessInfo
 from tui_passenger.inspect.sampler import Sampler
+from tui_passenger.listeners import Listener, open_listeners
 from tui_passenger.pool import Pool
 from tui_passenger.pool.events import EventSink, PoolEvent, Spawned
 from tui_passenger.proxy import FrontServer
+from tui_passenger.service import ServiceState
+from tui_passenger.systemd import Notifier
 
 log = logging.getLogger("tui_passenger")
 
@@ -56,51 +58,82 @@ class Server:
         #: Set when stop() begins: readiness probes fail from then on.
         self.stopping = False
         self.started_at = time.time()
+        #: The first TCP address listened on (None: only Unix sockets).
         self.address: tuple[str, int] | None = None
+        self.listeners: list[Listener] = []
+        self.service = ServiceState(self.pool, self.traffic)
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
-        """Bind the public address and the admin socket, start each app's minimum."""
+        """Listen on the public addresses and the admin socket, start each app's minimum.
+
+        Nothing of another instance is touched: a live admin socket is refused before
+        anything is created, and a start that fails (StartError) closes and removes only
+        what it made, its runtime directory included.
+        """
         if self._started:
             raise RuntimeError("Server.start() called twice")
         self._started = True
         become_subreaper()
-        sock = self._bind()
-        self.address = sock.getsockname()[:2]
-        if self.admin is not None:
-            await self.admin.start()
-        if self.probes is not None:
-            await self.probes.start()
-        await self.proxy.start(sock)
+        try:
+            if self.admin is not None:
+                self.admin.check()
+            self.listeners = open_listeners(self.config.server, _address_fix(self.config))
+            if self.admin is not None:
+                await self.admin.start()
+            if self.probes is not None:
+                await self.probes.start()
+            await self.proxy.start([listener.sock for listener in self.listeners])
+        except BaseException as exc:
+            await self._release()
+            self.service.failed(exc)
+            raise
+        self.address = next((a for a in (x.tcp_address for x in self.listeners) if a), None)
         self.pool.start()
         self.refresh_targets()
         if self.sampler is not None:
             self.sampler.start()
         self._ticker = asyncio.ensure_future(self._tick_forever())
-        log.info("listening on http://%s:%d/", *self.address)
+        log.info("listening on %s", ", ".join(a + "/" if a.startswith("http") else a
+                                              for a in self.addresses))
+        self.service.started()
 
-    def _bind(self) -> socket.socket:
-        host, port = self.config.server.address, self.config.server.port
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, address = info[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-        sock.setblocking(False)
-        return sock
+    async def _release(self) -> None:
+        """Close and remove what this server made: its listeners (and their socket files),
+        its admin socket, its probe listener, its runtime directory. Never anything of
+        another instance."""
+        if self.probes is not None:
+            await self.probes.stop()
+        for listener in self.listeners:
+            listener.close()
+        self.listeners = []
+        if self.admin is not None:
+            await self.admin.stop()
+        self.runtime.close()
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every public address: ``http://HOST:PORT``, ``unix:PATH``."""
+        return [listener.name for listener in self.listeners]
 
     @property
     def url(self) -> str:
-        """The public base URL."""
-        assert self.address is not None
+        """The public base URL (the first TCP address; else the first Unix socket)."""
+        if self.address is None:
+            return self.addresses[0]
         host, port = self.address
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+    @property
+    def notifier(self) -> Notifier:
+        """The one object that talks to systemd (ready, reloading, stopping, status)."""
+        return self.service.notifier
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_timeout), stop all."""
         grace = self.config.server.shutdown_timeout
         self.stopping = True
+        self.service.stopping()
         # From now on responses say "Connection: close" and idle keep-alive clients are let
         # go, so that they reconnect elsewhere instead of getting 503s during the drain.
         self.proxy.stop_accepting()
@@ -112,12 +145,8 @@ class Server:
         await self.pool.close(grace)
         await self.proxy.close(grace=1.0)
         # The probes answer through the drain (readyz: 503, shutting down), for the load
-        # balancer to see this instance leave.
-        if self.probes is not None:
-            await self.probes.stop()
-        if self.admin is not None:
-            await self.admin.stop()
-        self.runtime.close()
+        # balancer to see this instance leave; _release() stops them last.
+        await self._release()
         self.stopped.set()
         log.info("stopped")
 
@@ -189,9 +218,17 @@ class Server:
             self.events.add("event", text, level=level, app=event.app, pid=event.pid)
         if event.changes_processes:
             self.refresh_targets()
+        self.service.on_event(event)
         if isinstance(event, Spawned):
             worker = event.process.worker
             self.metrics.observe_spawn(worker.app, worker.spawn_method,
                                        worker.spawn_duration or 0.0)
         if self._on_event is not None:
             self._on_event(event)
+
+
+def _address_fix(config: Config) -> str:
+    """How the operator picks another public address, for a start that cannot listen."""
+    if config.server.bind:
+        return "change [server] bind"
+    return "choose another port with --port PORT (or [server] port)"

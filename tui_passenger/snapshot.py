@@ -365,6 +365,8 @@ class ServerInfo:
     pid: int
     #: None when it serves no public address.
     url: str | None
+    #: Every public address: ``http://HOST:PORT``, ``unix:PATH``.
+    addresses: tuple[str, ...] = ()
     #: Epoch seconds.
     started: float
     uptime: float
@@ -382,6 +384,7 @@ class ServerInfo:
         return {
             "pid": self.pid,
             "url": self.url,
+            "addresses": list(self.addresses),
             "started": self.started,
             "uptime": self.uptime,
             "max_pool_size": self.max_pool_size,
@@ -396,7 +399,10 @@ class ServerInfo:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServerInfo:
         """Rebuild from the schema's ``server`` object."""
-        return cls(pid=data["pid"], url=data["url"], started=data["started"],
+        return cls(pid=data["pid"], url=data["url"],
+                   addresses=tuple(data.get("addresses") or ([data["url"]] if data["url"]
+                                                            else [])),
+                   started=data["started"],
                    uptime=data["uptime"], max_pool_size=data["max_pool_size"],
                    processes=data["processes"], requests=data["requests"],
                    responses=dict(data["responses"]), retries=data["retries"],

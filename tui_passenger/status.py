@@ -4,12 +4,13 @@ what the dashboard, ``/metrics`` and the text reports render. Its ``to_json()`` 
 
 Schema (version 1, stable; new keys may be added, none removed or renamed):
 
-- ``schema`` (1), ``server`` {``pid``, ``url``, ``started``, ``uptime``, ``max_pool_size``,
-  ``processes``, ``requests``, ``responses`` {"1xx".."5xx"}, ``retries``, ``errors_502``,
-  ``errors_503``}, ``manager`` {``pid``, ``cpu``, ``threads``, ``memory``},
-  ``totals`` (memory summed over every app, as per app below), ``traffic`` {``rps``,
-  ``p50_ms``, ``p99_ms``: one value per second, oldest first}, ``events_seq`` (the newest
-  log entry, see ``/events``), ``sampling`` (false while paused).
+- ``schema`` (1), ``server`` {``pid``, ``url`` (the first TCP address, else the first Unix
+  socket), ``addresses`` (every public address: ``http://HOST:PORT``, ``unix:PATH``),
+  ``started``, ``uptime``, ``max_pool_size``, ``processes``, ``requests``, ``responses``
+  {"1xx".."5xx"}, ``retries``, ``errors_502``, ``errors_503``}, ``manager`` {``pid``,
+  ``cpu``, ``threads``, ``memory``}, ``totals`` (memory summed over every app, as per app
+  below), ``traffic`` {``rps``, ``p50_ms``, ``p99_ms``: one value per second, oldest first},
+  ``events_seq`` (the newest log entry, see ``/events``), ``sampling`` (false while paused).
 - ``apps``: one object per app: ``name``, ``spawn_method``, ``environment``,
   ``min_instances``, ``max_instances``, ``queue``, ``queue_limit``, ``max_request_time`` (s,
   0 = none), ``memory_limit_mb`` (MiB, 0 = none), ``spawning``,
@@ -207,7 +208,8 @@ def snapshot(server: Server) -> Snapshot:
     return Snapshot(
         server=ServerInfo(
             pid=os.getpid(),
-            url=server.url if server.address else None,
+            url=server.url if server.listeners else None,
+            addresses=tuple(server.addresses),
             started=round(server.started_at, 3),
             uptime=round(now - server.started_at, 1),
             max_pool_size=server.pool.max_pool_size,

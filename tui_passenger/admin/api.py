@@ -11,7 +11,7 @@ translate HTTP to them and their results back. Errors are JSON ``{"error": reaso
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import json
 import logging
 import os
@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tui_passenger.admin.instance import running_instance
 from tui_passenger.admin.metrics import Metrics
 from tui_passenger.admin.paths import private_directory
+from tui_passenger.listeners import Listener, StartError, claim_unix_path
 from tui_passenger.operations import Done, Operations, RefusalKind, Refused
 from tui_passenger.status import snapshot
 
@@ -67,20 +69,24 @@ class AdminServer:
         self.metrics: Metrics = server.metrics  # the server's: the probe listener shares it
         self.operations = Operations(server)
         self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
+
+    def check(self) -> None:
+        """Refuse to start (StartError, naming it) when an instance answers on our admin
+        socket; called before anything of this start exists, and again by start()."""
+        try:
+            private_directory(self.path)
+        except OSError as exc:
+            raise StartError(str(exc)) from None
+        running = running_instance(self.path)
+        if running is not None:
+            raise running.refusal()
 
     async def start(self) -> None:
-        """Bind the socket (0600), refusing to take over a live instance's socket."""
-        private_directory(self.path)
-        if self.path.exists():
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(str(self.path))
-            except OSError:
-                self.path.unlink()  # stale, from an instance that did not exit cleanly
-            else:
-                raise OSError(f"another tui-passenger instance is using {self.path}")
-            finally:
-                probe.close()
+        """Bind the socket (0600), refusing to take over a live instance's socket; a stale
+        one (from an instance that did not exit cleanly) is removed."""
+        self.check()
+        claim_unix_path(self.path, "the admin socket")
         app = web.Application(middlewares=[guard])
         app.add_routes([
             web.get("/status", self.status),
@@ -93,23 +99,35 @@ class AdminServer:
             web.get("/events", self.get_events),
             web.post("/sampling", self.sampling),
         ])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is created 0600, no window where it is not
         try:
-            site = web.UnixSite(self._runner, str(self.path))
-            await site.start()
+            # bind() itself refuses a path that exists: nothing is ever taken over.
+            sock.bind(str(self.path))
+        except OSError as exc:
+            sock.close()
+            hint = (" (another tui-passenger is starting with this config)"
+                    if exc.errno == errno.EADDRINUSE else "")
+            raise StartError(f"cannot create the admin socket {self.path}: "
+                             f"{exc.strerror}{hint}") from None
         finally:
             os.umask(old_umask)
+        self._listener = Listener(sock, str(self.path), created=self.path)
         os.chmod(self.path, 0o600)
+        sock.listen(128)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
         log.info("admin API on %s", self.path)
 
     async def stop(self) -> None:
-        """Stop serving and remove the socket."""
+        """Stop serving and remove the socket, if this instance created it."""
         if self._runner is not None:
             await self._runner.cleanup()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            self._runner = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     # -- handlers: HTTP in, an operation, JSON out -----------------------------------------
 

@@ -44,7 +44,8 @@ def status_text(state: Snapshot | Mapping[str, Any]) -> str:
     responses = server.responses
     lines = [
         "----------- General information -----------",
-        f"Address       : {server.url}  (manager pid {server.pid}, "
+        f"Address       : {', '.join(server.addresses) or server.url}  "
+        f"(manager pid {server.pid}, "
         f"up {duration(server.uptime)})",
         f"Processes     : {server.processes} / max_pool_size {server.max_pool_size}",
         f"Requests      : {server.requests}  (2xx {responses['2xx']}, 4xx {responses['4xx']},"

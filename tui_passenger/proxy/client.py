@@ -8,6 +8,7 @@ bounded) before its :class:`~tui_passenger.proxy.exchange.Exchange` asks for a w
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
@@ -17,7 +18,12 @@ import httptools
 import tui_passenger.proxy.pages as pages
 from tui_passenger.proxy.body import RequestBody
 from tui_passenger.proxy.exchange import Exchange, Front
-from tui_passenger.proxy.headers import INTERNAL_PREFIX, REWRITTEN, forwarding_headers
+from tui_passenger.proxy.headers import (
+    INTERNAL_PREFIX,
+    REWRITTEN,
+    UNIX_PEER_FORWARDING,
+    forwarding_headers,
+)
 from tui_passenger.proxy.request import Request
 
 if TYPE_CHECKING:
@@ -89,8 +95,16 @@ class ClientConnection(asyncio.Protocol):
             self.ip = peer[0]
             self.address = (f"[{peer[0]}]:{peer[1]}" if ":" in peer[0]
                             else f"{peer[0]}:{peer[1]}").encode()
-        self.trusted = self.ip in self.front.trusted
-        self.forwarding = forwarding_headers(self.ip, self.address)
+            self.trusted = self.ip in self.front.trusted
+            self.forwarding = forwarding_headers(self.ip, self.address)
+        elif getattr(transport.get_extra_info("socket"), "family", None) == socket.AF_UNIX:
+            # A Unix-socket peer is the local reverse proxy (nginx): who may connect was
+            # chosen by the socket's mode and group. It is trusted, and it has no address:
+            # ip and address stay empty, nothing is added to X-Forwarded-For.
+            self.trusted = True
+            self.forwarding = UNIX_PEER_FORWARDING
+        else:
+            self.forwarding = forwarding_headers(self.ip, self.address)
         self.front.connections.add(self)
 
     def data_received(self, data: bytes) -> None:

@@ -14,6 +14,7 @@ import itertools
 import os
 import socket
 import time
+from collections.abc import Iterable
 
 from tui_passenger.config import Config
 from tui_passenger.pool import Group, Pool
@@ -24,7 +25,7 @@ from tui_passenger.proxy.routing import Router
 
 
 class FrontServer:
-    """Listens on the public address and hands each request to an Exchange."""
+    """Listens on the public addresses and hands each request to an Exchange."""
 
     def __init__(self, config: Config, pool: Pool,
                  on_request: RequestObserver | None = None) -> None:
@@ -39,22 +40,25 @@ class FrontServer:
         self.stats = Stats()
         self.connections: set[ClientConnection] = set()
         self.closing = False
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}-".encode()
 
-    async def start(self, sock: socket.socket) -> None:
-        """Serve connections arriving on the listening socket ``sock``."""
+    async def start(self, sockets: Iterable[socket.socket]) -> None:
+        """Serve connections arriving on each of the listening ``sockets`` (TCP or Unix)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ClientConnection(self), sock=sock,
-                                                backlog=1024)
+        for sock in sockets:
+            # create_server for Unix sockets too: create_unix_server would remove the
+            # socket file on close, and a file systemd made (socket activation) is not ours.
+            self._servers.append(await loop.create_server(
+                lambda: ClientConnection(self), sock=sock, backlog=1024))
         self._sweeper = asyncio.ensure_future(self._sweep_idle())
 
     def stop_accepting(self) -> None:
-        """Close the listening socket; open connections go on."""
-        if self._server is not None:
-            self._server.close()
+        """Close the listening sockets; open connections go on."""
+        for server in self._servers:
+            server.close()
 
     def begin_closing(self) -> None:
         """Answer what is in flight with ``Connection: close``; let idle clients go now."""
@@ -78,9 +82,9 @@ class FrontServer:
                 await asyncio.sleep(0.05)
         for connection in list(self.connections):
             connection.abort()
-        if self._server is not None:
+        for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                await asyncio.wait_for(server.wait_closed(), 1.0)
 
     async def _sweep_idle(self) -> None:
         server = self.config.server

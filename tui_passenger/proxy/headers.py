@@ -38,6 +38,11 @@ def forwarding_headers(ip: str, address: bytes) -> bytes:
             b"X-Passenger-Remote-Addr: %b\r\n" % (peer, address))
 
 
+#: The forwarding fields for a peer on a Unix socket: it has no address to report (the
+#: worker then gives the app REMOTE_ADDR 127.0.0.1, a peer on this machine).
+UNIX_PEER_FORWARDING = b"X-Forwarded-Proto: http\r\n"
+
+
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """Field names listed in Connection headers (they are hop-by-hop too)."""
     tokens: set[bytes] = set()
@@ -86,13 +91,17 @@ def build_upstream_request(peer: Peer, request: Request, script_name: str,
         parts += (name, b": ", value, b"\r\n")
     ip = peer.ip.encode()
     chain = forwarded.get(b"x-forwarded-for")
+    if ip:  # a Unix-socket peer (the local proxy) has no address to add to the chain
+        chain = chain + b", " + ip if chain else ip
+    if chain:
+        parts += (b"X-Forwarded-For: ", chain, b"\r\n")
     scheme = forwarded.get(b"x-forwarded-proto") or b"http"
-    parts += (b"X-Forwarded-For: ", chain + b", " + ip if chain else ip,
-              b"\r\nX-Forwarded-Proto: ", scheme,
+    parts += (b"X-Forwarded-Proto: ", scheme,
               b"\r\nX-Forwarded-Host: ",
               forwarded.get(b"x-forwarded-host") or request.host.encode("latin-1"),
-              b"\r\nX-Request-Id: ", request_id,
-              b"\r\nX-Passenger-Remote-Addr: ", peer.address, b"\r\n")
+              b"\r\nX-Request-Id: ", request_id, b"\r\n")
+    if peer.address:
+        parts += (b"X-Passenger-Remote-Addr: ", peer.address, b"\r\n")
     if scheme != b"http":  # a worker takes no X-Passenger-Scheme for http
         parts += (b"X-Passenger-Scheme: ", scheme, b"\r\n")
     if script_name:

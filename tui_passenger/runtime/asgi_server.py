@@ -1,8 +1,8 @@
 """An ASGI 3 server for one app worker: one event loop, many requests at once.
 
-Each connection is an ``asyncio.Protocol`` with an ``httptools`` parser. Requests on one
-connection run in order (pipelining, keep-alive); requests on different connections run
-concurrently, at most ``concurrency`` at a time (more wait for a slot rather than fail).
+Each connection is an ``asyncio.Protocol`` with a request parser (``httptools``, else
+:mod:`.http_parser`). Requests on one connection run in order (pipelining, keep-alive);
+requests on different connections run concurrently, at most ``concurrency`` at a time (more wait for a slot rather than fail).
 The request body streams: ``receive()`` hands out what has arrived, and reading from the
 socket pauses while too much is buffered. WebSocket upgrades are refused with a 400.
 
@@ -20,14 +20,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-import httptools
-
 from tui_passenger.runtime import http_common as hc
 from tui_passenger.runtime.asgi_cycle import Cycle
 from tui_passenger.runtime.asgi_lifespan import Lifespan
 from tui_passenger.runtime.http_framing import simple_response
 
 __all__ = ["ASGIServer", "LifespanError"]
+
+#: httptools, or the pure-Python parser in an interpreter without it.
+_PARSER = hc.PARSER
 
 #: Request body buffered per request before the connection stops reading.
 HIGH_WATER = 64 * 1024
@@ -50,7 +51,7 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
         self.server = server
         self.loop = loop
         self.transport: Any = None
-        self.parser: Any = httptools.HttpRequestParser(self)
+        self.parser: Any = _PARSER.HttpRequestParser(self)
         self.cycle: Cycle | None = None  # the request being answered
         self.parsing: Cycle | None = None  # the request whose body is being parsed
         self.pipeline: deque[Cycle] = deque()
@@ -82,13 +83,13 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except _PARSER.HttpParserUpgrade:
             # The upgrade request itself was parsed (and closes its connection); what follows
             # its head is another protocol, which this server does not speak.
             self.upgraded = True
             self._pause()
             return
-        except httptools.HttpParserError as exc:
+        except _PARSER.HttpParserError as exc:
             self._parse_failed(exc)
             return
         if not self.read_paused:
@@ -153,7 +154,7 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
-        assert cycle is not None  # httptools calls this between headers and message end
+        assert cycle is not None  # the parser calls this between headers and message end
         if cycle.response_complete or cycle.disconnected:
             # Answered already: drop the rest of the body, unless there is too much of it.
             cycle.discarded += len(body)

@@ -2,9 +2,10 @@
 
 Each connection is an ``asyncio.Protocol`` with a request parser (``httptools``, else
 :mod:`.http_parser`). Requests on one connection run in order (pipelining, keep-alive);
-requests on different connections run concurrently, at most ``concurrency`` at a time (more wait for a slot rather than fail).
-The request body streams: ``receive()`` hands out what has arrived, and reading from the
-socket pauses while too much is buffered. WebSocket upgrades are refused with a 400.
+requests on different connections run concurrently, at most ``concurrency`` at a time
+(more wait for a slot rather than fail). The request body streams: ``receive()`` hands out
+what has arrived, and reading from the socket pauses while too much is buffered. WebSocket
+upgrades are refused with a 400.
 
 The loop is uvloop's when it is installed, else asyncio's. Nothing here needs signal
 handlers, so the server runs just as well in a thread (as the tests do).
@@ -255,7 +256,8 @@ class ASGIServer:
         self._server: asyncio.AbstractServer | None = None
         self._stopping = False
         self._stop_requested = False
-        self._stop_event = asyncio.Event()  # binds to the loop on first use (3.10+)
+        # Made with the loop: on Python 3.9 an asyncio.Event made here would bind to another.
+        self._stop_waiter: asyncio.Future[None] | None = None
         self._connections: set[_HttpProtocol] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: deque[Cycle] = deque()
@@ -272,6 +274,7 @@ class ASGIServer:
         else:
             loop = uvloop.new_event_loop()
         self._loop = loop
+        self._stop_waiter = loop.create_future()
         loop.set_exception_handler(self._loop_exception)
         try:
             if self.lifespan != "off":
@@ -298,7 +301,12 @@ class ASGIServer:
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # a closed loop has nothing left to stop
-                loop.call_soon_threadsafe(self._stop_event.set)
+                loop.call_soon_threadsafe(self._wake_to_stop)
+
+    def _wake_to_stop(self) -> None:
+        waiter = self._stop_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def serve_forever(self) -> None:
         """Serve until :meth:`request_stop`, then drain requests and run lifespan shutdown."""
@@ -343,8 +351,8 @@ class ASGIServer:
                 self._schedule(waiting)
 
     async def _serve(self) -> None:
-        if not self._stop_requested:
-            await self._stop_event.wait()
+        if not self._stop_requested and self._stop_waiter is not None:
+            await self._stop_waiter
         self._stopping = True
         if self._server is not None:
             self._server.close()  # stop accepting

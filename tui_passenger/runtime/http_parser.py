@@ -33,7 +33,8 @@ _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([!-~\x80-\xff]+) HTTP/(1\.[01])")
 # Field values: visible characters, spaces, tabs and obs-text; never CR, LF or NUL.
 _FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[\t -~\x80-\xff]*\r\n)*")
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t -~\x80-\xff]*?)[ \t]*\r\n")
+# As llhttp: leading whitespace is not part of the value, trailing whitespace is.
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t -~\x80-\xff]*)\r\n")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t -~\x80-\xff]*)?")
 
 _HEAD, _BODY, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _CLOSED = range(7)
@@ -68,7 +69,7 @@ class URL(NamedTuple):
     userinfo: bytes | None
 
 
-_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://(?:([^@/?#]*)@)?([^/?#:]*|\[[^\]]*\])"
+_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://(?:([^@/?#]*)@)?(?:\[([^\]]*)\]|([^/?#:]*))"
                        rb"(?::([0-9]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?", re.DOTALL)
 
 
@@ -76,9 +77,9 @@ def parse_url(url: bytes) -> URL:
     """Split an absolute-form or origin-form request target; HttpParserError if neither."""
     match = _ABSOLUTE.fullmatch(url)
     if match is not None:
-        schema, userinfo, host, port, path, query, fragment = match.groups()
-        return URL(schema, host, int(port) if port else None, path or None, query, fragment,
-                   userinfo)
+        schema, userinfo, v6_host, host, port, path, query, fragment = match.groups()
+        return URL(schema, v6_host or host, int(port) if port else None, path or None, query,
+                   fragment, userinfo)
     if url[:1] != b"/":
         raise HttpParserError("invalid URL")
     rest, _, fragment = url.partition(b"#")
@@ -261,10 +262,10 @@ class HttpRequestParser:
         """A chunk-size line, the CRLF after a chunk's data, or the trailer section."""
         state = self._state
         if state == _CHUNK_END:
+            if not b"\r\n".startswith(buf[pos:pos + 2]):
+                raise HttpParserError("missing CRLF after chunk data")
             if len(buf) - pos < 2:
                 return -pos - 1
-            if not buf.startswith(b"\r\n", pos):
-                raise HttpParserError("missing CRLF after chunk data")
             self._state = _CHUNK_SIZE_LINE
             return pos + 2
         line_end = buf.find(b"\r\n", pos)
@@ -272,11 +273,13 @@ class HttpRequestParser:
             if len(buf) - pos > MAX_CHUNK_LINE or buf.find(b"\n", pos) >= 0:
                 raise HttpParserError("invalid chunk size line")
             return -pos - 1
-        if state == _TRAILERS:  # trailer fields are read and dropped
+        if state == _TRAILERS:  # trailer fields go to on_header, as llhttp does
             if line_end == pos:
                 return self._message_done(pos + 2)
-            if _FIELDS.fullmatch(buf, pos, line_end + 2) is None:
+            trailer = _FIELD.fullmatch(buf, pos, line_end + 2)
+            if trailer is None:
                 raise HttpParserError("invalid trailer line")
+            self._header(*trailer.groups())
             return line_end + 2
         size_line = _CHUNK_SIZE.fullmatch(buf, pos, line_end)
         if size_line is None:

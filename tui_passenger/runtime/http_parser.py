@@ -31,10 +31,11 @@ MAX_CHUNK_LINE = 4096
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([!-~\x80-\xff]+) HTTP/(1\.[01])")
-# Field values: visible characters, spaces, tabs and obs-text; never CR, LF or NUL.
-_FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[\t -~\x80-\xff]*\r\n)*")
-# As llhttp: leading whitespace is not part of the value, trailing whitespace is.
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t -~\x80-\xff]*)\r\n")
+_NAME = re.compile(_TOKEN)
+#: What a head's field lines may hold: visible characters, spaces, tabs and obs-text (CR and
+#: LF only as the CRLF that ends a line, checked by counting). ``translate`` deleting these
+#: leaves the offending bytes: one C-level pass, several times cheaper than a regex search.
+_FIELD_BYTES = bytes(b for b in range(256) if b in (9, 10, 13) or 32 <= b != 127)
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t -~\x80-\xff]*)?")
 
 _HEAD, _BODY, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _CLOSED = range(7)
@@ -89,6 +90,34 @@ def parse_url(url: bytes) -> URL:
 
 def _noop(*_args: Any) -> None:
     return None
+
+
+#: Header names (lower-cased) that decide the framing and the connection's fate.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"upgrade"})
+#: Header names seen before -> lower-cased; a proxy sends the same few again and again.
+_NAMES: dict[bytes, bytes] = {}
+
+
+def _field_lines(block: bytes) -> list[bytes]:
+    """The field lines of a head (without its final CRLF); HttpParserError if a bare CR or
+    LF, or another control character than tab, is in it."""
+    lines = block.split(b"\r\n")
+    breaks = len(lines) - 1
+    if block.count(b"\r") != breaks or block.count(b"\n") != breaks or block.translate(
+            None, _FIELD_BYTES):
+        raise HttpParserError("invalid character in header")
+    return lines
+
+
+def _new_name(name: bytes, colon: bytes) -> bytes:
+    """The lower-cased ``name`` of a field line not seen before; HttpParserError if the line
+    has no colon or the name is not a token (whitespace before the colon, say)."""
+    if not colon or _NAME.fullmatch(name) is None:
+        raise HttpParserError("invalid header line")
+    lname = name.lower()
+    if len(_NAMES) < 1024:
+        _NAMES[name] = lname
+    return lname
 
 
 class HttpRequestParser:
@@ -184,9 +213,7 @@ class HttpRequestParser:
             if re.match(_TOKEN + rb" ", buf[pos:line_end]) is None:
                 raise HttpParserInvalidMethodError("invalid method")
             raise HttpParserError("invalid request line")
-        fields_end = end + 2
-        if _FIELDS.fullmatch(buf, line_end + 2, fields_end) is None:
-            raise HttpParserError("invalid header line")
+        lines = _field_lines(buf[line_end + 2:end]) if end > line_end else ()
         method, target, version = request_line.groups()
         self._method = method
         self._version = "1.1" if version == b"1.1" else "1.0"
@@ -197,9 +224,17 @@ class HttpRequestParser:
         chunked = False
         connection = b""
         upgrade = False
-        for name, value in _FIELD.findall(buf, line_end + 2, fields_end):
+        names = _NAMES
+        for line in lines:
+            name, colon, value = line.partition(b":")
+            lname = names.get(name)
+            if lname is None or not colon:
+                lname = _new_name(name, colon)
+            # As llhttp: leading whitespace is not part of the value, trailing whitespace is.
+            value = value.lstrip(b" \t")
             header(name, value)
-            lname = name.lower()
+            if lname not in _FRAMING:
+                continue
             if lname == b"content-length":
                 if length is not None or not value.isdigit():
                     raise HttpParserError("invalid or repeated Content-Length")
@@ -276,10 +311,9 @@ class HttpRequestParser:
         if state == _TRAILERS:  # trailer fields go to on_header, as llhttp does
             if line_end == pos:
                 return self._message_done(pos + 2)
-            trailer = _FIELD.fullmatch(buf, pos, line_end + 2)
-            if trailer is None:
-                raise HttpParserError("invalid trailer line")
-            self._header(*trailer.groups())
+            name, colon, value = _field_lines(buf[pos:line_end])[0].partition(b":")
+            _new_name(name, colon)
+            self._header(name, value.lstrip(b" \t"))
             return line_end + 2
         size_line = _CHUNK_SIZE.fullmatch(buf, pos, line_end)
         if size_line is None:

@@ -1,9 +1,9 @@
 """Apps on their own interpreter: a bare virtualenv with nothing installed in it.
 
 A real server serves an app whose ``python`` is a ``venv --without-pip`` virtualenv (made
-from this machine's Python, and from 3.9 when pyenv has it), smart and direct, WSGI and
-ASGI, answering a real request; the worker then runs on that interpreter with the pure-Python
-request parser, and nothing of the manager's environment is importable there. An
+from this machine's Python, and from 3.9 and 3.13 when pyenv has them), smart and direct,
+WSGI and ASGI, answering a real request; the worker then runs on that interpreter with the
+pure-Python request parser, and nothing of the manager's environment is importable there. An
 interpreter too old, or not Python, is a spawn error that says so.
 """
 
@@ -28,10 +28,11 @@ from tui_passenger.engine.spawner import Spawner
 
 PYENV = Path("/root/.pyenv/versions")
 #: Interpreters the bare virtualenvs are made from: this machine's Python (the one the
-#: manager's own virtualenv is based on) and the oldest one supported.
+#: manager's own virtualenv is based on), the oldest one supported and the newest at hand.
 BASES = {
     "machine": Path(getattr(sys, "_base_executable", sys.executable)),
-    "3.9": next(iter(sorted(PYENV.glob("3.9.*/bin/python3.9"))), PYENV / "3.9-absent"),
+    **{version: next(iter(sorted(PYENV.glob(f"{version}.*/bin/python{version}"))),
+                     PYENV / f"{version}-absent") for version in ("3.9", "3.13")},
 }
 
 APP = '''

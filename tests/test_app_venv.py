@@ -24,6 +24,7 @@ import pytest
 from tests.serving import get, running
 from tui_passenger.config import AppConfig
 from tui_passenger.engine import SpawnError
+from tui_passenger.engine.interpreter import PACKAGE_DIR, bootstrap
 from tui_passenger.engine.spawner import Spawner
 
 PYENV = Path("/root/.pyenv/versions")
@@ -110,6 +111,33 @@ async def test_app_in_a_bare_virtualenv_is_served(bare_venv: Path, tmp_path: Pat
     ours = {os.path.realpath(p) for p in site.getsitepackages()}
     assert not ours & {os.path.realpath(p) for p in seen["path"]}
     assert str(Path(__file__).resolve().parents[1]) not in seen["path"]
+
+
+CHILD_CHECK = """
+import importlib, json, pkgutil, sys
+import tui_passenger.runtime
+
+names = ["tui_passenger.hooks", "tui_passenger.worker", "tui_passenger.preloader"]
+names += ["tui_passenger.runtime." + m.name for m in pkgutil.iter_modules(
+    tui_passenger.runtime.__path__)]
+for name in names:
+    importlib.import_module(name)
+print(json.dumps({"imported": names, "package": tui_passenger.__file__}))
+"""
+
+
+def test_every_module_a_child_runs_imports_there(bare_venv: Path, tmp_path: Path) -> None:
+    # All of runtime/ (what is imported lazily too), through the real bootstrap: nothing but
+    # the standard library, and nothing the oldest supported Python cannot run.
+    (tmp_path / "child_check.py").write_text(CHILD_CHECK)
+    result = subprocess.run(
+        [str(bare_venv / "bin" / "python"), "-c", bootstrap("child_check")],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)}, cwd="/", capture_output=True,
+        text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert "tui_passenger.runtime.http_parser" in seen["imported"]
+    assert Path(seen["package"]).parent == Path(PACKAGE_DIR)
 
 
 async def _refused(make_app: Callable[..., AppConfig], spawners: Callable[..., Spawner],

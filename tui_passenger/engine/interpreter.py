@@ -36,6 +36,7 @@ _ANSWER = re.compile(r"tui-passenger-probe (\d+) (\d+) (\d+)")
 
 # Loads our package by location (no sys.path entry), then runs the entry module as __main__.
 _BOOTSTRAP = """\
+# tui-passenger: {module}
 import sys
 if sys.version_info < {minimum!r}:
     sys.exit('tui-passenger needs Python {needs} or newer, not ' + sys.version.split()[0])

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import re
+import sys
 
 import tui_passenger
 
@@ -72,6 +73,8 @@ _verdicts: dict[tuple[str, int, int], str | None] = {}
 async def check_interpreter(python: str, env: dict[str, str]) -> None:
     """Raise InterpreterUnfit unless ``python`` is Python 3.9 or newer (asked once per file);
     OSError if it cannot be run at all."""
+    if python == sys.executable:  # ours: fit by definition, no need to ask
+        return
     info = os.stat(python)
     key = (python, info.st_ino, info.st_mtime_ns)
     if key not in _verdicts:

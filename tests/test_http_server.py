@@ -1,8 +1,9 @@
 """What WSGIServer and ASGIServer do alike, run against both: request mapping, framing,
 keep-alive and pipelining, bodies, errors, stopping.
 
-Each test runs once per server, with the same app written for each interface
-(tests/apps/http_probe.py). What only one interface has (environ or scope details, the
+Each test runs once per server and request parser (httptools, and the pure-Python one
+workers use when the app's interpreter lacks httptools), with the same app written for each
+interface (tests/apps/http_probe.py). What only one interface has (environ or scope details, the
 ``write`` callable, lifespan, concurrency, ...) is tested in test_wsgi_server.py and
 test_asgi_server.py. Servers run in a thread on real sockets; tests wait on events, not sleeps.
 """
@@ -24,6 +25,7 @@ import pytest
 from tests.apps.http_probe import Probe, asgi_probe, wsgi_probe
 from tests.helpers import WAIT
 from tests.http_serving import Running, serve
+from tui_passenger.runtime import asgi_server, http_common, http_parser, wsgi_server
 from tui_passenger.runtime.asgi_server import ASGIServer
 from tui_passenger.runtime.wsgi_server import WSGIServer
 
@@ -48,8 +50,18 @@ def probe() -> Probe:
     return Probe()
 
 
+@pytest.fixture(params=["httptools", "python"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The request parser under test: the servers' default, or the pure-Python fallback."""
+    if request.param == "python":
+        for module in (wsgi_server, asgi_server):
+            monkeypatch.setattr(module, "_PARSER", http_parser)
+        monkeypatch.setattr(http_common, "PARSER", http_parser)
+    return str(request.param)
+
+
 @pytest.fixture
-def start(kind: str, probe: Probe) -> Start:
+def start(kind: str, probe: Probe, parser: str) -> Start:
     """Start a server of the kind under test with the probe app (options as for the server)."""
     server_class, make_app, _ = KINDS[kind]
     return lambda **options: serve(server_class, make_app(probe), **options)

@@ -1,10 +1,11 @@
 """An ASGI 3 server for one app worker: one event loop, many requests at once.
 
-Each connection is an ``asyncio.Protocol`` with an ``httptools`` parser. Requests on one
-connection run in order (pipelining, keep-alive); requests on different connections run
-concurrently, at most ``concurrency`` at a time (more wait for a slot rather than fail).
-The request body streams: ``receive()`` hands out what has arrived, and reading from the
-socket pauses while too much is buffered. WebSocket upgrades are refused with a 400.
+Each connection is an ``asyncio.Protocol`` with a request parser (``httptools``, else
+:mod:`.http_parser`). Requests on one connection run in order (pipelining, keep-alive);
+requests on different connections run concurrently, at most ``concurrency`` at a time
+(more wait for a slot rather than fail). The request body streams: ``receive()`` hands out
+what has arrived, and reading from the socket pauses while too much is buffered. WebSocket
+upgrades are refused with a 400.
 
 The loop is uvloop's when it is installed, else asyncio's. Nothing here needs signal
 handlers, so the server runs just as well in a thread (as the tests do).
@@ -20,14 +21,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-import httptools
-
 from tui_passenger.runtime import http_common as hc
 from tui_passenger.runtime.asgi_cycle import Cycle
 from tui_passenger.runtime.asgi_lifespan import Lifespan
 from tui_passenger.runtime.http_framing import simple_response
 
 __all__ = ["ASGIServer", "LifespanError"]
+
+#: httptools, or the pure-Python parser in an interpreter without it.
+_PARSER = hc.PARSER
 
 #: Request body buffered per request before the connection stops reading.
 HIGH_WATER = 64 * 1024
@@ -50,7 +52,7 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
         self.server = server
         self.loop = loop
         self.transport: Any = None
-        self.parser: Any = httptools.HttpRequestParser(self)
+        self.parser: Any = _PARSER.HttpRequestParser(self)
         self.cycle: Cycle | None = None  # the request being answered
         self.parsing: Cycle | None = None  # the request whose body is being parsed
         self.pipeline: deque[Cycle] = deque()
@@ -82,13 +84,13 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except _PARSER.HttpParserUpgrade:
             # The upgrade request itself was parsed (and closes its connection); what follows
             # its head is another protocol, which this server does not speak.
             self.upgraded = True
             self._pause()
             return
-        except httptools.HttpParserError as exc:
+        except _PARSER.HttpParserError as exc:
             self._parse_failed(exc)
             return
         if not self.read_paused:
@@ -153,7 +155,7 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
-        assert cycle is not None  # httptools calls this between headers and message end
+        assert cycle is not None  # the parser calls this between headers and message end
         if cycle.response_complete or cycle.disconnected:
             # Answered already: drop the rest of the body, unless there is too much of it.
             cycle.discarded += len(body)
@@ -254,7 +256,8 @@ class ASGIServer:
         self._server: asyncio.AbstractServer | None = None
         self._stopping = False
         self._stop_requested = False
-        self._stop_event = asyncio.Event()  # binds to the loop on first use (3.10+)
+        # Made with the loop: on Python 3.9 an asyncio.Event made here would bind to another.
+        self._stop_waiter: asyncio.Future[None] | None = None
         self._connections: set[_HttpProtocol] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: deque[Cycle] = deque()
@@ -271,6 +274,7 @@ class ASGIServer:
         else:
             loop = uvloop.new_event_loop()
         self._loop = loop
+        self._stop_waiter = loop.create_future()
         loop.set_exception_handler(self._loop_exception)
         try:
             if self.lifespan != "off":
@@ -297,7 +301,12 @@ class ASGIServer:
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # a closed loop has nothing left to stop
-                loop.call_soon_threadsafe(self._stop_event.set)
+                loop.call_soon_threadsafe(self._wake_to_stop)
+
+    def _wake_to_stop(self) -> None:
+        waiter = self._stop_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def serve_forever(self) -> None:
         """Serve until :meth:`request_stop`, then drain requests and run lifespan shutdown."""
@@ -342,8 +351,8 @@ class ASGIServer:
                 self._schedule(waiting)
 
     async def _serve(self) -> None:
-        if not self._stop_requested:
-            await self._stop_event.wait()
+        if not self._stop_requested and self._stop_waiter is not None:
+            await self._stop_waiter
         self._stopping = True
         if self._server is not None:
             self._server.close()  # stop accepting

@@ -1,6 +1,7 @@
 """What the WSGI and ASGI worker servers share on the request side.
 
-Both parse requests with ``httptools`` and speak HTTP/1.1 with keep-alive to the reverse
+Both parse requests with :data:`PARSER` (``httptools`` when the app's interpreter has it,
+else the pure-Python :mod:`.http_parser`) and speak HTTP/1.1 with keep-alive to the reverse
 proxy in front of them. Here: the trusted ``X-Passenger-*`` request headers, request-target
 and address parsing, request-head collection (:class:`HeadCollector`), the limits, the
 exceptions and error reporting. Response framing is in :mod:`.http_framing`, the blocking
@@ -13,6 +14,7 @@ Workers import this on start-up: standard library only, and the rarely needed pa
 from __future__ import annotations
 
 import functools
+import os
 from typing import TYPE_CHECKING, Any
 
 #: The app's mount prefix (e.g. ``/api``): WSGI ``SCRIPT_NAME``, ASGI ``root_path``.
@@ -65,6 +67,26 @@ class HeadTooLarge(Exception):
     """The request line and headers exceed :data:`MAX_HEAD_SIZE`."""
 
 
+def _parser_module() -> Any:
+    """``httptools``, or :mod:`.http_parser` when it is missing or
+    ``TUI_PASSENGER_HTTP_PARSER=python`` asks for it (tests, measurements)."""
+    if os.environ.get("TUI_PASSENGER_HTTP_PARSER") != "python":
+        try:
+            import httptools
+        except ImportError:  # an app's own virtualenv, with nothing installed in it
+            pass
+        else:
+            return httptools
+    from tui_passenger.runtime import http_parser
+
+    return http_parser
+
+
+#: The request parser module the servers use: ``HttpRequestParser``, ``HttpParserError``,
+#: ``HttpParserUpgrade`` and ``parse_url``, as ``httptools`` names them.
+PARSER = _parser_module()
+
+
 # --- request targets and addresses ------------------------------------------------------
 
 
@@ -74,9 +96,7 @@ def split_target(url: bytes) -> tuple[bytes, bytes]:
         url = url.partition(b"#")[0]
     if url[:1] != b"/" and url != b"*":
         # Absolute form ("http://host/p?q"), which HTTP/1.1 servers must accept.
-        import httptools
-
-        parsed = httptools.parse_url(url)
+        parsed = PARSER.parse_url(url)
         return parsed.path or b"/", parsed.query or b""
     path, _, query = url.partition(b"?")
     return path, query
@@ -161,7 +181,7 @@ _METHODS: dict[bytes, str] = {}
 
 
 class HeadCollector:
-    """``httptools`` callbacks gathering one request head; both servers' connections use it.
+    """Parser callbacks gathering one request head; both servers' connections use it.
 
     ``headers`` gets ``(lower-cased name, value)`` pairs. The trusted X-Passenger-* headers
     are consumed here (``prefix``, ``client``, ``scheme``) and never reach the app.
@@ -253,7 +273,7 @@ def error_text(exc: BaseException, development: bool) -> str:
 
 
 def parser_error_reason(exc: BaseException) -> tuple[int, str]:
-    """Status and short text for a request ``httptools`` refused."""
+    """Status and short text for a request the parser refused."""
     if isinstance(exc.__context__, HeadTooLarge):
         return 431, "Request Header Fields Too Large\n"
     reason = str(exc) or type(exc).__name__

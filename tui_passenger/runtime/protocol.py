@@ -27,7 +27,10 @@ import sys
 import traceback
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
 #: Largest message either side sends; long tracebacks are cut to fit.
 MAX_MESSAGE = 128 * 1024
@@ -71,7 +74,7 @@ class _Wire:
     KIND: ClassVar[str]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class SpawnRequest(_Wire):
     """Fork one worker; carries its control channel, stdout and stderr as descriptors."""
 
@@ -82,7 +85,7 @@ class SpawnRequest(_Wire):
     generation: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class BecomeMold(_Wire):
     """To an idle forked worker: stop serving and become the next preloader (refork)."""
 
@@ -91,7 +94,7 @@ class BecomeMold(_Wire):
     generation: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class PreloaderReady(_Wire):
     """The preloader loaded the app (or a worker became the mold) and takes spawn requests."""
 
@@ -103,7 +106,7 @@ class PreloaderReady(_Wire):
     own_fds: tuple[int, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class WorkerReady(_Wire):
     """The worker accepts requests on ``socket`` (its ``own_fds`` as above)."""
 
@@ -117,7 +120,7 @@ class WorkerReady(_Wire):
     own_fds: tuple[int, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class Forked(_Wire):
     """Answer to :class:`SpawnRequest` ``id``: the new worker's pid."""
 
@@ -126,7 +129,7 @@ class Forked(_Wire):
     pid: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class SpawnRefused(_Wire):
     """Answer to :class:`SpawnRequest` ``id``: no worker, and why."""
 
@@ -135,7 +138,7 @@ class SpawnRefused(_Wire):
     reason: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class ChildExited(_Wire):
     """The preloader reaped worker ``pid``; ``code`` or ``signal`` says how it ended."""
 
@@ -145,14 +148,14 @@ class ChildExited(_Wire):
     signal: int | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class IdleExit(_Wire):
     """The preloader leaves: no spawn request within ``max_preloader_idle_time``."""
 
     KIND = "idle-exit"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class Failed(_Wire):
     """Loading or starting failed; ``category`` names the step (see ``SpawnError``)."""
 
@@ -168,9 +171,10 @@ class Failed(_Wire):
         return cls(category, f"{type(exc).__name__}: {exc}", text)
 
 
-#: Any message either side sends.
-Message: TypeAlias = (SpawnRequest | BecomeMold | PreloaderReady | WorkerReady | Forked
-                      | SpawnRefused | ChildExited | IdleExit | Failed)
+#: Any message either side sends. A string, as Python 3.9 (an app's interpreter may be that
+#: old) cannot evaluate ``X | Y`` of classes.
+Message: TypeAlias = ("SpawnRequest | BecomeMold | PreloaderReady | WorkerReady | Forked"
+                      " | SpawnRefused | ChildExited | IdleExit | Failed")
 
 
 def _registry(*classes: type[Message]) -> dict[str, type[Message]]:

@@ -151,6 +151,8 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
 
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     server.watch_fd(control.fileno(), on_control)
+    # Before the ready message, so that a ready worker already has its policy.
+    set_scheduling(spec.scheduling)
     protocol.send(control, protocol.WorkerReady(
         socket=listener.getsockname(),
         ppid=os.getppid(),
@@ -159,7 +161,6 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         lost_threads=fork.lost_threads if fork else (),
         own_fds=(0, 1, 2, control.fileno(), listener.fileno()),
     ))
-    set_scheduling(spec.scheduling)
     try:
         server.serve_forever()
     finally:

@@ -3,8 +3,9 @@
 The worker listens on its own Unix socket; the reverse proxy keeps persistent keep-alive
 connections to it, so this is the hot path. A ``poll`` loop watches the listener, the open
 connections, a self-pipe (for :meth:`WSGIServer.request_stop`) and any fds the worker asks
-to watch. Each connection has an ``httptools`` parser; parsed requests queue on their
-connection (pipelining) and run one at a time in the calling thread.
+to watch. Each connection has a request parser (``httptools``, else :mod:`.http_parser`);
+parsed requests queue on their connection (pipelining) and run one at a time in the
+calling thread.
 
 The app starts as soon as a request's headers are in: ``wsgi.input`` pulls the body from the
 socket on demand (blocking), so uploads stream. Stalled clients are the proxy's business
@@ -23,13 +24,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-import httptools
-
 from tui_passenger.runtime import http_common as hc
 from tui_passenger.runtime.http_framing import simple_response
 from tui_passenger.runtime.wsgi_request import FileWrapper, WSGIRequest
 
 __all__ = ["WSGIServer"]
+
+#: httptools, or the pure-Python parser in an interpreter without it.
+_PARSER = hc.PARSER
 
 _ACCEPT = object()
 _WAKE = object()
@@ -80,19 +82,19 @@ class _Connection(hc.HeadCollector):
         self.parsing: WSGIRequest | None = None
         self.error: BaseException | None = None
         self.upgraded = False
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = _PARSER.HttpRequestParser(self)
 
     def feed(self, data: bytes) -> None:
         """Parse received bytes; requests and body chunks land in the queue."""
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except _PARSER.HttpParserUpgrade:
             # Upgrades (WebSocket, h2c, CONNECT) are not supported: the request is answered
             # as a plain one and the connection closed; bytes after its head are ignored.
             self.upgraded = True
             if self.queue:
                 self.queue[-1].keep_alive = False
-        except httptools.HttpParserError as exc:
+        except _PARSER.HttpParserError as exc:
             self.error = exc
 
     def on_headers_complete(self) -> None:
@@ -133,7 +135,7 @@ class _Connection(hc.HeadCollector):
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
-        assert req is not None  # httptools calls this between headers and message end
+        assert req is not None  # the parser calls this between headers and message end
         if req.discarding:
             req.drained += len(body)
         else:

@@ -39,9 +39,9 @@ def _nothing_left_behind():
 
 
 @contextlib.asynccontextmanager
-async def both_cores() -> AsyncIterator[tuple[EmbeddedCore, AttachedCore]]:
+async def both_cores(**server: object) -> AsyncIterator[tuple[EmbeddedCore, AttachedCore]]:
     """An embedded core with its admin API, and an attach client to that API."""
-    embedded = EmbeddedCore(parse_config(config_text({}, APPS), path="test.toml"))
+    embedded = EmbeddedCore(parse_config(config_text(server, APPS), path="test.toml"))
     await embedded.start()
     attached = AttachedCore(embedded.server.admin.path)
     try:
@@ -146,6 +146,24 @@ async def test_done_is_the_same_result_and_message_from_every_front_end():
         assert back.message == "app: now smart spawning, 2 worker(s) replaced"
         code, out, _ = await ctl(embedded, "restart", "app")
         assert code == 0 and out == message(Action.RESTART, {"app": "app", "replaced": 2}) + "\n"
+
+
+async def test_scaling_up_in_a_full_pool_is_refused_with_who_uses_it():
+    async with both_cores(max_pool_size=2) as (embedded, attached):
+        group = embedded.server.pool.groups["app"]
+        reason = ("app: cannot keep 2 worker(s) warm (at most 1 now): pool full: 2 of "
+                  "max_pool_size 2 in use (app 1, plain 1); lower another app or raise "
+                  "max_pool_size")
+        for core in (embedded, attached):
+            refused = await refusal(core.scale("app", 2))
+            assert (refused.kind, refused.reason) == (RefusalKind.CONFLICT, reason)
+        code, out, err = await ctl(embedded, "scale", "app", "2")
+        assert (code, out, err) == (1, "", f"tui-passenger: ctl failed: {reason}\n")
+        assert group.min_instances == 1 and embedded.server.pool.total() == 2
+        # Down is always allowed; then the place it frees is room for app.
+        assert (await attached.scale("plain", 0)).message == "plain: keeping 0 worker(s) warm"
+        assert (await attached.scale("app", 2)).message == "app: keeping 2 worker(s) warm"
+        await wait_until(lambda: ready(group) == 2, 30)
 
 
 async def test_sampling_pauses_and_a_disabled_sampler_is_a_conflict():

@@ -146,8 +146,27 @@ class Operations:
         if count > limit:
             raise Refused(RefusalKind.INVALID, f"count {count} is above the limit of {limit} "
                                                "(max_instances / max_pool_size)")
+        self._check_room(group, count)
         self.server.pool.scale(group, count)
         return Done(Action.SCALE, {"app": group.name, "min_instances": count})
+
+    def _check_room(self, group: Group, count: int) -> None:
+        """Refused (conflict) when the pool cannot hold ``count`` workers of ``group``:
+        scaling down is always allowed; up, the new workers need free places or idle
+        workers of other apps above their minimum (those the pool stops to make room)."""
+        pool = self.server.pool
+        wanted = count - group.live_count()
+        room = pool.room_for(group)
+        if wanted <= room:
+            return
+        used = ", ".join(f"{g.name} {g.footprint()}" for g in pool.groups.values()
+                         if g.footprint())
+        most = group.live_count() + room
+        raise Refused(RefusalKind.CONFLICT,
+                      f"{group.name}: cannot keep {count} worker(s) warm (at most {most} now): "
+                      f"pool full: {pool.total()} of max_pool_size {pool.max_pool_size} "
+                      f"in use ({used or 'nothing'}); lower another app or raise "
+                      "max_pool_size")
 
     async def kill(self, pid: int, force: bool = False) -> Done:
         """Stop worker ``pid`` (drained first; at once with ``force``) and wait until it has

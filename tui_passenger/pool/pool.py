@@ -1,9 +1,11 @@
-"""The pool: every app's group, the global process limit, and the one reconciliation loop.
+"""The pool: every app's group, the global process limit, requests in and out, and the
+carrying out of what the one reconciliation loop decides.
 
 Everything that changes what should run (a request that found no free process, a finished
 request, a timer, an operator's command) changes desired state and calls
-:meth:`Pool.reconcile`, which decides what to spawn and what to shut down (its docstring
-lists the orders about one given process that are carried out elsewhere).
+:meth:`Pool.reconcile` (pool/decisions.py), which decides what to spawn and what to shut
+down (its docstring lists the orders about one given process that are carried out
+elsewhere).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 from tui_passenger.config import Config
 from tui_passenger.engine import OutputSink, SpawnError, make_spawner
 from tui_passenger.pool import events
+from tui_passenger.pool.decisions import Decisions
 from tui_passenger.pool.events import EventSink, PoolEvent
 from tui_passenger.pool.group import Alarm, Group, SpawnerFactory
 from tui_passenger.pool.live import LiveOperations
@@ -32,7 +35,7 @@ log = logging.getLogger("tui_passenger.pool")
 T = TypeVar("T")
 
 
-class Pool:
+class Pool(Decisions):
     """All groups, and the decisions about which processes run.
 
     A worker's session count changes only through PoolProcess.checkout/checkin: taken by
@@ -291,87 +294,9 @@ class Pool:
         self.reconcile()
         return asyncio.gather(*futures)
 
-    def total(self) -> int:
-        """Processes counted against max_pool_size."""
-        return sum(g.footprint() for g in self.groups.values())
-
     def _full(self, group: Group) -> bool:
         """No worker can be added to ``group`` now (max_instances, or max_pool_size)."""
         return group.at_max() or self.total() >= self.max_pool_size
-
-    # -- the decisions -------------------------------------------------------------------
-
-    def reconcile(self) -> None:
-        """Decide which processes to spawn and which to stop, from desired state.
-
-        Spawns: up to each group's wanted() (min_instances, one per ``concurrency`` queued
-        requests, at most max_instances), outside spawn backoff, within max_pool_size (for
-        queued requests it stops another app's idle process to make room); and a group's
-        ``surge`` of replacements asked for by a rolling restart or refork, spawned at once
-        whatever the limits and backoff say, as the processes they replace drain as soon
-        as they are ready. Stops: idle processes above wanted() after a scale-down, and
-        (when the ticker says so) processes idle past pool_idle_time down to the minimum.
-
-        Orders about one given process are carried out where they are given, and then
-        this is called to fill the gap: drain() (operator, max_requests, memory_limit, a
-        rolling replacement) stops a draining process once its last request is done;
-        kill(force=True) kills at once; a spawn that finishes after the spawn method
-        changed or while closing is stopped as not needed; close() stops everything.
-        """
-        if self.closing:
-            for group in self.groups.values():
-                while group.surge:  # no more spawns: the replacement is not coming
-                    group.surge.popleft().set_result(None)
-            return
-        now = time.monotonic()
-        idle_due, self._idle_due = self._idle_due, False
-        groups = self.groups.values()
-        if idle_due or any(g.trim for g in groups):
-            for group in groups:
-                self._stop_surplus(group, now, idle_due)
-        for group in groups:
-            while group.surge:
-                self._spawn(group, group.surge.popleft())
-            missing = group.wanted() - group.live_count()
-            while missing > 0:
-                if now < group.backoff.until:
-                    self._alarm.at(group.backoff.until)
-                    break
-                if self.total() >= self.max_pool_size and not (
-                        group.waiters and self._free_room(group)):
-                    break
-                self._spawn(group)
-                missing -= 1
-
-    def _stop_surplus(self, group: Group, now: float, idle_due: bool) -> None:
-        """Stop idle processes: above wanted() after a scale-down, and (``idle_due``) those
-        idle past pool_idle_time, down to the group's minimum."""
-        if group.trim:
-            group.trim = False
-            excess = group.live_count() - group.wanted()
-            for process in group.idle_candidates()[:max(0, excess)]:
-                self._stop(process, "scaled down")
-        idle_time = group.app.pool_idle_time
-        if not idle_due or not idle_time:
-            return
-        excess = group.live_count() - max(group.min_instances, 0)
-        for process in group.idle_candidates():
-            if excess <= 0 or now - process.last_used < idle_time:
-                break
-            self._stop(process, f"idle for {idle_time:g} s")
-            excess -= 1
-
-    def _free_room(self, needy: Group) -> bool:
-        """Stop an idle process of another app to make room for ``needy`` (as Passenger)."""
-        candidates = [p for g in self.groups.values() if g is not needy
-                      for p in g.idle_candidates()]
-        if not candidates:
-            return False
-        # Prefer apps above their minimum, then the longest idle.
-        candidates.sort(key=lambda p: (p.group.live_count() <= p.group.min_instances,
-                                       p.last_used))
-        self._stop(candidates[0], f"making room for {needy.name}")
-        return True
 
     # -- spawning and stopping -----------------------------------------------------------
 

@@ -216,8 +216,11 @@ async def test_making_room_never_takes_an_app_below_its_minimum(make_pool):
     fx.pool.enqueue(fx.group("b"), waiting)
     await settle()
     assert len(ready(a)) == 2 and not fx.of(Stopping)
-    assert fx.group("b").spawning == 0 and waiting.got == []  # b waits for room
-    assert fx.pool.room_for(fx.group("b")) == 0
+    assert fx.group("b").spawning == 0 and fx.pool.room_for(fx.group("b")) == 0
+    # No place can ever free up: b's request is told so (503) rather than left waiting.
+    assert [p for p, _ in waiting.got] == [None]
+    assert str(waiting.got[0][1]) == ("b: no worker can start: the pool is full (2 of "
+                                      "max_pool_size 2) with every app at its min_instances")
 
 
 async def test_an_app_whose_spawns_fail_evicts_nothing(make_pool):

@@ -16,8 +16,8 @@ import asyncio
 import time
 
 from tui_passenger.pool.group import Alarm, Group
-from tui_passenger.pool.process import PoolProcess
-from tui_passenger.pool.waiters import fail_waiters
+from tui_passenger.pool.process import READY, PoolProcess
+from tui_passenger.pool.waiters import PoolFull, fail_waiters
 
 
 def surplus(group: Group) -> int:
@@ -108,13 +108,24 @@ class Decisions:
             self._stop(process, f"idle for {idle_time:g} s")
             excess -= 1
 
-    @staticmethod
-    def _no_room(group: Group) -> None:
-        """``group`` cannot spawn for want of room: if its spawns are failing and it has no
-        process, its queued requests get the spawn error now rather than wait for nothing."""
+    def _no_room(self, group: Group) -> None:
+        """``group`` cannot spawn for want of room. If it has no process and none can come
+        (its spawns are failing; or no place will ever free up: every other app at or
+        below its minimum, nothing on its way out or spawning), its queued requests get
+        the reason now rather than wait for nothing."""
+        if group.processes or group.spawning or not group.waiters:
+            return
         error = group.backoff.last_error
-        if error is not None and not group.processes and not group.spawning:
+        if error is not None:
             fail_waiters(group.waiters, error)
+            return
+        others = [g for g in self.groups.values() if g is not group]
+        if any(surplus(g) or g.spawning or any(p.state is not READY for p in g.processes)
+               for g in others):
+            return  # a place may free up: a busy worker above its minimum, an exit
+        fail_waiters(group.waiters, PoolFull(
+            f"{group.name}: no worker can start: the pool is full ({self.total()} of "
+            f"max_pool_size {self.max_pool_size}) with every app at its min_instances"))
 
     def _evictable(self, needy: Group) -> list[PoolProcess]:
         """The idle processes that may be stopped to make room for ``needy``: those of the

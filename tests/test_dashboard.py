@@ -354,6 +354,12 @@ class FakeCore(Core):
         self.calls.append(("pause", paused))
         return Done(Action.SAMPLING, {"paused": paused})
 
+    async def reload(self) -> Done:
+        self.calls.append(("reload",))
+        return Done(Action.RELOAD, {"config": "passenger.toml", "added": [], "removed": [],
+                                    "restarted": {}, "updated": {}, "server": [],
+                                    "restart_needed": [], "keys": {"scale_up": "u"}})
+
 
 async def test_cursor_stays_on_its_pid_across_refreshes_and_sorts():
     core = FakeCore()

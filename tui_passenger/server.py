@@ -11,10 +11,12 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
+from tui_passenger import reload
 from tui_passenger.admin.api import AdminServer
 from tui_passenger.admin.paths import admin_socket_path
-from tui_passenger.config import Config
+from tui_passenger.config import Config, load_config
 from tui_passenger.engine import OutputSink, RuntimeDir, become_subreaper
 from tui_passenger.engine.output import OutputLine, log_line
 from tui_passenger.eventlog import EventLog, Traffic
@@ -32,8 +34,14 @@ class Server:
 
     def __init__(self, config: Config, *, on_output: OutputSink | None = None,
                  on_event: EventSink | None = None, admin: bool = True,
-                 sample_interval: float = 1.0, smaps_interval: float = 5.0) -> None:
+                 sample_interval: float = 1.0, smaps_interval: float = 5.0,
+                 reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
+        #: Reads the configuration again for reload() (the command line's overrides
+        #: applied); by default the file the configuration came from.
+        path = config.path
+        self.reload_config = reload_config or (
+            None if path is None else lambda: load_config(path))
         self.runtime = RuntimeDir()
         self._on_event = on_event
         self.events = EventLog()
@@ -106,6 +114,22 @@ class Server:
         self.runtime.close()
         self.stopped.set()
         log.info("stopped")
+
+    def reload(self) -> reload.ReloadPlan:
+        """Read the configuration file again and apply it (see :mod:`tui_passenger.reload`):
+        apps added, removed, restarted or updated, ``[server]`` keys applied or reported as
+        needing a restart. Returns what was done. The one place a reload happens: SIGHUP,
+        ``ctl reload`` and the dashboard come here through Operations.reload (a systemd
+        notifier's RELOADING=1 goes at the start, READY=1 after reload.apply).
+
+        Raises ConfigError if the file has an error (then nothing changed), ReloadError if
+        there is no file to read.
+        """
+        if self.reload_config is None:
+            raise reload.ReloadError("this instance was not started from a configuration file")
+        reload_plan = reload.plan(self.config, self.reload_config())
+        reload.apply(self, reload_plan)
+        return reload_plan
 
     # -- what the sampler looks at -------------------------------------------------------
 

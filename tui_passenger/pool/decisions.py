@@ -29,6 +29,7 @@ class Decisions:
     """reconcile() and what it decides with: the surplus to stop, the room to make."""
 
     groups: dict[str, Group]
+    retiring: set[Group]
     closing: bool
     max_pool_size: int
     _alarm: Alarm
@@ -43,7 +44,8 @@ class Decisions:
 
     def total(self) -> int:
         """Processes counted against max_pool_size."""
-        return sum(g.footprint() for g in self.groups.values())
+        total = sum(g.footprint() for g in self.groups.values())
+        return total + sum(g.footprint() for g in self.retiring) if self.retiring else total
 
     def reconcile(self) -> None:
         """Decide which processes to spawn and which to stop, from desired state.

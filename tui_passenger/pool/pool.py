@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tui_passenger.config import Config
+from tui_passenger.config import AppConfig, Config
 from tui_passenger.engine import OutputSink, SpawnError, make_spawner
-from tui_passenger.pool import events
+from tui_passenger.pool import events, reconfigure
 from tui_passenger.pool.decisions import Decisions
 from tui_passenger.pool.events import EventSink, PoolEvent
 from tui_passenger.pool.group import Alarm, Group, SpawnerFactory
@@ -57,8 +57,12 @@ class Pool(Decisions):
                  spawner_factory: SpawnerFactory = make_spawner) -> None:
         self.config = config
         self.max_pool_size = config.server.max_pool_size
-        self.groups = {app.name: Group(app, socket_dir, on_output, spawner_factory)
-                       for app in config.apps}
+        self._make_group: Callable[[AppConfig], Group] = lambda app: Group(
+            app, socket_dir, on_output, spawner_factory)
+        self.groups = {app.name: self._make_group(app) for app in config.apps}
+        #: Apps removed by a configuration reload whose workers are still on their way out
+        #: (counted against max_pool_size until they are gone).
+        self.retiring: set[Group] = set()
         self.on_event = on_event
         self.closing = False
         self.pipelining = Pipelining(self._full, lambda: self.closing)
@@ -98,18 +102,19 @@ class Pool(Decisions):
         # Requests already queued are still served by the processes that are up.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._sessions_done(), grace)
-        for group in self.groups.values():
+        groups = [*self.groups.values(), *self.retiring]
+        for group in groups:
             fail_waiters(group.waiters, PoolClosed("shutting down"))
         for task in list(self._tasks):
             if not task.done():
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        processes = [p for g in self.groups.values() for p in g.processes]
+        processes = [p for g in groups for p in g.processes]
         for process in processes:
             process.state = STOPPING
         # Each exit removes its process from its group (see _on_exit).
         await asyncio.gather(*(p.worker.stop(5.0) for p in processes))
-        await asyncio.gather(*(g.spawner.close() for g in self.groups.values()))
+        await asyncio.gather(*(g.spawner.close() for g in groups))
 
     async def _sessions_done(self) -> None:
         def busy() -> bool:
@@ -118,8 +123,18 @@ class Pool(Decisions):
                        for g in self.groups.values())
 
         while busy():
-            self._idle.clear()
-            await self._idle.wait()
+            await self.idle_changed()
+
+    async def idle_changed(self) -> None:
+        """Wait for a request to finish or a worker to exit (while closing, or while a
+        removed app's requests finish)."""
+        self._idle.clear()
+        await self._idle.wait()
+
+    async def spawns_settled(self, group: Group) -> None:
+        """Wait until none of ``group``'s spawns is in flight."""
+        async with self._spawns_settled:
+            await self._spawns_settled.wait_for(lambda: not group.spawning)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -194,7 +209,7 @@ class Pool(Decisions):
             # Another app may be waiting for room in a full pool, which this now idle
             # process can give.
             self.reconcile()
-        if self.closing:
+        if self.closing or self.retiring:
             self._idle.set()
 
     def _hand_over(self, process: PoolProcess, group: Group, now: float) -> None:
@@ -230,7 +245,7 @@ class Pool(Decisions):
 
     def find(self, pid: int) -> PoolProcess | None:
         """The process with ``pid``, in any group."""
-        for group in self.groups.values():
+        for group in [*self.groups.values(), *self.retiring]:
             for process in group.processes:
                 if process.pid == pid:
                     return process
@@ -284,6 +299,25 @@ class Pool(Decisions):
         happen. Returns the workers replaced."""
         return await self.live.refork_now(group)
 
+    # -- configuration reload (see pool/reconfigure.py) -----------------------------------
+
+    def add_app(self, app: AppConfig) -> Group:
+        """Serve ``app`` from now on; its minimum starts at the next reconcile()."""
+        group = self._make_group(app)
+        reconfigure.add_app(self, group)
+        return group
+
+    def update_app(self, group: Group, app: AppConfig, keys: tuple[str, ...],
+                   restart: bool) -> asyncio.Task[int] | None:
+        """New settings for ``group`` (``keys`` changed): in place, or (``restart``) by
+        replacing its workers one at a time (returns that task)."""
+        return reconfigure.update_app(self, group, app, keys, restart)
+
+    def remove_app(self, group: Group) -> asyncio.Task[None]:
+        """Stop serving ``group``'s app: its requests finish, then its workers and preloader
+        stop (returns the task doing so)."""
+        return reconfigure.remove_app(self, group)
+
     def surge(self, group: Group, count: int) -> Awaitable[list[PoolProcess | None]]:
         """Have ``count`` processes of ``group`` spawned beyond what it wants, to replace
         others (rolling restart, refork); resolves to each one, None for a failed spawn."""
@@ -336,8 +370,9 @@ class Pool(Decisions):
         group.processes.append(process)
         worker.exited.add_done_callback(lambda _f: self._on_exit(process))
         self.emit(events.Spawned(process))
-        if self.closing or spawner is not group.spawner:
-            # Shutting down, or the spawn method changed while this one was on its way.
+        if self.closing or spawner is not group.spawner or group.retired:
+            # Shutting down, the spawn method changed while this one was on its way, or
+            # the app was removed.
             self._stop(process, "not needed")
             return None
         self.dispatch(group)
@@ -355,8 +390,8 @@ class Pool(Decisions):
         self.track(worker.kill() if force else worker.stop(self.config.server.shutdown_timeout))
 
     def _on_exit(self, process: PoolProcess) -> None:
-        if self.closing:
-            self._idle.set()  # what close() waits for may have changed
+        if self.closing or self.retiring:
+            self._idle.set()  # what close() or a removal waits for may have changed
         if process.idle is not None and not process.idle.done():
             process.idle.set_result(None)
         group = process.group

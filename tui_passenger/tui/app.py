@@ -76,6 +76,7 @@ class Dashboard(App[None]):
         Binding("m", "spawn_method", "Smart/direct", id="spawn_method"),
         Binding("g", "refork", "Refork", id="refork"),
         Binding("p", "pause", "Pause", id="pause"),
+        Binding("R", "reload", "Reload config", id="reload", show=False),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("s", "sort", "Sort", id="sort"),
         Binding("f", "detail_tab", "Mem/fds", id="detail_tab"),
@@ -319,6 +320,20 @@ class Dashboard(App[None]):
         """Pause or resume reading /proc."""
         pause = self.snapshot is None or self.snapshot.sampling
         self._intent("sampling", lambda: self.core.pause_sampling(pause))
+
+    def action_reload(self) -> None:
+        """Read the configuration file again and apply it (refused: nothing changed)."""
+        self.notify("reloading the configuration…")
+
+        async def reload() -> Done:
+            done = await self.core.reload()
+            keys = done.reply.get("keys")
+            if isinstance(keys, dict):  # the new [keys] table, when it changed
+                self.keymap = {str(k): str(v) for k, v in keys.items()}
+                self.set_keymap(self.keymap)
+            return done
+
+        self._intent("reload", reload)
 
     # -- view -------------------------------------------------------------------------
 

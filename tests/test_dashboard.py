@@ -85,6 +85,19 @@ async def until(pilot: Any, predicate: Callable[[], bool], timeout: float = 30,
         await pilot.pause(0.05)
 
 
+def notifications(app: Dashboard) -> list[str]:
+    """What ``app`` notifies from now on, in order (it still shows each)."""
+    said: list[str] = []
+    notify = app.notify
+
+    def record(text: str, **options: Any) -> None:
+        said.append(text)
+        notify(text, **options)
+
+    app.notify = record  # type: ignore[method-assign]
+    return said
+
+
 def row_keys(app: Dashboard) -> list[str]:
     """The process table's row keys, in display order."""
     return [row.key.value for row in app.query_one(ProcessTable).ordered_rows]

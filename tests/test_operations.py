@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import assert_no_children
 from tests.serving import config_text, wait_until
-from tests.test_dashboard import dashboard_on, until
+from tests.test_dashboard import dashboard_on, notifications, until
 from tui_passenger.admin.client import AdminClient
 from tui_passenger.config import parse_config
 from tui_passenger.cores import AttachedCore, EmbeddedCore
@@ -187,14 +187,7 @@ async def test_sampling_pauses_and_a_disabled_sampler_is_a_conflict():
 
 async def test_the_dashboard_shows_the_refusal_and_counts_on_from_the_pool():
     async with dashboard_on({"min_instances": 1, "max_instances": 1}) as (group, app, pilot):
-        said: list[str] = []
-        notify = app.notify
-
-        def record(text: str, **options: Any) -> None:
-            said.append(text)
-            notify(text, **options)
-
-        app.notify = record  # type: ignore[method-assign]
+        said = notifications(app)
         await pilot.press("plus")
         reason = "count 2 is above the limit of 1 (max_instances / max_pool_size)"
         await until(pilot, lambda: f"scale app: {reason}" in said, what="the refusal")

@@ -21,6 +21,22 @@ def _nothing_left_behind():
     assert_no_children()
 
 
+async def burst(url: str, clients: int, seconds: float = 3.0) -> list[int]:
+    """GET ``url`` from ``clients`` loops for ``seconds``; the statuses answered."""
+    statuses: list[int] = []
+    deadline = time.monotonic() + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline:
+            async with session.get(url) as response:
+                statuses.append(response.status)
+                await response.read()
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+    return statuses
+
+
 async def test_a_burst_to_a_broken_app_leaves_the_healthy_apps_their_workers(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -35,17 +51,7 @@ async def test_a_burst_to_a_broken_app_leaves_the_healthy_apps_their_workers(tmp
         groups = server.pool.groups
         before = {name: sorted(p.pid for p in groups[name].processes) for name in ("hello", "api")}
         assert [len(pids) for pids in before.values()] == [2, 1] and server.pool.total() == 3
-        statuses: list[int] = []
-
-        async def hammer(session: aiohttp.ClientSession) -> None:
-            deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline:
-                async with session.get(server.url + "/broken/") as response:
-                    statuses.append(response.status)
-                    await response.read()
-
-        async with aiohttp.ClientSession() as session:
-            await asyncio.gather(*(hammer(session) for _ in range(4)))
+        statuses = await burst(server.url + "/broken/", clients=4)
         assert len(statuses) >= 20 and set(statuses) <= {500, 503}, set(statuses)
         after = {name: sorted(p.pid for p in groups[name].processes if p.state is READY)
                  for name in ("hello", "api")}
@@ -67,13 +73,7 @@ async def test_an_idle_worker_above_its_minimum_makes_room_only_before_the_app_f
                        max_pool_size=2) as server:
         hello = server.pool.groups["hello"]
         hello.min_instances = 1  # as after a scale down that left the second one warm
-        statuses = []
-        async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline:
-                async with session.get(server.url + "/broken/") as response:
-                    statuses.append(response.status)
-                    await response.read()
+        statuses = await burst(server.url + "/broken/", clients=1)
         made_room = [e for e in events if isinstance(e, Stopping)]
         # At most the first try, before the app was known to fail; never below the minimum.
         assert len(made_room) <= 1 and set(statuses) <= {500, 503}

@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import assert_no_children
 from tests.serving import config_text, get, wait_until
-from tests.test_dashboard import FakeCore, until
+from tests.test_dashboard import FakeCore, notifications, until
 from tui_passenger import reload
 from tui_passenger.config import load_config, parse_config
 from tui_passenger.cores import AttachedCore
@@ -266,15 +266,8 @@ def test_sighup_reloads_a_headless_instance(tmp_path):
 async def test_the_dashboard_key_reloads_and_takes_the_new_keys():
     core = FakeCore()
     app = Dashboard(core, interval=0.05)
-    said: list[str] = []
     async with app.run_test(size=(120, 40)) as pilot:
-        notify = app.notify
-
-        def record(text: str, **options: Any) -> None:
-            said.append(text)
-            notify(text, **options)
-
-        app.notify = record  # type: ignore[method-assign]
+        said = notifications(app)
         await pilot.press("R")
         await until(pilot, lambda: ("reload",) in core.calls, what="the reload intent")
         await until(pilot, lambda: "reloaded passenger.toml: [keys] applied" in said,

@@ -60,10 +60,10 @@ def add_ctl_actions(ctl: argparse.ArgumentParser, where: argparse.ArgumentParser
     method.add_argument("app", metavar="APP")
     method.add_argument("method", metavar="METHOD", choices=SPAWN_METHODS,
                         help=" or ".join(SPAWN_METHODS))
-    action(Action.RELOAD, "read the configuration file again: new apps start, removed ones "
-                          "stop, changed ones restart (rolling) or update in place")
     action(Action.REFORK, "promote a warmed worker of APP to preloader and replace the "
                           "others from it (smart only)").add_argument("app", metavar="APP")
+    action(Action.RELOAD, "read the configuration file again: new apps start, removed ones "
+                          "stop, changed ones restart (rolling) or update in place")
 
 
 def add_commands(commands: Any, where: argparse.ArgumentParser) -> list[str]:

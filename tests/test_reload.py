@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import assert_no_children
 from tests.serving import config_text, get, wait_until
-from tests.test_dashboard import FakeCore, notifications, until
+from tests.test_dashboard import FakeCore, dashboard_on, notifications, until
 from tui_passenger import reload
 from tui_passenger.config import load_config, parse_config
 from tui_passenger.cores import AttachedCore
@@ -273,3 +273,22 @@ async def test_the_dashboard_key_reloads_and_takes_the_new_keys():
         await until(pilot, lambda: "reloaded passenger.toml: [keys] applied" in said,
                     what="the answer")
         assert app.keymap == {"scale_up": "u"}
+
+
+async def test_a_reload_from_elsewhere_is_notified_in_the_dashboard_once():
+    # The config came from a string ("test.toml" is no file): every reload is refused.
+    async with dashboard_on({"min_instances": 1}) as (_group, app, pilot):
+        said = notifications(app)
+        server = app.core.server
+        with pytest.raises(Refused):
+            await Operations(server).reload()  # as SIGHUP does
+        refusals = lambda: [s for s in said if "configuration not reloaded" in s]  # noqa: E731
+        await until(pilot, lambda: len(refusals()) == 1, what="the SIGHUP reload's outcome")
+        assert "config file not found" in refusals()[0]
+        await pilot.press("R")  # answered by the intent; its log entry is not notified again
+        await until(pilot, lambda: len(refusals()) == 2, what="the key's reload answer")
+        assert refusals()[1].startswith("reload: configuration not reloaded")
+        seq = server.events.last
+        await until(pilot, lambda: app._seq >= seq, what="the log entries read")
+        await pilot.pause(0.2)
+        assert len(refusals()) == 2

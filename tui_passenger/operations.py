@@ -262,11 +262,11 @@ class Operations:
         except (ConfigError, ReloadError) as exc:
             reason = f"configuration not reloaded, nothing changed: {exc}"
             log.error("%s", reason)
-            server.events.add("event", reason, level="error")
+            server.events.add("reload", reason, level="error")
             kind = RefusalKind.INVALID if isinstance(exc, ConfigError) else RefusalKind.CONFLICT
             raise Refused(kind, reason) from None
         done = Done(Action.RELOAD, plan.reply())
         log.info("%s", done.message)
-        server.events.add("event", done.message,
+        server.events.add("reload", done.message,
                           level="warning" if plan.restart_needed else "info")
         return done

@@ -118,6 +118,7 @@ async def test_new_apps_start_changed_ones_roll_or_update_and_the_router_follows
         file.app("plain")["base_uri"] = "/other"
         file.app("plain")["min_instances"] = 2
         file.apps.append({"name": "extra", "base_uri": "/extra", "spawn_method": "direct"})
+        file.server.update(max_pool_size=7, trusted_proxies=["10.0.0.0/8"])  # live
         file.port = 1  # cannot change live
         file.write()
         done = await operations.reload()
@@ -126,10 +127,13 @@ async def test_new_apps_start_changed_ones_roll_or_update_and_the_router_follows
         assert done.reply["restarted"] == {"app": ["env"]}
         assert done.reply["updated"] == {"plain": ["min_instances", "base_uri"]}
         assert done.reply["restart_needed"] == ["port"]
+        assert done.reply["server"] == ["max_pool_size", "trusted_proxies"]
         assert done.message == (
             f"reloaded {file.path}: added extra; restarting app (env); updated plain "
-            "(min_instances, base_uri); [server] port: needs a restart of tui-passenger to "
-            "take effect")
+            "(min_instances, base_uri); [server] max_pool_size, trusted_proxies applied; "
+            "[server] port: needs a restart of tui-passenger to take effect")
+        assert server.pool.max_pool_size == 7 and "10.1.2.3" in server.proxy.trusted
+        assert server.config.server.port == 0  # the running value, as status shows it
         # The router switched at once: /plain/ is no longer plain's, /other/ is.
         status, _, body = await get(server, "/other/x")
         assert status == 200 and json.loads(body)["script_name"] == "/other"

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from tests.conftest import assert_no_children
-from tests.serving import config_text, get, wait_until
+from tests.serving import Load, config_text, get, wait_until
 from tests.test_dashboard import FakeCore, dashboard_on, notifications, until
 from tui_passenger import reload
 from tui_passenger.config import load_config, parse_config
@@ -296,3 +296,24 @@ async def test_a_reload_from_elsewhere_is_notified_in_the_dashboard_once():
         await until(pilot, lambda: app._seq >= seq, what="the log entries read")
         await pilot.pause(0.2)
         assert len(refusals()) == 2
+
+
+async def test_a_changed_app_rolls_under_load_without_a_failed_request(tmp_path):
+    async with serving(tmp_path, [{"name": "app", "min_instances": 2}]) as (server, file):
+        load = Load(server, clients=4)
+        try:
+            await load.more(20)
+            before = {p.pid for p in server.pool.groups["app"].processes}
+            file.app("app")["env"] = {"RELOAD_MARK": "3"}
+            file.write()
+            restarted = server.reload().restarted
+            assert [c.keys for c in restarted] == [("env",)]
+            # Under load the app may have grown above its minimum: every worker is replaced.
+            await wait_until(lambda: len(pids(server, "app")) >= 2
+                             and not pids(server, "app") & before, 60)
+            await load.more(20)
+        finally:
+            await load.stop()
+        assert load.failures == []
+        assert load.pids & pids(server, "app") and load.pids & before
+        assert all(environ(pid).get("RELOAD_MARK") == "3" for pid in pids(server, "app"))

@@ -123,10 +123,12 @@ class Server:
         notifier's RELOADING=1 goes at the start, READY=1 after reload.apply).
 
         Raises ConfigError if the file has an error (then nothing changed), ReloadError if
-        there is no file to read.
+        there is no file to read or the instance is shutting down.
         """
         if self.reload_config is None:
             raise reload.ReloadError("this instance was not started from a configuration file")
+        if self.pool.closing:
+            raise reload.ReloadError("the instance is shutting down")
         reload_plan = reload.plan(self.config, self.reload_config())
         reload.apply(self, reload_plan)
         return reload_plan

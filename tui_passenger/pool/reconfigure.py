@@ -39,7 +39,8 @@ def update_app(pool: Pool, group: Group, app: AppConfig, keys: tuple[str, ...],
     group.app = app
     if app.min_instances != old.min_instances:
         group.min_instances = app.min_instances
-    group.trim = True  # above a lowered max_instances or min_instances: idle ones stop
+    if "min_instances" in keys or "max_instances" in keys:
+        group.trim = True  # idle ones above a lowered minimum or maximum stop
     group.pipeline.window = app.pipeline_window
     if app.refork_after != old.refork_after:
         rollout = group.rollout

@@ -85,6 +85,19 @@ async def until(pilot: Any, predicate: Callable[[], bool], timeout: float = 30,
         await pilot.pause(0.05)
 
 
+def notifications(app: Dashboard) -> list[str]:
+    """What ``app`` notifies from now on, in order (it still shows each)."""
+    said: list[str] = []
+    notify = app.notify
+
+    def record(text: str, **options: Any) -> None:
+        said.append(text)
+        notify(text, **options)
+
+    app.notify = record  # type: ignore[method-assign]
+    return said
+
+
 def row_keys(app: Dashboard) -> list[str]:
     """The process table's row keys, in display order."""
     return [row.key.value for row in app.query_one(ProcessTable).ordered_rows]
@@ -354,6 +367,12 @@ class FakeCore(Core):
     async def pause_sampling(self, paused: bool) -> Done:
         self.calls.append(("pause", paused))
         return Done(Action.SAMPLING, {"paused": paused})
+
+    async def reload(self) -> Done:
+        self.calls.append(("reload",))
+        return Done(Action.RELOAD, {"config": "passenger.toml", "added": [], "removed": [],
+                                    "restarted": {}, "updated": {}, "server": [],
+                                    "restart_needed": [], "keys": {"scale_up": "u"}})
 
 
 async def test_cursor_stays_on_its_pid_across_refreshes_and_sorts():

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import assert_no_children
 from tests.serving import config_text, wait_until
-from tests.test_dashboard import dashboard_on, until
+from tests.test_dashboard import dashboard_on, notifications, until
 from tui_passenger.admin.client import AdminClient
 from tui_passenger.config import parse_config
 from tui_passenger.cores import AttachedCore, EmbeddedCore
@@ -39,9 +39,9 @@ def _nothing_left_behind():
 
 
 @contextlib.asynccontextmanager
-async def both_cores() -> AsyncIterator[tuple[EmbeddedCore, AttachedCore]]:
+async def both_cores(**server: object) -> AsyncIterator[tuple[EmbeddedCore, AttachedCore]]:
     """An embedded core with its admin API, and an attach client to that API."""
-    embedded = EmbeddedCore(parse_config(config_text({}, APPS), path="test.toml"))
+    embedded = EmbeddedCore(parse_config(config_text(server, APPS), path="test.toml"))
     await embedded.start()
     attached = AttachedCore(embedded.server.admin.path)
     try:
@@ -148,6 +148,24 @@ async def test_done_is_the_same_result_and_message_from_every_front_end():
         assert code == 0 and out == message(Action.RESTART, {"app": "app", "replaced": 2}) + "\n"
 
 
+async def test_scaling_up_in_a_full_pool_is_refused_with_who_uses_it():
+    async with both_cores(max_pool_size=2) as (embedded, attached):
+        group = embedded.server.pool.groups["app"]
+        reason = ("app: cannot keep 2 worker(s) warm (at most 1 now): pool full: 2 of "
+                  "max_pool_size 2 in use (app 1, plain 1); lower another app or raise "
+                  "max_pool_size")
+        for core in (embedded, attached):
+            refused = await refusal(core.scale("app", 2))
+            assert (refused.kind, refused.reason) == (RefusalKind.CONFLICT, reason)
+        code, out, err = await ctl(embedded, "scale", "app", "2")
+        assert (code, out, err) == (1, "", f"tui-passenger: ctl failed: {reason}\n")
+        assert group.min_instances == 1 and embedded.server.pool.total() == 2
+        # Down is always allowed; then the place it frees is room for app.
+        assert (await attached.scale("plain", 0)).message == "plain: keeping 0 worker(s) warm"
+        assert (await attached.scale("app", 2)).message == "app: keeping 2 worker(s) warm"
+        await wait_until(lambda: ready(group) == 2, 30)
+
+
 async def test_sampling_pauses_and_a_disabled_sampler_is_a_conflict():
     async with both_cores() as (embedded, attached):
         sampler = embedded.server.sampler
@@ -169,14 +187,7 @@ async def test_sampling_pauses_and_a_disabled_sampler_is_a_conflict():
 
 async def test_the_dashboard_shows_the_refusal_and_counts_on_from_the_pool():
     async with dashboard_on({"min_instances": 1, "max_instances": 1}) as (group, app, pilot):
-        said: list[str] = []
-        notify = app.notify
-
-        def record(text: str, **options: Any) -> None:
-            said.append(text)
-            notify(text, **options)
-
-        app.notify = record  # type: ignore[method-assign]
+        said = notifications(app)
         await pilot.press("plus")
         reason = "count 2 is above the limit of 1 (max_instances / max_pool_size)"
         await until(pilot, lambda: f"scale app: {reason}" in said, what="the refusal")

@@ -8,6 +8,7 @@ A fake worker here is only a pid, a concurrency and an exit future.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -200,6 +201,7 @@ async def test_a_full_pool_makes_room_by_stopping_another_apps_idle_process(make
     fx = await make_pool({"name": "a", "min_instances": 2}, {"name": "b", "min_instances": 0},
                          max_pool_size=2)
     a = fx.group("a")
+    a.min_instances = 1  # one of its two is above its minimum: that one may make room
     longest_idle = min(a.processes, key=lambda p: p.last_used)
     waiting = Waiting()
     fx.pool.enqueue(fx.group("b"), waiting)
@@ -209,9 +211,64 @@ async def test_a_full_pool_makes_room_by_stopping_another_apps_idle_process(make
     assert len(a.processes) == 1 and fx.pool.total() == 2
 
 
+async def test_making_room_never_takes_an_app_below_its_minimum(make_pool):
+    fx = await make_pool({"name": "a", "min_instances": 2}, {"name": "b", "min_instances": 0},
+                         max_pool_size=2)
+    a = fx.group("a")
+    waiting = Waiting()
+    fx.pool.enqueue(fx.group("b"), waiting)
+    await settle()
+    assert len(ready(a)) == 2 and not fx.of(Stopping)
+    assert fx.group("b").spawning == 0 and fx.pool.room_for(fx.group("b")) == 0
+    # No place can ever free up: b's request is told so (503) rather than left waiting.
+    assert [p for p, _ in waiting.got] == [None]
+    assert str(waiting.got[0][1]) == ("b: no worker can start: the pool is full (2 of "
+                                      "max_pool_size 2) with every app at its min_instances")
+
+
+async def test_an_app_whose_spawns_fail_evicts_nothing(make_pool):
+    fx = await make_pool({"name": "ok", "min_instances": 2},
+                         {"name": "broken", "min_instances": 0}, max_pool_size=2)
+    ok, broken = fx.group("ok"), fx.group("broken")
+    ok.min_instances = 1  # its second worker is above the minimum: room, in principle
+    fx.spawner("broken").failures = 100
+    assert fx.pool.room_for(broken) == 1
+    fx.pool.enqueue(broken, Waiting())  # not known to fail yet: it makes room, once
+    await settle()
+    assert broken.spawn_failures == 1 and len(fx.of(Stopping)) == 1
+    fx.pool.scale(ok, 2)  # the free place back to ok: the pool is full again
+    await settle()
+    ok.min_instances = 1
+    assert len(ready(ok)) == 2 and fx.pool.room_for(broken) == 0
+    waiting = Waiting()
+    for _ in range(5):
+        broken.backoff.until = 0.0  # each time the backoff is over, a burst of requests
+        for _ in range(3):
+            with contextlib.suppress(SpawnError):
+                if fx.pool.try_checkout(broken) is None:
+                    fx.pool.enqueue(broken, waiting)
+        await settle()
+    assert len(fx.of(Stopping)) == 1 and len(ready(ok)) == 2
+    # No room, no spawn to wait for: the queued requests get the app's spawn error.
+    assert len(waiting.got) == 15 and all(isinstance(e, SpawnError) for _, e in waiting.got)
+
+
+async def test_an_app_below_its_minimum_takes_an_idle_surplus_process(make_pool):
+    fx = await make_pool({"name": "a", "min_instances": 2}, {"name": "b", "min_instances": 0},
+                         max_pool_size=2)
+    fx.group("a").min_instances = 1
+    b = fx.group("b")
+    assert fx.pool.room_for(b) == 1
+    fx.pool.scale(b, 1)
+    await settle()
+    assert len(ready(b)) == 1 and len(ready(fx.group("a"))) == 1
+    assert [e.reason for e in fx.of(Stopping)] == ["making room for b"]
+
+
 async def test_a_full_pool_without_idle_processes_keeps_requests_queued(make_pool):
     fx = await make_pool({"name": "a", "min_instances": 1}, {"name": "b", "min_instances": 0},
                          max_pool_size=1)
+    fx.group("a").min_instances = 0  # else its one worker could never make room
     busy = fx.pool.try_checkout(fx.group("a"))
     waiting = Waiting()
     fx.pool.enqueue(fx.group("b"), waiting)

@@ -116,6 +116,11 @@ async def test_pool_full_frees_an_idle_process_of_another_app():
     async with running(apps, max_pool_size=1) as server:
         a, b = server.pool.groups["a"], server.pool.groups["b"]
         assert len(a.processes) == 1
+        # a's one worker is its minimum: never stopped to make room; b is told at once.
+        status, _, body = await get(server, "/b/")
+        assert status == 503 and b"every app at its min_instances" in body
+        assert len(a.processes) == 1
+        a.min_instances = 0  # now that worker is above a's minimum: it makes room
         status, _, _ = await get(server, "/b/")
         assert status == 200
         assert len(b.processes) == 1

@@ -116,9 +116,13 @@ def serve(args: argparse.Namespace) -> int:
     from tui_passenger.runtime.proctitle import name_manager
 
     config_path = getattr(args, "config", DEFAULT_CONFIG)
+
+    def load() -> Config:  # at start, and again on each reload (the same overrides)
+        return apply_overrides(load_config(config_path), port=args.port,
+                               address=args.address, spawn_method=args.spawn_method)
+
     try:
-        config = apply_overrides(load_config(config_path), port=args.port,
-                                 address=args.address, spawn_method=args.spawn_method)
+        config = load()
     except ConfigError as exc:
         return fail(exc, 2)
     problem = already_running(config)
@@ -137,7 +141,7 @@ def serve(args: argparse.Namespace) -> int:
         from tui_passenger.headless import run_headless
 
         try:
-            return run(run_headless(config))
+            return run(run_headless(config, load))
         except KeyboardInterrupt:
             return 130
     from tui_passenger.admin.paths import admin_socket_path, private_directory
@@ -152,7 +156,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         return fail(exc, 1)
     setup_logging(level, log_file)
-    return run(dashboard(EmbeddedCore(config), config.keys))
+    return run(dashboard(EmbeddedCore(config, reload_config=load), config.keys))
 
 
 def already_running(config: Config) -> str | None:
@@ -189,12 +193,17 @@ def attach(args: argparse.Namespace) -> int:
 
 
 async def dashboard(core: Any, keys: dict[str, str] | Any) -> int:
-    """Run the dashboard over ``core``; SIGTERM quits it like the quit key does."""
+    """Run the dashboard over ``core``; SIGTERM quits it like the quit key does, SIGHUP
+    reloads the embedded server's configuration."""
     from tui_passenger.tui.app import run_dashboard
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if core.embedded:  # SIGHUP to the instance reloads its configuration
+        from tui_passenger.headless import reload_on_sighup
+
+        reload_on_sighup(core.server)
     try:
         await run_dashboard(core, keymap=dict(keys), stop=stop)
     except ConnectionError as exc:

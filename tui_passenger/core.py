@@ -61,5 +61,9 @@ class Core(abc.ABC):
         """Promote a warmed worker of ``app`` to preloader and replace the others from it."""
 
     @abc.abstractmethod
+    async def reload(self) -> Done:
+        """Read the configuration file again and apply it (Refused: nothing changed)."""
+
+    @abc.abstractmethod
     async def pause_sampling(self, paused: bool) -> Done:
         """Stop or resume reading /proc (memory, fds, CPU)."""

@@ -61,6 +61,9 @@ class EmbeddedCore(Core):
     async def pause_sampling(self, paused: bool) -> Done:
         return await self.operations.pause_sampling(paused)
 
+    async def reload(self) -> Done:
+        return await self.operations.reload()
+
 
 class AttachedCore(Core):
     """A running instance, reached over its admin socket."""
@@ -128,3 +131,6 @@ class AttachedCore(Core):
 
     async def pause_sampling(self, paused: bool) -> Done:
         return await self._act(Action.SAMPLING, body={"paused": paused})
+
+    async def reload(self) -> Done:
+        return await self._act(Action.RELOAD)

@@ -19,7 +19,8 @@ class EventLog:
 
     def add(self, kind: str, text: str, *, level: str = "info", app: str | None = None,
             pid: int | None = None, role: str | None = None, stream: str | None = None) -> None:
-        """Append one entry (kind: "output" for a line a process printed, else "event")."""
+        """Append one entry (kind: "output" for a line a process printed, "reload" for the
+        outcome of a configuration reload, else "event")."""
         self.last = next(self._seq)
         self._entries.append({"seq": self.last, "time": time.time(), "kind": kind,
                               "level": level, "app": app, "pid": pid, "role": role,

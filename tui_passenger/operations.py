@@ -14,9 +14,13 @@ dashboard says.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from tui_passenger.config_model import ConfigError
+from tui_passenger.reload import ReloadError
 
 if TYPE_CHECKING:
     from tui_passenger.pool.group import Group
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
 Reply = Mapping[str, Any]
 
 SPAWN_METHODS = ("smart", "direct")
+
+log = logging.getLogger("tui_passenger")
 
 
 class Action(enum.Enum):
@@ -37,6 +43,7 @@ class Action(enum.Enum):
     SPAWN_METHOD = "spawn-method"
     REFORK = "refork"
     SAMPLING = "sampling"
+    RELOAD = "reload"
 
 
 class RefusalKind(enum.IntEnum):
@@ -94,9 +101,29 @@ def _sampling(reply: Reply) -> str:
     return "sampling paused" if reply["paused"] else "sampling resumed"
 
 
+def _with_keys(changes: Mapping[str, list[str]]) -> str:
+    return ", ".join(f"{app} ({', '.join(keys)})" for app, keys in changes.items())
+
+
+def _reloaded(reply: Reply) -> str:
+    parts = [f"{what} {', '.join(apps)}" for what, apps in (
+        ("added", reply["added"]), ("removing", reply["removed"])) if apps]
+    parts += [f"{what} {_with_keys(changes)}" for what, changes in (
+        ("restarting", reply["restarted"]), ("updated", reply["updated"])) if changes]
+    if reply["server"]:
+        parts.append(f"[server] {', '.join(reply['server'])} applied")
+    if reply["keys"] is not None:
+        parts.append("[keys] applied")
+    if reply["restart_needed"]:
+        parts.append(f"[server] {', '.join(reply['restart_needed'])}: needs a restart of "
+                     "tui-passenger to take effect")
+    return f"reloaded {reply['config']}: {'; '.join(parts) or 'nothing changed'}"
+
+
 _MESSAGES: dict[Action, Callable[[Reply], str]] = {
     Action.SCALE: _scaled, Action.KILL: _killed, Action.RESTART: _restarted,
     Action.SPAWN_METHOD: _switched, Action.REFORK: _reforked, Action.SAMPLING: _sampling,
+    Action.RELOAD: _reloaded,
 }
 
 
@@ -146,8 +173,27 @@ class Operations:
         if count > limit:
             raise Refused(RefusalKind.INVALID, f"count {count} is above the limit of {limit} "
                                                "(max_instances / max_pool_size)")
+        self._check_room(group, count)
         self.server.pool.scale(group, count)
         return Done(Action.SCALE, {"app": group.name, "min_instances": count})
+
+    def _check_room(self, group: Group, count: int) -> None:
+        """Refused (conflict) when the pool cannot hold ``count`` workers of ``group``:
+        scaling down is always allowed; up, the new workers need free places or idle
+        workers of other apps above their minimum (those the pool stops to make room)."""
+        pool = self.server.pool
+        wanted = count - group.live_count()
+        room = pool.room_for(group)
+        if wanted <= room:
+            return
+        used = ", ".join(f"{g.name} {g.footprint()}" for g in pool.groups.values()
+                         if g.footprint())
+        most = group.live_count() + room
+        raise Refused(RefusalKind.CONFLICT,
+                      f"{group.name}: cannot keep {count} worker(s) warm (at most {most} now): "
+                      f"pool full: {pool.total()} of max_pool_size {pool.max_pool_size} "
+                      f"in use ({used or 'nothing'}); lower another app or raise "
+                      "max_pool_size")
 
     async def kill(self, pid: int, force: bool = False) -> Done:
         """Stop worker ``pid`` (drained first; at once with ``force``) and wait until it has
@@ -210,3 +256,22 @@ class Operations:
         else:
             sampler.resume()
         return Done(Action.SAMPLING, {"paused": paused})
+
+    async def reload(self) -> Done:
+        """Read the configuration file again and apply it (Server.reload). A file with an
+        error changes nothing: Refused (invalid) with the error, which also goes to the log
+        and the event log; Refused (conflict) when there is no file to read."""
+        server = self.server
+        try:
+            plan = server.reload()
+        except (ConfigError, ReloadError) as exc:
+            reason = f"configuration not reloaded, nothing changed: {exc}"
+            log.error("%s", reason)
+            server.events.add("reload", reason, level="error")
+            kind = RefusalKind.INVALID if isinstance(exc, ConfigError) else RefusalKind.CONFLICT
+            raise Refused(kind, reason) from None
+        done = Done(Action.RELOAD, plan.reply())
+        log.info("%s", done.message)
+        server.events.add("reload", done.message,
+                          level="warning" if plan.restart_needed else "info")
+        return done

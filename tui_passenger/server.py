@@ -10,12 +10,14 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 
+from tui_passenger import reload
 from tui_passenger.admin.api import AdminServer
 from tui_passenger.admin.metrics import Metrics
 from tui_passenger.admin.paths import admin_socket_path
 from tui_passenger.admin.probes import ProbeServer
-from tui_passenger.config import Config
+from tui_passenger.config import Config, load_config
 from tui_passenger.engine import OutputSink, RuntimeDir, become_subreaper
 from tui_passenger.engine.output import OutputLine, log_line
 from tui_passenger.eventlog import EventLog, Traffic
@@ -36,8 +38,14 @@ class Server:
 
     def __init__(self, config: Config, *, on_output: OutputSink | None = None,
                  on_event: EventSink | None = None, admin: bool = True,
-                 sample_interval: float = 1.0, smaps_interval: float = 5.0) -> None:
+                 sample_interval: float = 1.0, smaps_interval: float = 5.0,
+                 reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
+        #: Reads the configuration again for reload() (the command line's overrides
+        #: applied); by default the file the configuration came from.
+        path = config.path
+        self.reload_config = reload_config or (
+            None if path is None else lambda: load_config(path))
         self.runtime = RuntimeDir()
         self._on_event = on_event
         self.events = EventLog()
@@ -157,6 +165,29 @@ class Server:
             return None
         failure = None if ticker.cancelled() else ticker.exception()
         return f"the manager's periodic task stopped: {failure!r}"
+
+    def reload(self) -> reload.ReloadPlan:
+        """Read the configuration file again and apply it (see :mod:`tui_passenger.reload`):
+        apps added, removed, restarted or updated, ``[server]`` keys applied or reported as
+        needing a restart. Returns what was done. The one place a reload happens: SIGHUP,
+        ``ctl reload`` and the dashboard come here through Operations.reload (systemd is
+        told RELOADING=1 once the file has been read, READY=1 after).
+
+        Raises ConfigError if the file has an error (then nothing changed), ReloadError if
+        there is no file to read or the instance is shutting down.
+        """
+        if self.reload_config is None:
+            raise reload.ReloadError("this instance was not started from a configuration file")
+        if self.pool.closing:
+            raise reload.ReloadError("the instance is shutting down")
+        new = self.reload_config()  # a file with an error raises here: nothing changed
+        self.notifier.reloading()
+        try:
+            reload_plan = reload.plan(self.config, new)
+            reload.apply(self, reload_plan)
+        finally:
+            self.notifier.ready()
+        return reload_plan
 
     # -- what the sampler looks at -------------------------------------------------------
 

@@ -299,3 +299,42 @@ class MoldExited(GroupEvent):
         """How it ended."""
         return self.status.describe()
 
+
+
+@dataclass(frozen=True, slots=True)
+class _Reconfiguration(GroupEvent):
+    """A change to an app made by a configuration reload; logged at info level."""
+
+    def log(self, logger: logging.Logger) -> None:
+        """One info line: the app and what the reload did to it."""
+        logger.info("%s: %s", self.app, self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class AppAdded(_Reconfiguration):
+    """A reload added the app: its minimum starts."""
+
+    template: ClassVar[str] = "app added by a configuration reload"
+
+
+@dataclass(frozen=True, slots=True)
+class AppRemoved(_Reconfiguration):
+    """A reload removed the app: it takes no new requests, its workers drain and stop."""
+
+    changes_processes: ClassVar[bool] = True
+    template: ClassVar[str] = ("app removed by a configuration reload: its requests finish, "
+                               "then its workers and preloader stop")
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigured(_Reconfiguration):
+    """A reload changed the app's ``keys``: applied in place, or by a rolling restart."""
+
+    keys: tuple[str, ...]
+    restart: bool
+
+    @property
+    def text(self) -> str:
+        """``configuration changed (root, env): rolling restart``."""
+        return (f"configuration changed ({', '.join(self.keys)}): "
+                f"{'rolling restart' if self.restart else 'applied'}")

@@ -102,6 +102,8 @@ class Group:
         #: whether idle processes above what it wants should stop now (scaled down).
         self.surge: deque[asyncio.Future[PoolProcess | None]] = deque()
         self.trim = False
+        #: Removed by a configuration reload: its workers drain and stop, none is spawned.
+        self.retired = False
         self.spawned = 0
         #: Rolling restarts (operator, restart.txt, watch, spawn-method switch), and workers
         #: that exited without being asked to.

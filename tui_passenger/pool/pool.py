@@ -1,9 +1,11 @@
-"""The pool: every app's group, the global process limit, and the one reconciliation loop.
+"""The pool: every app's group, the global process limit, requests in and out, and the
+carrying out of what the one reconciliation loop decides.
 
 Everything that changes what should run (a request that found no free process, a finished
 request, a timer, an operator's command) changes desired state and calls
-:meth:`Pool.reconcile`, which decides what to spawn and what to shut down (its docstring
-lists the orders about one given process that are carried out elsewhere).
+:meth:`Pool.reconcile` (pool/decisions.py), which decides what to spawn and what to shut
+down (its docstring lists the orders about one given process that are carried out
+elsewhere).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tui_passenger.config import Config
+from tui_passenger.config import AppConfig, Config
 from tui_passenger.engine import OutputSink, SpawnError, make_spawner
-from tui_passenger.pool import events
+from tui_passenger.pool import events, reconfigure
+from tui_passenger.pool.decisions import Decisions
 from tui_passenger.pool.events import EventSink, PoolEvent
 from tui_passenger.pool.group import Alarm, Group, SpawnerFactory
 from tui_passenger.pool.live import LiveOperations
@@ -33,7 +36,7 @@ log = logging.getLogger("tui_passenger.pool")
 T = TypeVar("T")
 
 
-class Pool:
+class Pool(Decisions):
     """All groups, and the decisions about which processes run.
 
     A worker's session count changes only through PoolProcess.checkout/checkin: taken by
@@ -55,8 +58,12 @@ class Pool:
                  spawner_factory: SpawnerFactory = make_spawner) -> None:
         self.config = config
         self.max_pool_size = config.server.max_pool_size
-        self.groups = {app.name: Group(app, socket_dir, on_output, spawner_factory)
-                       for app in config.apps}
+        self._make_group: Callable[[AppConfig], Group] = lambda app: Group(
+            app, socket_dir, on_output, spawner_factory)
+        self.groups = {app.name: self._make_group(app) for app in config.apps}
+        #: Apps removed by a configuration reload whose workers are still on their way out
+        #: (counted against max_pool_size until they are gone).
+        self.retiring: set[Group] = set()
         self.on_event = on_event
         self.closing = False
         self.pipelining = Pipelining(self._full, lambda: self.closing)
@@ -97,18 +104,19 @@ class Pool:
         # Requests already queued are still served by the processes that are up.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._sessions_done(), grace)
-        for group in self.groups.values():
+        groups = [*self.groups.values(), *self.retiring]
+        for group in groups:
             fail_waiters(group.waiters, PoolClosed("shutting down"))
         for task in list(self._tasks):
             if not task.done():
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        processes = [p for g in self.groups.values() for p in g.processes]
+        processes = [p for g in groups for p in g.processes]
         for process in processes:
             process.state = STOPPING
         # Each exit removes its process from its group (see _on_exit).
         await asyncio.gather(*(p.worker.stop(5.0) for p in processes))
-        await asyncio.gather(*(g.spawner.close() for g in self.groups.values()))
+        await asyncio.gather(*(g.spawner.close() for g in groups))
 
     async def _sessions_done(self) -> None:
         def busy() -> bool:
@@ -117,8 +125,18 @@ class Pool:
                        for g in self.groups.values())
 
         while busy():
-            self._idle.clear()
-            await self._idle.wait()
+            await self.idle_changed()
+
+    async def idle_changed(self) -> None:
+        """Wait for a request to finish or a worker to exit (while closing, or while a
+        removed app's requests finish)."""
+        self._idle.clear()
+        await self._idle.wait()
+
+    async def spawns_settled(self, group: Group) -> None:
+        """Wait until none of ``group``'s spawns is in flight."""
+        async with self._spawns_settled:
+            await self._spawns_settled.wait_for(lambda: not group.spawning)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -196,7 +214,7 @@ class Pool:
             # Another app may be waiting for room in a full pool, which this now idle
             # process can give.
             self.reconcile()
-        if self.closing:
+        if self.closing or self.retiring:
             self._idle.set()
 
     def _hand_over(self, process: PoolProcess, group: Group, now: float) -> None:
@@ -232,7 +250,7 @@ class Pool:
 
     def find(self, pid: int) -> PoolProcess | None:
         """The process with ``pid``, in any group."""
-        for group in self.groups.values():
+        for group in [*self.groups.values(), *self.retiring]:
             for process in group.processes:
                 if process.pid == pid:
                     return process
@@ -286,6 +304,25 @@ class Pool:
         happen. Returns the workers replaced."""
         return await self.live.refork_now(group)
 
+    # -- configuration reload (see pool/reconfigure.py) -----------------------------------
+
+    def add_app(self, app: AppConfig) -> Group:
+        """Serve ``app`` from now on; its minimum starts at the next reconcile()."""
+        group = self._make_group(app)
+        reconfigure.add_app(self, group)
+        return group
+
+    def update_app(self, group: Group, app: AppConfig, keys: tuple[str, ...],
+                   restart: bool) -> asyncio.Task[int] | None:
+        """New settings for ``group`` (``keys`` changed): in place, or (``restart``) by
+        replacing its workers one at a time (returns that task)."""
+        return reconfigure.update_app(self, group, app, keys, restart)
+
+    def remove_app(self, group: Group) -> asyncio.Task[None]:
+        """Stop serving ``group``'s app: its requests finish, then its workers and preloader
+        stop (returns the task doing so)."""
+        return reconfigure.remove_app(self, group)
+
     def surge(self, group: Group, count: int) -> Awaitable[list[PoolProcess | None]]:
         """Have ``count`` processes of ``group`` spawned beyond what it wants, to replace
         others (rolling restart, refork); resolves to each one, None for a failed spawn."""
@@ -296,87 +333,9 @@ class Pool:
         self.reconcile()
         return asyncio.gather(*futures)
 
-    def total(self) -> int:
-        """Processes counted against max_pool_size."""
-        return sum(g.footprint() for g in self.groups.values())
-
     def _full(self, group: Group) -> bool:
         """No worker can be added to ``group`` now (max_instances, or max_pool_size)."""
         return group.at_max() or self.total() >= self.max_pool_size
-
-    # -- the decisions -------------------------------------------------------------------
-
-    def reconcile(self) -> None:
-        """Decide which processes to spawn and which to stop, from desired state.
-
-        Spawns: up to each group's wanted() (min_instances, one per ``concurrency`` queued
-        requests, at most max_instances), outside spawn backoff, within max_pool_size (for
-        queued requests it stops another app's idle process to make room); and a group's
-        ``surge`` of replacements asked for by a rolling restart or refork, spawned at once
-        whatever the limits and backoff say, as the processes they replace drain as soon
-        as they are ready. Stops: idle processes above wanted() after a scale-down, and
-        (when the ticker says so) processes idle past pool_idle_time down to the minimum.
-
-        Orders about one given process are carried out where they are given, and then
-        this is called to fill the gap: drain() (operator, max_requests, memory_limit, a
-        rolling replacement) stops a draining process once its last request is done;
-        kill(force=True) kills at once; a spawn that finishes after the spawn method
-        changed or while closing is stopped as not needed; close() stops everything.
-        """
-        if self.closing:
-            for group in self.groups.values():
-                while group.surge:  # no more spawns: the replacement is not coming
-                    group.surge.popleft().set_result(None)
-            return
-        now = time.monotonic()
-        idle_due, self._idle_due = self._idle_due, False
-        groups = self.groups.values()
-        if idle_due or any(g.trim for g in groups):
-            for group in groups:
-                self._stop_surplus(group, now, idle_due)
-        for group in groups:
-            while group.surge:
-                self._spawn(group, group.surge.popleft())
-            missing = group.wanted() - group.live_count()
-            while missing > 0:
-                if now < group.backoff.until:
-                    self._alarm.at(group.backoff.until)
-                    break
-                if self.total() >= self.max_pool_size and not (
-                        group.waiters and self._free_room(group)):
-                    break
-                self._spawn(group)
-                missing -= 1
-
-    def _stop_surplus(self, group: Group, now: float, idle_due: bool) -> None:
-        """Stop idle processes: above wanted() after a scale-down, and (``idle_due``) those
-        idle past pool_idle_time, down to the group's minimum."""
-        if group.trim:
-            group.trim = False
-            excess = group.live_count() - group.wanted()
-            for process in group.idle_candidates()[:max(0, excess)]:
-                self._stop(process, "scaled down")
-        idle_time = group.app.pool_idle_time
-        if not idle_due or not idle_time:
-            return
-        excess = group.live_count() - max(group.min_instances, 0)
-        for process in group.idle_candidates():
-            if excess <= 0 or now - process.last_used < idle_time:
-                break
-            self._stop(process, f"idle for {idle_time:g} s")
-            excess -= 1
-
-    def _free_room(self, needy: Group) -> bool:
-        """Stop an idle process of another app to make room for ``needy`` (as Passenger)."""
-        candidates = [p for g in self.groups.values() if g is not needy
-                      for p in g.idle_candidates()]
-        if not candidates:
-            return False
-        # Prefer apps above their minimum, then the longest idle.
-        candidates.sort(key=lambda p: (p.group.live_count() <= p.group.min_instances,
-                                       p.last_used))
-        self._stop(candidates[0], f"making room for {needy.name}")
-        return True
 
     # -- spawning and stopping -----------------------------------------------------------
 
@@ -416,8 +375,9 @@ class Pool:
         group.processes.append(process)
         worker.exited.add_done_callback(lambda _f: self._on_exit(process))
         self.emit(events.Spawned(process))
-        if self.closing or spawner is not group.spawner:
-            # Shutting down, or the spawn method changed while this one was on its way.
+        if self.closing or spawner is not group.spawner or group.retired:
+            # Shutting down, the spawn method changed while this one was on its way, or
+            # the app was removed.
             self._stop(process, "not needed")
             return None
         self.dispatch(group)
@@ -435,8 +395,8 @@ class Pool:
         self.track(worker.kill() if force else worker.stop(self.config.server.shutdown_timeout))
 
     def _on_exit(self, process: PoolProcess) -> None:
-        if self.closing:
-            self._idle.set()  # what close() waits for may have changed
+        if self.closing or self.retiring:
+            self._idle.set()  # what close() or a removal waits for may have changed
         if process.idle is not None and not process.idle.done():
             process.idle.set_result(None)
         group = process.group

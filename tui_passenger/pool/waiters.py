@@ -12,6 +12,10 @@ class QueueFull(Exception):
     """The app's request queue is at ``max_request_queue_size``."""
 
 
+class PoolFull(Exception):
+    """No worker of the app can start: max_pool_size is taken by apps at their minimum."""
+
+
 class PoolClosed(Exception):
     """The pool is shutting down and takes no more requests."""
 

@@ -33,9 +33,7 @@ class FrontServer:
         self.pool = pool
         self.on_request = on_request
         self.access_log = config.server.access_log
-        self.router: Router[Group] = Router(
-            (app.hosts, app.base_uri, app.default, pool.groups[app.name])
-            for app in config.apps)
+        self.router = self._router(config)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         self.stats = Stats()
         self.connections: set[ClientConnection] = set()
@@ -44,6 +42,19 @@ class FrontServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}-".encode()
+
+    def _router(self, config: Config) -> Router[Group]:
+        return Router((app.hosts, app.base_uri, app.default, self.pool.groups[app.name])
+                      for app in config.apps)
+
+    def reconfigure(self, config: Config) -> None:
+        """Route by ``config``'s apps (whose groups the pool has by now) and apply its
+        ``[server]`` settings. Each is one assignment on the event loop: a request is
+        routed by the old routes or the new ones, never by a mix (a configuration reload)."""
+        self.router = self._router(config)
+        self.trusted = TrustedProxies(config.server.trusted_proxies)
+        self.access_log = config.server.access_log
+        self.config = config
 
     async def start(self, sockets: Iterable[socket.socket]) -> None:
         """Serve connections arriving on each of the listening ``sockets`` (TCP or Unix)."""

@@ -21,6 +21,8 @@ Every step is best effort: a title is never worth failing a worker for.
 
 from __future__ import annotations
 
+import os
+
 #: What every title starts with, so that ``pgrep -f tui-passenger:`` finds them all.
 PREFIX = "tui-passenger: "
 #: The longest process name the kernel keeps (TASK_COMM_LEN less the NUL).
@@ -37,7 +39,17 @@ def set_title(title: str, name: str) -> str:
         import setproctitle
     except ImportError:
         return _set_with_ctypes(full, short)
-    setproctitle.setproctitle(full)
+    # Only argv's room for the title: by default setproctitle takes the environment's too,
+    # and /proc/PID/environ (what an operator reads to see a worker's settings) is lost.
+    # It reads SPT_NOENV once, at its first call; the app never sees the variable.
+    ours = "SPT_NOENV" not in os.environ
+    if ours:
+        os.environ["SPT_NOENV"] = "1"
+    try:
+        setproctitle.setproctitle(full)
+    finally:
+        if ours:
+            del os.environ["SPT_NOENV"]
     if hasattr(setproctitle, "setthreadtitle"):  # 1.3+; called on the main thread
         setproctitle.setthreadtitle(short.decode("utf-8", "ignore"))
     else:

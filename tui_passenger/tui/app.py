@@ -76,6 +76,7 @@ class Dashboard(App[None]):
         Binding("m", "spawn_method", "Smart/direct", id="spawn_method"),
         Binding("g", "refork", "Refork", id="refork"),
         Binding("p", "pause", "Pause", id="pause"),
+        Binding("R", "reload", "Reload config", id="reload", show=False),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("s", "sort", "Sort", id="sort"),
         Binding("f", "detail_tab", "Mem/fds", id="detail_tab"),
@@ -108,6 +109,9 @@ class Dashboard(App[None]):
         #: app → (min_instances asked for, when): presses faster than the refresh add up.
         self._scale_targets: dict[str, tuple[int, float]] = {}
         self._fetching = False
+        #: Reloads asked for here whose outcome was notified already (from their answer):
+        #: their entries in the log are not notified again. Others (SIGHUP, ctl reload) are.
+        self._own_reloads = 0
         self._quitting = False
         self._timer: Timer | None = None
 
@@ -192,7 +196,19 @@ class Dashboard(App[None]):
             self._show_rows()
             self._show_detail()
             self.log_panel.add_entries(message.entries)
+            self._notify_reloads(message.entries)
             self.log_panel.add_warnings(snap)
+
+    def _notify_reloads(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            if entry.get("kind") != "reload":
+                continue
+            if self._own_reloads:
+                self._own_reloads -= 1
+                continue
+            error = entry.get("level") == "error"
+            self.notify(str(entry.get("text")), title="configuration",
+                        severity="error" if error else "information", markup=False)
 
     def _attached(self) -> bool:
         leaves = (self.header, self.table, self.log_panel, *self.detail.query("*"))
@@ -319,6 +335,25 @@ class Dashboard(App[None]):
         """Pause or resume reading /proc."""
         pause = self.snapshot is None or self.snapshot.sampling
         self._intent("sampling", lambda: self.core.pause_sampling(pause))
+
+    def action_reload(self) -> None:
+        """Read the configuration file again and apply it (refused: nothing changed)."""
+        self.notify("reloading the configuration…")
+
+        async def reload() -> Done:
+            self._own_reloads += 1  # refused or done, its answer is notified
+            try:
+                done = await self.core.reload()
+            except (OSError, RuntimeError):
+                self._own_reloads -= 1  # it did not reach the instance: no entry comes
+                raise
+            keys = done.reply.get("keys")
+            if isinstance(keys, dict):  # the new [keys] table, when it changed
+                self.keymap = {str(k): str(v) for k, v in keys.items()}
+                self.set_keymap(self.keymap)
+            return done
+
+        self._intent("reload", reload)
 
     # -- view -------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ COMMANDS = (
     ("Toggle spawn method", "Switch the selected app between smart and direct", "spawn_method"),
     ("Refork app", "Make the selected app's most used worker the preloader of a new "
      "generation", "refork"),
+    ("Reload configuration", "Read passenger.toml again: new apps start, removed ones stop, "
+     "changed ones restart or update", "reload"),
     ("Pause/resume sampling", "Stop or resume reading /proc", "pause"),
     ("Filter", "Show only apps or pids containing some text", "filter"),
     ("Sort", "Cycle the sort order: tree, CPU, PSS, processed", "sort"),

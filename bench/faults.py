@@ -214,7 +214,7 @@ async def kill_workers(workdir: Path, duration: float) -> Row:
         return Row(f"kill -9 worker /0.5s {duration:g}s", load.requests, len(load.failures),
                    med_max(recoveries),
                    f"{len(recoveries) - 1 + unrecovered} kills, {unrecovered} not back "
-                   f"within 0.5 s, restarts={group.restarts}" + first_failures(load))
+                   f"within 0.5 s, crashes={group.crashes}" + first_failures(load))
 
 
 async def kill_preloader(workdir: Path, duration: float) -> Row:
@@ -273,7 +273,7 @@ async def restarts(workdir: Path, duration: float) -> Row:
         return Row("rolling restart + toggle", load.requests, len(load.failures),
                    med_max(took),
                    f"{ops['restart']} restarts, {ops['toggle']} smart<->direct toggles, "
-                   f"crashes={group.restarts}" + first_failures(load))
+                   f"crashes={group.crashes}" + first_failures(load))
 
 
 async def reforks(workdir: Path, duration: float) -> Row:
@@ -315,12 +315,12 @@ async def crash_on_request(workdir: Path, duration: float) -> Row:
             deadline = time.monotonic() + duration
             while time.monotonic() < deadline:
                 method = "POST" if len(crashes["POST"]) < len(crashes["GET"]) else "GET"
-                deaths = group.restarts + (1 if method == "POST" else 2)
+                deaths = group.crashes + (1 if method == "POST" else 2)
                 status, _ = await one(server, "/crash", method, b"x" if method == "POST"
                                       else None)
                 crashes[method].append(status)
                 recoveries.append(await wait_until(
-                    lambda d=deaths: group.restarts >= d and healthy(group, 3)))
+                    lambda d=deaths: group.crashes >= d and healthy(group, 3)))
                 await asyncio.sleep(0.5)
         finally:
             await load.stop()
@@ -329,7 +329,7 @@ async def crash_on_request(workdir: Path, duration: float) -> Row:
                    med_max(recoveries),
                    f"/crash: {len(crashes['GET'])} GET -> {statuses['GET']}, "
                    f"{len(crashes['POST'])} POST -> {statuses['POST']}; "
-                   f"retries={server.proxy.stats.retries}, worker deaths={group.restarts}"
+                   f"retries={server.proxy.stats.retries}, worker deaths={group.crashes}"
                    + first_failures(load))
 
 
@@ -354,7 +354,7 @@ async def hang(workdir: Path, duration: float) -> Row:
         return Row("hang -> 504", load.requests, len(load.failures),
                    med_max(recoveries),
                    f"{len(statuses)} hung requests -> {sorted(set(statuses))}"
-                   f" (max_request_time 0.5 s), crashes={group.restarts}"
+                   f" (max_request_time 0.5 s), crashes={group.crashes}"
                    + first_failures(load))
 
 
@@ -378,7 +378,7 @@ async def memory_growth(workdir: Path, duration: float) -> Row:
         return Row("memory growth", load.requests, len(load.failures),
                    med_max(recoveries),
                    f"{grown} workers grown by 60 MB, each recycled at memory_limit 40 MB "
-                   f"(smaps every 0.5 s), crashes={group.restarts}" + first_failures(load))
+                   f"(smaps every 0.5 s), crashes={group.crashes}" + first_failures(load))
 
 
 async def import_failure(workdir: Path, duration: float) -> Row:

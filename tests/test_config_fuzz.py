@@ -482,6 +482,12 @@ BAD_VALUES: dict[str, list[Any]] = {
     "name": ["", "-x", "a b", "日本", 5, "a/b"],
     "root": ["missing", "file.txt", 5, "", []],
     "entry": ["missing.py", "not an entry", "app:", 5, ""],
+    "bind": [5, "127.0.0.1:3000", [], [5], ["nohost"], ["unix:"], ["1.2.3.4:99999"]],
+    "bind_mode": ["0999", "rw", 0o1000, -1, True],
+    "bind_group": ["no-such-group-xyz", "", 0],
+    "metrics_bind": ["9100", "unix:/tmp/m.sock", ["0.0.0.0:9100"], "host:99999", 5],
+    "restart_check_interval": [-1, "2", math.nan, True],
+    "watch": ["yes", 1],
 }
 APP_ONLY = sorted(APP_KEYS - SERVER_KEYS)
 SERVER_ONLY = sorted(SERVER_KEYS - APP_KEYS)

@@ -83,6 +83,7 @@ class FakeSpawner:
         self.failures = 0
         self.concurrency = app.concurrency or 1
         self.interface = app.interface if app.interface != "auto" else "wsgi"
+        self.numbers = itertools.count(1)  # worker numbers, handed on to the next spawner
 
     async def spawn(self) -> FakeWorker:
         await self.gate.wait()

@@ -308,9 +308,12 @@ async def test_a_changed_app_rolls_under_load_without_a_failed_request(tmp_path)
             file.write()
             restarted = server.reload().restarted
             assert [c.keys for c in restarted] == [("env",)]
-            # Under load the app may have grown above its minimum: every worker is replaced.
+            # Under load the app may have grown above its minimum (workers spawned while
+            # the new code loads come from the old settings): every one is replaced.
             await wait_until(lambda: len(pids(server, "app")) >= 2
-                             and not pids(server, "app") & before, 60)
+                             and not pids(server, "app") & before
+                             and all(environ(pid).get("RELOAD_MARK") == "3"
+                                     for pid in pids(server, "app")), 60)
             await load.more(20)
         finally:
             await load.stop()

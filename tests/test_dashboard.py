@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from textual.widgets import Static
 
 from tests.conftest import REPO, SAMPLE_APPS, assert_no_children
 from tests.memcached import RUNNING_PIDS, memcached_addr  # noqa: F401  (fixture)
@@ -400,6 +401,17 @@ async def test_cursor_stays_on_its_pid_across_refreshes_and_sorts():
         core.snap = fake_snapshot()  # 1102's neighbour comes back, 1103 goes
         await until(pilot, lambda: "pid:1103" not in row_keys(app), what="1103 gone")
         assert table.selected_key == "pid:1102"
+
+
+async def test_header_names_every_public_address():
+    core = FakeCore()
+    core.snap["server"]["addresses"] = ["http://127.0.0.1:3000", "unix:/run/tp/http.sock"]
+    app = Dashboard(core, interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        header = app.query_one("#header-server", Static)
+        await until(pilot, lambda: "unix:/run/tp/http.sock" in str(header.render()),
+                    what="the Unix socket in the header")
+        assert str(header.render()).startswith("http://127.0.0.1:3000  + unix:/run/tp/http.sock")
 
 
 async def test_keys_send_intents_and_help_lists_remapped_keys():

@@ -70,6 +70,9 @@ class DashboardHeader(Horizontal):
         self.set_class(paused, "-paused")
         first = Text(no_wrap=True, overflow="ellipsis")
         first.append(server.url or "(no public address)", style="bold")
+        others = [a for a in server.addresses if a != server.url]
+        if others:  # [server] bind: the rest, shortest first, as the width allows
+            first.append("  + " + ", ".join(sorted(others, key=len)))
         first.append(f"  up {fmt.long_duration(server.uptime)}")
         first.append(f"  {server.processes}/{server.max_pool_size} procs")
         if paused:

@@ -44,8 +44,9 @@ JSON = ('{"time": "%s", "ip": "%s", "method": "%s", "url": "%s", "version": "%s"
 
 
 def _escape_combined(text: str) -> str:
-    """``"``, ``\\`` and unprintable characters as ``\\xHH`` (as nginx does)."""
-    return "".join(c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02X}"
+    """``"``, ``\\``, unprintable and non-ASCII bytes as ``\\xHH`` (as nginx does)."""
+    return "".join(c if c.isprintable() and c.isascii() and c not in '"\\'
+                   else f"\\x{ord(c):02X}"
                    for c in text)
 
 
@@ -132,9 +133,10 @@ class AccessLog:
             line = JSON % (self._stamp, ip, request.method, url, request.version, status,
                            app, elapsed * 1000, rid)
         else:
-            if not (url.isprintable() and '"' not in url and "\\" not in url):
+            if not (url.isascii() and url.isprintable() and '"' not in url
+                    and "\\" not in url):
                 url = _escape_combined(url)
-            if not (rid.isprintable() and " " not in rid):
+            if not (rid.isascii() and rid.isprintable() and " " not in rid):
                 rid = _escape_combined(rid).replace(" ", "\\x20")
             line = COMBINED % (ip, self._stamp, request.method, url, request.version, status,
                                app, elapsed * 1000, rid)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.serving import get, running, wait_until
-from tui_passenger.config import ConfigError, parse_config
+from tui_passenger.config import ConfigError, ServerConfig, parse_config
 from tui_passenger.proxy.accesslog import AccessLog
 from tui_passenger.proxy.request import Request
 
@@ -81,7 +81,7 @@ async def test_a_failing_disk_is_reported_once_and_requests_go_on(
                        access_log_flush=0.02) as srv:
         access_log = srv.proxy.access_log
         assert access_log is not None
-        for batch in range(3):
+        for _batch in range(3):
             for _ in range(3):
                 assert (await get(srv, "/"))[0] == 200
             await wait_until(lambda: access_log._timer is None)  # this batch was written
@@ -121,3 +121,25 @@ def test_config_errors_of_the_new_keys() -> None:
     assert config.server.access_log_file == "/srv/logs/a.log"
     assert config.server.access_log_format == "combined"
     assert config.server.access_log_flush == 1.0
+
+
+async def test_by_default_lines_go_where_the_main_log_goes(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    handler = logging.FileHandler(tmp_path / "main.log")
+    try:
+        root.handlers[:] = [handler]
+        root.setLevel(logging.WARNING)  # --log-level warning: no access lines, as before
+        assert AccessLog.open(ServerConfig()) is None
+        root.setLevel(logging.INFO)
+        access_log = AccessLog.open(ServerConfig())
+        assert access_log is not None and access_log.where == "the main log"
+        logging.getLogger("tui_passenger.proxy").warning("before")
+        access_log.record("127.0.0.1", Request(), 200, "app", 0.0, b"id-1")
+        access_log.close()
+        logging.getLogger("tui_passenger.proxy").warning("after")
+    finally:
+        root.handlers[:], root.level = saved
+        handler.close()
+    lines = (tmp_path / "main.log").read_text().splitlines()
+    assert [line.split()[-1] for line in lines] == ["before", "id=id-1", "after"]

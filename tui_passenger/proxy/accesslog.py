@@ -169,6 +169,7 @@ class AccessLog:
         self._size = 0
         if self.fd < 0:
             return  # closed: a request that ended after the stop is not logged
+        # On the loop: 64 KiB to a file took ~28 µs of CPU, a thread executor hop ~190 µs.
         try:
             while data:
                 data = data[os.write(self.fd, data):]

@@ -36,10 +36,9 @@ def toml_value(value: object) -> str:
 def config_text(server: dict, apps: list[dict]) -> str:
     """A passenger.toml document (admin socket in a fresh private directory)."""
     server = {"admin_socket": os.path.join(tempfile.mkdtemp(prefix="tp-admin-"), "admin.sock"),
-              **server}
+              "access_log": False, **server}
     # allow_root: the tests may run as root (CI does); apps then run as root on purpose.
-    lines = ["[server]", 'address = "127.0.0.1"', "port = 0", "access_log = false",
-             "allow_root = true"]
+    lines = ["[server]", 'address = "127.0.0.1"', "port = 0", "allow_root = true"]
     lines += [f"{k} = {toml_value(v)}" for k, v in server.items()]
     for app in apps:
         lines.append("[[app]]")

@@ -119,7 +119,7 @@ def exchange(*pids: int, method: str = "GET") -> tuple[Exchange, Client, Pool, l
     workers = [worker(pid, group) for pid in pids]
     pool = Pool(*(process for process, _ in workers))
     front = SimpleNamespace(router=Router([((), "/", True, group)]), pool=pool, stats=Stats(),
-                            access_log=False, closing=False, on_request=None,
+                            access_log=None, closing=False, on_request=None,
                             request_id=lambda peer, request: b"req-1")
     request = Request()
     request.method, request.url, request.host = method, b"/", "example.test"

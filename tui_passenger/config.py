@@ -145,6 +145,8 @@ def _parse_server(top: _Table, raw: Any) -> tuple[ServerConfig, dict[str, Any]]:
     values = {k: check(t, k, raw[k]) for k, check in _SERVER_ONLY.items() if k in raw}
     if "admin_socket" in values:
         values["admin_socket"] = os.path.normpath(t.base_dir / values["admin_socket"])
+    if "access_log_file" in values:
+        values["access_log_file"] = os.path.normpath(t.base_dir / values["access_log_file"])
     if "bind" in values and ("address" in raw or "port" in raw):
         t.fail("bind", "give either bind or address and port, not both (bind lists every "
                'address, e.g. ["127.0.0.1:3000", "unix:/run/tui-passenger/http.sock"])')

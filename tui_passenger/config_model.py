@@ -76,8 +76,15 @@ class ServerConfig:
     client_body_buffer_size: int = 1024 * 1024
     #: Peers (addresses or CIDR networks) whose X-Forwarded-* headers are kept.
     trusted_proxies: tuple[str, ...] = ()
-    #: One log line per request on the ``tui_passenger.access`` logger.
+    #: One log line per request (see :mod:`tui_passenger.proxy.accesslog`).
     access_log: bool = True
+    #: ``"combined"`` (the combined log format plus app, time taken and request id) or
+    #: ``"json"`` (one object per line).
+    access_log_format: str = "combined"
+    #: The file access lines are appended to; None: where the main log goes.
+    access_log_file: str | None = None
+    #: Seconds buffered access lines wait at most before being written.
+    access_log_flush: float = 1.0
     #: Seconds a client may take to send a request's head (from its first byte) → 408.
     client_header_timeout: float = 30.0
     #: Seconds a client may take to send a request's body (after the head) → 408.

@@ -38,7 +38,8 @@ LIVE_APP_KEYS = frozenset({
 #: ``[server]`` keys applied to a running instance; others need a restart of tui-passenger.
 LIVE_SERVER_KEYS = frozenset({
     "max_pool_size", "shutdown_timeout", "client_max_body_size", "client_body_buffer_size",
-    "trusted_proxies", "access_log", "client_header_timeout", "client_body_timeout",
+    "trusted_proxies", "access_log", "access_log_format", "access_log_file",
+    "access_log_flush", "client_header_timeout", "client_body_timeout",
     "keepalive_timeout", "max_connections",
 })
 

@@ -26,11 +26,11 @@ from tui_passenger.proxy.upstream import UpstreamConnection
 if TYPE_CHECKING:
     from tui_passenger.pool import Group, Pool
     from tui_passenger.pool.pool import Waiter
+    from tui_passenger.proxy.accesslog import AccessLog
     from tui_passenger.proxy.request import Request, RequestObserver, Stats
     from tui_passenger.proxy.routing import Router
 
 log = logging.getLogger("tui_passenger.proxy")
-access_log = logging.getLogger("tui_passenger.access")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 NO_BODY_STATUS = frozenset({204, 304})
@@ -60,8 +60,8 @@ class Front(Protocol):
     router: Router[Group]
     pool: Pool
     stats: Stats
-    #: Write an access log line per request.
-    access_log: bool
+    #: Where an access log line per request goes (None: off).
+    access_log: AccessLog | None
     #: Shutting down: responses go out with ``Connection: close``.
     closing: bool
     on_request: RequestObserver | None
@@ -483,10 +483,9 @@ class Exchange:
             group_name = group.name
             group.requests += 1
         client = self.client
-        if front.access_log:
-            access_log.info('%s "%s %s HTTP/%s" %d app=%s %.2fms id=%s', client.ip,
-                            request.method, request.url.decode("latin-1"), request.version,
-                            status, group_name, elapsed * 1000, self.request_id.decode())
+        access_log = front.access_log
+        if access_log is not None:
+            access_log.record(client.ip, request, status, group_name, elapsed, self.request_id)
         on_request = front.on_request
         if on_request is not None:
             on_request(group_name, status, elapsed)

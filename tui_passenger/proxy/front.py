@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from tui_passenger.config import Config
 from tui_passenger.pool import Group, Pool
+from tui_passenger.proxy.accesslog import AccessLog
 from tui_passenger.proxy.client import ClientConnection
 from tui_passenger.proxy.headers import Peer, TrustedProxies
 from tui_passenger.proxy.request import Request, RequestObserver, Stats
@@ -32,7 +33,7 @@ class FrontServer:
         self.config = config
         self.pool = pool
         self.on_request = on_request
-        self.access_log = config.server.access_log
+        self.access_log = AccessLog.open(config.server)
         self.router = self._router(config)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         self.stats = Stats()
@@ -53,8 +54,17 @@ class FrontServer:
         routed by the old routes or the new ones, never by a mix (a configuration reload)."""
         self.router = self._router(config)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
-        self.access_log = config.server.access_log
+        self._reopen_access_log(config)
         self.config = config
+
+    def _reopen_access_log(self, config: Config) -> None:
+        """Keep the access log if its settings are the same, else flush it and open the new."""
+        old = self.access_log
+        if old is not None and old.same(config.server):
+            return
+        self.access_log = AccessLog.open(config.server)
+        if old is not None:
+            old.close()
 
     async def start(self, sockets: Iterable[socket.socket]) -> None:
         """Serve connections arriving on each of the listening ``sockets`` (TCP or Unix)."""
@@ -96,6 +106,8 @@ class FrontServer:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
+        if self.access_log is not None:
+            self.access_log.close()  # every line of a graceful stop is written
 
     async def _sweep_idle(self) -> None:
         server = self.config.server

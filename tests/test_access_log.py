@@ -1,0 +1,145 @@
+"""The access log through a real server: both formats, flushing, a failing disk, config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.serving import get, running, wait_until
+from tui_passenger.config import ConfigError, ServerConfig, parse_config
+from tui_passenger.proxy.accesslog import AccessLog
+from tui_passenger.proxy.request import Request
+
+APP = {"name": "probe"}
+COMBINED = re.compile(
+    r'127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+    r'"(GET|POST) (\S+) HTTP/1\.1" (\d{3}) - "-" "-" app=(\S+) \d+\.\d\dms id=(\S+)\n')
+
+
+async def serve_requests(path: Path, count: int, **server: object) -> list[str]:
+    """Answer ``count`` requests, stop gracefully, return their X-Request-Ids."""
+    ids = []
+    async with running([APP], access_log=True, access_log_file=str(path),
+                       access_log_flush=3600, **server) as srv:
+        for i in range(count):
+            status, headers, _ = await get(srv, f"/n/{i}?q=x")
+            assert status == 200
+            ids.append(headers["X-Request-Id"])
+        assert not path.read_text()  # nothing written yet: buffered for an hour
+    return ids
+
+
+async def test_combined_lines_and_graceful_stop_writes_all(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    ids = await serve_requests(path, 25)
+    lines = path.read_text().splitlines(keepends=True)
+    assert len(lines) == 25
+    for i, (line, rid) in enumerate(zip(lines, ids, strict=True)):
+        match = COMBINED.fullmatch(line)
+        assert match, line
+        assert match.groups() == ("GET", f"/n/{i}?q=x", "200", "probe", rid)
+
+
+async def test_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "access.jsonl"
+    ids = await serve_requests(path, 5, access_log_format="json")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in records] == ids
+    for i, record in enumerate(records):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record.pop("time"))
+        assert isinstance(record.pop("ms"), float)
+        del record["id"]
+        assert record == {"ip": "127.0.0.1", "method": "GET", "url": f"/n/{i}?q=x",
+                          "version": "1.1", "status": 200, "app": "probe"}
+
+
+async def test_flush_interval_writes_without_a_stop(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    async with running([APP], access_log=True, access_log_file=str(path),
+                       access_log_flush=0.05) as srv:
+        status, headers, _ = await get(srv, "/")
+        assert status == 200
+        await wait_until(lambda: path.read_text().count("\n") == 1)
+        assert headers["X-Request-Id"] in path.read_text()
+        status, _, _ = await get(srv, "/missing-app", headers={"Host": "nowhere"})
+        await wait_until(lambda: path.read_text().count("\n") == 2)
+
+
+async def test_a_failing_disk_is_reported_once_and_requests_go_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tui_passenger.proxy")
+
+    def reports() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "access log" in r.getMessage()]
+
+    async with running([APP], access_log=True, access_log_file="/dev/full",
+                       access_log_flush=0.02) as srv:
+        access_log = srv.proxy.access_log
+        assert access_log is not None
+        for _batch in range(3):
+            for _ in range(3):
+                assert (await get(srv, "/"))[0] == 200
+            await wait_until(lambda: access_log._timer is None)  # this batch was written
+            assert len(reports()) == 1, reports()
+    assert "cannot write to /dev/full (No space left on device)" in reports()[0]
+
+
+async def test_quotes_and_control_characters_are_escaped(tmp_path: Path) -> None:
+    request = Request()
+    request.url = b'/a"b\\c\x01\xe9'
+    lines = []
+    for json_format in (False, True):
+        path = tmp_path / f"{json_format}.log"
+        access_log = AccessLog(os.open(path, os.O_WRONLY | os.O_CREAT), None, json_format)
+        access_log.record("::1", request, 404, "-", 0.001, b'proxy "id" 1')
+        access_log.close()
+        lines.append(path.read_text())
+    assert lines[0].split('"')[1] == "GET /a\\x22b\\x5Cc\\x01\\xE9 HTTP/1.1"
+    assert lines[0].endswith("app=- 1.00ms id=proxy\\x20\\x22id\\x22\\x201\n")
+    record = json.loads(lines[1])
+    assert (record["url"], record["id"]) == ('/a"b\\c\x01\xe9', 'proxy "id" 1')
+
+
+def test_config_errors_of_the_new_keys() -> None:
+    def error(line: str) -> str:
+        with pytest.raises(ConfigError) as info:
+            parse_config(f"[server]\n{line}\n", path="t.toml")
+        return str(info.value)
+
+    assert error('access_log_format = "common"').endswith(
+        't.toml:2: [server]: access_log_format: must be "combined" or "json", got "common"')
+    assert "t.toml:2: [server]: access_log_file: must not be empty" in error(
+        'access_log_file = ""')
+    assert "access_log_flush: must be greater than 0, got 0" in error("access_log_flush = 0")
+    config = parse_config('[server]\naccess_log_file = "logs/a.log"\n[[app]]\nname = "a"\n'
+                          'root = "/"\nentry = "m:app"\n', path="/srv/t.toml")
+    assert config.server.access_log_file == "/srv/logs/a.log"
+    assert config.server.access_log_format == "combined"
+    assert config.server.access_log_flush == 1.0
+
+
+async def test_by_default_lines_go_where_the_main_log_goes(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    handler = logging.FileHandler(tmp_path / "main.log")
+    try:
+        root.handlers[:] = [handler]
+        root.setLevel(logging.WARNING)  # --log-level warning: no access lines, as before
+        assert AccessLog.open(ServerConfig()) is None
+        root.setLevel(logging.INFO)
+        access_log = AccessLog.open(ServerConfig())
+        assert access_log is not None and access_log.where == "the main log"
+        logging.getLogger("tui_passenger.proxy").warning("before")
+        access_log.record("127.0.0.1", Request(), 200, "app", 0.0, b"id-1")
+        access_log.close()
+        logging.getLogger("tui_passenger.proxy").warning("after")
+    finally:
+        root.handlers[:], root.level = saved
+        handler.close()
+    lines = (tmp_path / "main.log").read_text().splitlines()
+    assert [line.split()[-1] for line in lines] == ["before", "id=id-1", "after"]

@@ -87,6 +87,7 @@ max_preloader_idle_time = 0
 max_requests = 1000
 max_requests_jitter = 50
 max_request_queue_size = 0
+max_request_queue_time = 2.5
 start_timeout = 10.5
 concurrency = 8
 environment = "staging"
@@ -110,6 +111,7 @@ default = true
     assert app.pool_idle_time == 60.0 and isinstance(app.pool_idle_time, float)
     assert app.max_preloader_idle_time == 0.0
     assert (app.max_requests, app.max_requests_jitter, app.max_request_queue_size) == (1000, 50, 0)
+    assert app.max_request_queue_time == 2.5
     assert app.start_timeout == 10.5 and app.concurrency == 8
     assert app.environment == "staging"
     assert app.hosts == ("api.example.com", "*.example.org")
@@ -127,7 +129,8 @@ def test_defaults(site: Path) -> None:
     assert app.entry is None
     assert app.python == sys.executable
     assert (app.interface, app.spawn_method, app.environment) == ("auto", "smart", "production")
-    assert (app.min_instances, app.max_instances, app.max_request_queue_size) == (1, 0, 100)
+    assert (app.min_instances, app.max_instances, app.max_request_queue_size) == (1, 0, 10000)
+    assert app.max_request_queue_time == 10.0
     assert (app.pool_idle_time, app.start_timeout, app.concurrency) == (300.0, 90.0, 0)
     assert dict(app.env) == {} and app.hosts == () and app.base_uri == "/"
     assert app.effective_concurrency("wsgi") == 1
@@ -162,6 +165,7 @@ def test_server_defaults_are_inherited_and_overridden(site: Path) -> None:
 [server]
 spawn_method = "direct"
 max_requests = 500
+max_request_queue_time = 0
 environment = "staging"
 env = { SHARED = "s", WHO = "server" }
 
@@ -185,6 +189,7 @@ WHO = "api"
     assert (api.spawn_method, api.max_requests, api.environment) == ("smart", 500, "production")
     assert dict(hello.env) == {"SHARED": "s", "WHO": "server"}
     assert dict(api.env) == {"SHARED": "s", "WHO": "api"}
+    assert hello.max_request_queue_time == api.max_request_queue_time == 0.0
 
 
 def test_relative_root_is_resolved_against_config_dir(
@@ -290,6 +295,25 @@ def test_unknown_top_level_key(site: Path) -> None:
     ],
 )
 def test_wrong_types_in_server(site: Path, line: str, expected: str) -> None:
+    err = error_for(site, f"[server]\n{line}\n" + TWO_APPS.split("\n", 2)[2])
+    assert str(err) == f"{site / 'passenger.toml'}:2: [server]: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("max_request_queue_time = -1",
+         "max_request_queue_time: must be at least 0, got -1"),
+        ('max_request_queue_time = "10s"',
+         'max_request_queue_time: expected a number of seconds, got "10s" (string)'),
+        ("max_request_queue_time = inf",
+         "max_request_queue_time: must be a finite number of seconds, got inf"),
+    ],
+)
+def test_bad_max_request_queue_time(site: Path, line: str, expected: str) -> None:
+    err = error_for(site, TWO_APPS + line + "\n")
+    assert str(err).endswith(f':12: [[app]] #2 ("api"): {expected}')
+    assert (err.key, err.line) == ("max_request_queue_time", 12)
     err = error_for(site, f"[server]\n{line}\n" + TWO_APPS.split("\n", 2)[2])
     assert str(err) == f"{site / 'passenger.toml'}:2: [server]: {expected}"
 

@@ -173,7 +173,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "max_requests_jitter": SMALL, "max_request_queue_size": SMALL, "concurrency": SMALL,
     "pool_idle_time": SECONDS, "max_preloader_idle_time": SECONDS, "start_timeout": SECONDS,
     "shutdown_timeout": SECONDS, "max_request_time": SECONDS, "client_header_timeout": SECONDS,
-    "pipeline_window": SECONDS,
+    "pipeline_window": SECONDS, "max_request_queue_time": SECONDS,
     "worker_scheduling": st.sampled_from(["batch", "normal", "idle", "BATCH"]),
     "client_body_timeout": SECONDS, "keepalive_timeout": SECONDS,
     "memory_limit": SMALL, "max_connections": SMALL,
@@ -275,7 +275,8 @@ def check_config(config: Config, site: Path) -> None:
         assert app.max_instances == 0 or app.max_instances >= app.min_instances
         assert app.base_uri.startswith("/")
         assert app.base_uri == "/" or not app.base_uri.endswith("/")
-        for key in ("pool_idle_time", "max_preloader_idle_time", "start_timeout"):
+        for key in ("pool_idle_time", "max_preloader_idle_time", "start_timeout",
+                    "max_request_queue_time"):
             value = getattr(app, key)
             assert type(value) is float and math.isfinite(value) and value >= 0, (key, value)
         assert app.start_timeout > 0
@@ -470,6 +471,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "max_requests": [-1, 2.5],
     "max_requests_jitter": [-5],
     "max_request_queue_size": [-1, "100"],
+    "max_request_queue_time": [-1, -0.5, math.nan, math.inf, "10", True],
     "start_timeout": [0, 0.0, -1, math.inf],
     "concurrency": [-1, "8"],
     "environment": ["", " ", 7],

@@ -250,7 +250,8 @@ def _worker(pid, ppid, method, state, sessions, processed, uptime, cpu, mem, fds
 
 
 #: The keys of an app object the screens below do not depend on.
-APP_SETTINGS = {"max_request_time": 0.0, "memory_limit_mb": 0, "pipeline_window": 0.01,
+APP_SETTINGS = {"queue_time_limit": 10.0, "queue_oldest": 0.0,
+                "max_request_time": 0.0, "memory_limit_mb": 0, "pipeline_window": 0.01,
                 "pipelined": 0, "reclaimed": 0, "pipelining": True,
                 "worker_scheduling": "batch", "generation": 0, "mold": None, "reforks": 0,
                 "refork_next": 0}
@@ -412,6 +413,16 @@ async def test_header_names_every_public_address():
         await until(pilot, lambda: "unix:/run/tp/http.sock" in str(header.render()),
                     what="the Unix socket in the header")
         assert str(header.render()).startswith("http://127.0.0.1:3000  + unix:/run/tp/http.sock")
+
+
+async def test_header_shows_how_long_the_queue_has_waited_against_its_limit():
+    core = FakeCore()
+    core.snap["apps"][0].update(queue=3, queue_oldest=6.25, queue_time_limit=10.0)
+    app = Dashboard(core, interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        load = app.query_one("#header-load", Static)
+        await until(pilot, lambda: "waited" in str(load.render()), what="the queue's wait")
+        assert "queue 3 (waited 6.2/10 s)" in str(load.render())
 
 
 async def test_keys_send_intents_and_help_lists_remapped_keys():

@@ -6,12 +6,13 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 
 import aiohttp
 import pytest
 
 from tests.conftest import SAMPLE_APPS, assert_no_children
-from tests.serving import get, running, wait_until
+from tests.serving import Load, get, running, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -84,10 +85,63 @@ async def test_queue_overflow_is_503():
         queued = asyncio.ensure_future(get(server, "/"))
         group = server.pool.groups["app"]
         await wait_until(lambda: len(group.waiters) == 1)
-        status, _, body = await get(server, "/")
-        assert status == 503 and b"queue full" in body
+        status, headers, body = await get(server, "/")
+        assert status == 503 and b"queue full (1 waiting)" in body
+        assert headers["Retry-After"] == "10"  # the default max_request_queue_time
         assert (await queued)[0] == 200 and (await slow)[0] == 200
         assert server.proxy.stats.errors_503 == 1
+
+
+async def test_burst_of_256_keepalive_clients_on_the_defaults_is_all_served():
+    # One worker to start with: the burst queues far past the old count cap of 100 while
+    # more workers spawn, and every request is still answered 200.
+    async with running([{"name": "app"}]) as server:
+        group = server.pool.groups["app"]
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, len(group.waiters))
+                await asyncio.sleep(0.001)
+
+        watcher = asyncio.ensure_future(watch())
+        load = Load(server, clients=256)
+        try:
+            await load.more(2000, timeout=60)
+        finally:
+            await load.stop()
+            watcher.cancel()
+        assert load.failures == []
+        assert peak > 100
+        assert server.proxy.stats.errors_503 == 0
+
+
+async def test_request_waiting_past_max_request_queue_time_is_503_with_retry_after():
+    sink, slow_started = started_event("slow request started")
+    app = {"name": "app", "min_instances": 1, "max_instances": 1,
+           "max_request_queue_time": 0.5}
+    async with running([app], on_output=sink) as server:
+        group = server.pool.groups["app"]
+        # Served in time: queued behind a request that ends before the limit.
+        slow = asyncio.ensure_future(get(server, "/slow?0.1"))
+        await asyncio.wait_for(slow_started.wait(), 10)
+        assert (await get(server, "/"))[0] == 200 and (await slow)[0] == 200
+        assert not group.queue_alarm.armed or not group.waiters
+        # Waited too long: 503 after the limit, long before the worker is free again.
+        slow_started.clear()
+        slow = asyncio.ensure_future(get(server, "/slow?3"))
+        await asyncio.wait_for(slow_started.wait(), 10)
+        started = time.monotonic()
+        late = asyncio.ensure_future(get(server, "/"))
+        await wait_until(lambda: len(group.waiters) == 1)
+        assert group.queue_alarm.armed and group.queue_age(time.monotonic()) >= 0
+        status, headers, body = await late
+        waited = time.monotonic() - started
+        assert status == 503 and b"max_request_queue_time (0.5 s)" in body
+        assert headers["Retry-After"] == "1"
+        assert 0.5 <= waited < 2.5 and (await slow)[0] == 200
+        assert not group.waiters and server.proxy.stats.errors_503 == 1
 
 
 async def test_on_demand_spawn_and_idle_shutdown():

@@ -28,7 +28,8 @@ SERVER = {"pid", "url", "addresses", "started", "uptime", "max_pool_size", "proc
 SAMPLED = {"cpu", "threads", "memory", "fds", "warnings", "notes"}
 MANAGER = {"pid", *SAMPLED}
 APP = {"name", "spawn_method", "environment", "min_instances", "max_instances", "queue",
-       "queue_limit", "max_request_time", "memory_limit_mb", "spawning", "spawned",
+       "queue_limit", "queue_time_limit", "queue_oldest",
+       "max_request_time", "memory_limit_mb", "spawning", "spawned",
        "restarts", "crashes", "requests", "pipeline_window", "pipelined", "reclaimed",
        "pipelining",
        "worker_scheduling", "last_spawn_error", "preloader", "generation", "mold", "reforks",
@@ -129,6 +130,8 @@ def test_reports_read_typed_or_json_alike_and_say_mib() -> None:
     assert memory_text(snap) == memory_text(data)
     text = status_text(snap)
     assert "memory_limit 512 MiB" in text and "Mold (a promoted worker): PID 1100" in text
+    assert "Requests in queue: 1 / 100 (max wait 10 s, oldest waited 0.0 s)" in text
+    assert "Requests in queue: 0 / 100 (max wait 10 s)   Spawning" in text
     assert "PSS 14.0 MiB" in text  # worker 1101: 14 << 20 bytes
     memory = memory_text(snap)
     assert "Total PSS 77.0 MiB" in memory and "saves 103.0 MiB" in memory

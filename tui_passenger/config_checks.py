@@ -364,6 +364,7 @@ _INHERITABLE: dict[str, Check] = {
     "max_requests": _int(),
     "max_requests_jitter": _int(),
     "max_request_queue_size": _int(),
+    "max_request_queue_time": _seconds(),
     "start_timeout": _seconds(positive=True),
     "concurrency": _int(),
     "environment": _string,

@@ -114,7 +114,10 @@ class AppConfig:
     max_preloader_idle_time: float = 300.0
     max_requests: int = 0
     max_requests_jitter: int = 0
-    max_request_queue_size: int = 100
+    #: Requests that may wait for a worker at once; more get 503 (0 = none may wait).
+    max_request_queue_size: int = 10000
+    #: Seconds a request may wait for a worker; longer → 503 with Retry-After (0 = no limit).
+    max_request_queue_time: float = 10.0
     start_timeout: float = 90.0
     concurrency: int = 0
     environment: str = "production"

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 #: pool, the proxy, the sampler, the next spawn), or applied to the group on reload.
 LIVE_APP_KEYS = frozenset({
     "min_instances", "max_instances", "pool_idle_time", "max_requests",
-    "max_requests_jitter", "max_request_queue_size", "start_timeout", "refork_after",
+    "max_requests_jitter", "max_request_queue_size", "max_request_queue_time",
+    "start_timeout", "refork_after",
     "refork_max_unavailable", "max_request_time", "pipeline_window", "memory_limit",
     "hosts", "base_uri", "default",
 })

@@ -264,6 +264,10 @@ class AppStatus:
     max_instances: int
     queue: int
     queue_limit: int
+    #: max_request_queue_time (s; 0 = no limit), and how long the oldest queued request
+    #: has waited (s; 0 when none waits).
+    queue_time_limit: float = 0.0
+    queue_oldest: float = 0.0
     #: Seconds; 0 = no limit.
     max_request_time: float
     #: The ``memory_limit`` setting: MiB (JSON key ``memory_limit_mb``); 0 = no limit.
@@ -311,6 +315,8 @@ class AppStatus:
             "max_instances": self.max_instances,
             "queue": self.queue,
             "queue_limit": self.queue_limit,
+            "queue_time_limit": self.queue_time_limit,
+            "queue_oldest": round(self.queue_oldest, 3),
             "max_request_time": self.max_request_time,
             "memory_limit_mb": self.memory_limit_mib,
             "spawning": self.spawning,
@@ -342,7 +348,9 @@ class AppStatus:
             name=data["name"], spawn_method=data["spawn_method"],
             environment=data["environment"], min_instances=data["min_instances"],
             max_instances=data["max_instances"], queue=data["queue"],
-            queue_limit=data["queue_limit"], max_request_time=data["max_request_time"],
+            queue_limit=data["queue_limit"],
+            queue_time_limit=data.get("queue_time_limit", 0.0),
+            queue_oldest=data.get("queue_oldest", 0.0), max_request_time=data["max_request_time"],
             memory_limit_mib=data["memory_limit_mb"], spawning=data["spawning"],
             spawned=data["spawned"], restarts=data["restarts"],
             crashes=data.get("crashes", 0), requests=data["requests"],

@@ -12,8 +12,10 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   below), ``traffic`` {``rps``, ``p50_ms``, ``p99_ms``: one value per second, oldest first},
   ``events_seq`` (the newest log entry, see ``/events``), ``sampling`` (false while paused).
 - ``apps``: one object per app: ``name``, ``spawn_method``, ``environment``,
-  ``min_instances``, ``max_instances``, ``queue``, ``queue_limit``, ``max_request_time`` (s,
-  0 = none), ``memory_limit_mb`` (MiB, 0 = none), ``spawning``,
+  ``min_instances``, ``max_instances``, ``queue`` (requests waiting for a worker),
+  ``queue_limit`` (max_request_queue_size), ``queue_time_limit`` (max_request_queue_time,
+  s, 0 = none), ``queue_oldest`` (s the oldest queued request has waited, 0 = none
+  waits), ``max_request_time`` (s, 0 = none), ``memory_limit_mb`` (MiB, 0 = none), ``spawning``,
   ``spawned``, ``restarts`` (rolling restarts of any cause: operator, restart.txt,
   always_restart.txt, watch, spawn-method switch), ``crashes`` (workers that exited
   without being asked to), ``requests``, ``pipeline_window`` (s), ``pipelined`` (requests
@@ -174,6 +176,8 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float,
         max_instances=app.max_instances,
         queue=len(group.waiters),
         queue_limit=app.max_request_queue_size,
+        queue_time_limit=app.max_request_queue_time,
+        queue_oldest=group.queue_age(mono),
         max_request_time=app.max_request_time,
         memory_limit_mib=app.memory_limit,
         spawning=group.spawning,

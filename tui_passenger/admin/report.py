@@ -57,7 +57,11 @@ def status_text(state: Snapshot | Mapping[str, Any]) -> str:
     for app in snap.apps:
         lines.append(f"{app.name} ({app.spawn_method} spawning, min {app.min_instances}"
                      f", max {app.max_instances or '-'}, {app.environment}):")
-        lines.append(f"  Requests in queue: {app.queue} / {app.queue_limit}"
+        queue = [f"max wait {app.queue_time_limit:g} s"] if app.queue_time_limit else []
+        if app.queue:
+            queue.append(f"oldest waited {app.queue_oldest:.1f} s")
+        waits = f" ({', '.join(queue)})" if queue else ""
+        lines.append(f"  Requests in queue: {app.queue} / {app.queue_limit}{waits}"
                      f"   Spawning: {app.spawning}   Restarts: {app.restarts}"
                      f"   Crashes: {app.crashes}")
         limits = [f"max_request_time {app.max_request_time:g} s"

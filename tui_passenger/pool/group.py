@@ -4,6 +4,7 @@ each concern (spawn backoff, pipelining, live operations) in a small object of i
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from tui_passenger.engine import OutputSink, Spawner, SpawnError, make_spawner
 from tui_passenger.pool.live import Rollout
 from tui_passenger.pool.pipelining import PIPELINE_BACKOFF, PIPELINE_STREAK, PipelineState
 from tui_passenger.pool.process import DRAINING, MOLD, MOLDING, READY, STOPPING, PoolProcess
-from tui_passenger.pool.waiters import Waiter
+from tui_passenger.pool.waiters import QueueFull, Waiter, expire_waiters
 
 __all__ = ["DRAINING", "MOLD", "MOLDING", "PIPELINE_BACKOFF", "PIPELINE_STREAK", "READY",
            "STOPPING", "Alarm", "Backoff", "Group", "PoolProcess", "SpawnerFactory"]
@@ -71,6 +72,11 @@ class Alarm:
         loop = asyncio.get_running_loop()
         self._timer = loop.call_at(loop.time() + max(0.0, when - time.monotonic()), self._fire)
 
+    @property
+    def armed(self) -> bool:
+        """Whether a call back is coming."""
+        return self._timer is not None
+
     def cancel(self) -> None:
         """No call back."""
         if self._timer is not None:
@@ -96,6 +102,9 @@ class Group:
         self.processes: list[PoolProcess] = []
         self.spawning = 0
         self.waiters: deque[Waiter] = deque()  # oldest first
+        #: Fails the waiters past max_request_queue_time: one timer for the whole queue,
+        #: set for its oldest waiter while the queue is not empty (see expire_queue).
+        self.queue_alarm = Alarm(self.expire_queue)
         self.min_instances = app.min_instances
         #: Desired state for the pool's reconcile(): replacements to spawn beyond what the
         #: group wants (a rolling restart's; each resolves to the new process or None), and
@@ -116,6 +125,32 @@ class Group:
         self.backoff = Backoff()
         self.pipeline = PipelineState(app.pipeline_window)
         self.rollout = Rollout(app.refork_after)
+
+    # -- the request queue ---------------------------------------------------------------
+
+    def queue_refusal(self, why: str) -> QueueFull:
+        """The 503 for a request the queue does not take (any longer): retry after the time
+        the queue may take to move on (max_request_queue_time, at least 1 s)."""
+        return QueueFull(f"{self.name}: {why}",
+                         retry_after=max(1, math.ceil(self.app.max_request_queue_time)))
+
+    def expire_queue(self) -> None:
+        """Answer 503 to the waiters queued longer than max_request_queue_time, then set the
+        alarm for the next oldest."""
+        limit = self.app.max_request_queue_time
+        if not limit:  # turned off by a reload
+            return
+        waiters = self.waiters
+        deadline = time.monotonic() - limit
+        if waiters and waiters[0].since <= deadline:
+            expire_waiters(waiters, deadline, self.queue_refusal(
+                f"waited in the request queue longer than max_request_queue_time ({limit:g} s)"))
+        if waiters:
+            self.queue_alarm.at(waiters[0].since + limit)
+
+    def queue_age(self, now: float) -> float:
+        """Seconds the oldest queued request has waited (0 when none waits)."""
+        return now - self.waiters[0].since if self.waiters else 0.0
 
     # -- what status.py and the tests read -----------------------------------------------
 

@@ -166,13 +166,17 @@ class Pool(Decisions):
         """Queue for the next free process of ``group``: ``callback(process, None)``.
 
         If none can come (spawn failure with no process left, shutdown), the callback gets
-        ``(None, error)``. Raises QueueFull when ``max_request_queue_size`` are waiting.
+        ``(None, error)``: QueueFull after waiting ``max_request_queue_time`` (the group's
+        queue alarm). Raises QueueFull when ``max_request_queue_size`` are waiting.
         """
-        if len(group.waiters) >= group.app.max_request_queue_size:
-            raise QueueFull(f"{group.name}: request queue full "
-                            f"({group.app.max_request_queue_size} waiting)")
-        waiter = Waiter(callback, pipelinable)
+        app = group.app
+        if len(group.waiters) >= app.max_request_queue_size:
+            raise group.queue_refusal(
+                f"request queue full ({app.max_request_queue_size} waiting)")
+        waiter = Waiter(callback, pipelinable, time.monotonic())
         group.waiters.append(waiter)
+        if app.max_request_queue_time and not group.queue_alarm.armed:
+            group.queue_alarm.at(waiter.since + app.max_request_queue_time)
         if not group.at_max():
             self.reconcile()
         return waiter

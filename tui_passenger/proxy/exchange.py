@@ -158,8 +158,7 @@ class Exchange:
                     self.waiter = pool.enqueue(group, self._on_process, pipelinable)
                     return
         except QueueFull as exc:
-            self.front.stats.errors_503 += 1
-            self.answer(pages.error(503, str(exc)))
+            self._overloaded(exc)
             return
         except PoolClosed:
             self.front.stats.errors_503 += 1
@@ -178,6 +177,8 @@ class Exchange:
             if isinstance(error, SpawnError):
                 assert self.group is not None
                 self.answer(pages.spawn_error(error, self.group.app.environment))
+            elif isinstance(error, QueueFull):  # waited past max_request_queue_time
+                self._overloaded(error)
             else:
                 self.front.stats.errors_503 += 1
                 self.answer(pages.error(503, str(error) or "no worker available"))
@@ -187,6 +188,11 @@ class Exchange:
             self._finish(False)
             return
         self._send(process)
+
+    def _overloaded(self, refusal: QueueFull) -> None:
+        """503 with Retry-After: the app's queue is full, or the request waited too long."""
+        self.front.stats.errors_503 += 1
+        self.answer(pages.error(503, str(refusal), retry_after=refusal.retry_after))
 
     def _send(self, process: PoolProcess) -> None:
         self.process = process

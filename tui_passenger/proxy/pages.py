@@ -15,14 +15,16 @@ log = logging.getLogger("tui_passenger.proxy")
 class Page:
     """A complete response the proxy makes itself."""
 
-    __slots__ = ("status", "content_type", "body", "close")
+    __slots__ = ("status", "content_type", "body", "close", "retry_after")
 
     def __init__(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8",
-                 close: bool = False) -> None:
+                 close: bool = False, retry_after: int = 0) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
         self.close = close
+        #: Seconds for a ``Retry-After`` header (0 = none): a 503 for overload.
+        self.retry_after = retry_after
 
 
 def reason(status: int) -> str:
@@ -41,15 +43,18 @@ def render(page: Page, request_id: bytes, *, keep_alive: bool,
             b"Content-Length: ", str(len(page.body)).encode(), b"\r\n"]
     if request_id:
         head += [b"X-Request-Id: ", request_id, b"\r\n"]
+    if page.retry_after:
+        head += [b"Retry-After: ", str(page.retry_after).encode(), b"\r\n"]
     head.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     if not head_only:
         head.append(page.body)
     return b"".join(head)
 
 
-def error(status: int, why: str, *, close: bool = False) -> Page:
-    """A short plain-text error: the status, then why."""
-    return Page(status, f"{status} {reason(status)}: {why}\n".encode(), close=close)
+def error(status: int, why: str, *, close: bool = False, retry_after: int = 0) -> Page:
+    """A short plain-text error: the status, then why (and when to retry, if given)."""
+    return Page(status, f"{status} {reason(status)}: {why}\n".encode(), close=close,
+                retry_after=retry_after)
 
 
 def not_found(host: str, path: str) -> Page:

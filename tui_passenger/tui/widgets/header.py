@@ -83,6 +83,14 @@ class DashboardHeader(Horizontal):
         second = Text(no_wrap=True, overflow="ellipsis")
         second.append(f"req/s {_last(traffic.rps):.0f}")
         second.append(f"  queue {queue}")
+        oldest = max(snap.apps, key=lambda app: app.queue_oldest, default=None)
+        if oldest is not None and oldest.queue_oldest >= 0.1:
+            # A queue that moves in milliseconds is no news; one that waits is shown with
+            # how close it is to its app's max_request_queue_time (bold past half of it).
+            limit = f"/{oldest.queue_time_limit:g}" if oldest.queue_time_limit else ""
+            second.append(f" (waited {oldest.queue_oldest:.1f}{limit} s)",
+                          style="bold" if oldest.queue_oldest > oldest.queue_time_limit / 2
+                          else "")
         second.append(f"  503s {server.errors_503}", style="bold" if server.errors_503 else "")
         second.append(f"  PSS {fmt.size(totals.pss)}")
         if totals.saving:

@@ -18,7 +18,12 @@ from tui_passenger.admin.metrics import Metrics
 from tui_passenger.admin.paths import admin_socket_path
 from tui_passenger.admin.probes import ProbeServer
 from tui_passenger.config import Config, load_config
-from tui_passenger.engine import OutputSink, RuntimeDir, become_subreaper
+from tui_passenger.engine import (
+    OutputSink,
+    RuntimeDir,
+    become_subreaper,
+    raise_open_files_limit,
+)
 from tui_passenger.engine.output import OutputLine, log_line
 from tui_passenger.eventlog import EventLog, Traffic
 from tui_passenger.inspect.fds import ProcessInfo
@@ -83,6 +88,7 @@ class Server:
             raise RuntimeError("Server.start() called twice")
         self._started = True
         become_subreaper()
+        raise_open_files_limit()  # bursts of clients; workers inherit it too
         try:
             if self.admin is not None:
                 self.admin.check()

@@ -14,7 +14,7 @@ from tui_passenger.engine.output import OutputLine, OutputSink
 from tui_passenger.engine.process import ExitStatus, WorkerProcess
 from tui_passenger.engine.smart import SmartSpawner
 from tui_passenger.engine.spawner import Spawner
-from tui_passenger.engine.system import RuntimeDir, become_subreaper
+from tui_passenger.engine.system import RuntimeDir, become_subreaper, raise_open_files_limit
 
 if TYPE_CHECKING:
     from tui_passenger.config import AppConfig
@@ -31,4 +31,5 @@ def make_spawner(app: AppConfig, socket_dir: Path, method: str | None = None, *,
 __all__ = [
     "DirectSpawner", "ExitStatus", "OutputLine", "OutputSink", "RuntimeDir", "SmartSpawner",
     "SpawnError", "Spawner", "WorkerProcess", "become_subreaper", "make_spawner",
+    "raise_open_files_limit",
 ]

@@ -5,11 +5,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
+#: Open files the manager asks for: a client connection and a worker connection per
+#: request in flight, so 1,000 clients need over 2,000 (the usual soft limit is 1,024).
+WANTED_OPEN_FILES = 65536
 
 
 def become_subreaper() -> bool:
@@ -24,6 +28,20 @@ def become_subreaper() -> bool:
     except (OSError, AttributeError):
         return False
     return result == 0
+
+
+def raise_open_files_limit(wanted: int = WANTED_OPEN_FILES) -> int:
+    """Raise this process's soft limit on open files towards ``wanted`` (never above the
+    hard limit, never lowered), as nginx's worker_rlimit_nofile; returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft
+        return target
+    return soft
 
 
 class RuntimeDir:

@@ -202,3 +202,12 @@ async def test_titles_do_not_change_what_the_app_sees(make_app, spawners):
     _, _, body = await asyncio.to_thread(unix_request, worker.socket_path)
     assert b"--spec" in body  # sys.argv is Python's own copy, untouched
     assert "--spec" not in cmdline(worker.pid)
+
+
+def test_a_title_that_cannot_be_set_never_breaks_the_start():
+    """setproctitle refuses a NUL or a lone surrogate: the process starts all the same."""
+    pytest.importorskip("setproctitle")
+    from tui_passenger.runtime.proctitle import set_title
+
+    assert set_title("bad\x00title", "tp-bad") == "none"
+    assert set_title("bad \udcff title", "tp-bad") == "none"

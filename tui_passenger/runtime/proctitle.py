@@ -22,6 +22,7 @@ Every step is best effort: a title is never worth failing a worker for.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 #: What every title starts with, so that ``pgrep -f tui-passenger:`` finds them all.
 PREFIX = "tui-passenger: "
@@ -39,6 +40,13 @@ def set_title(title: str, name: str) -> str:
         import setproctitle
     except ImportError:
         return _set_with_ctypes(full, short)
+    try:
+        return _set_with_library(setproctitle, full, short)
+    except Exception:  # a title is never worth a failed start (e.g. a NUL, a lone surrogate)
+        return "none"
+
+
+def _set_with_library(setproctitle: Any, full: str, short: bytes) -> str:
     # Only argv's room for the title: by default setproctitle takes the environment's too,
     # and /proc/PID/environ (what an operator reads to see a worker's settings) is lost.
     # It reads SPT_NOENV once, at its first call; the app never sees the variable.

@@ -84,8 +84,8 @@ class AdminServer:
 
     async def start(self) -> None:
         """Bind the socket (0600), refusing to take over a live instance's socket; a stale
-        one (from an instance that did not exit cleanly) is removed."""
-        self.check()
+        one (from an instance that did not exit cleanly) is removed. Server.start() has
+        already asked check() for the sentence that names a running instance."""
         claim_unix_path(self.path, "the admin socket")
         app = web.Application(middlewares=[guard])
         app.add_routes([

@@ -12,6 +12,7 @@ for the pool, which tells it whether a group can still grow and whether it is cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -128,8 +129,9 @@ class Pipelining:
         """``request`` no longer waits in ``process``'s pipelined queue (it started, or it
         left)."""
         queued = process.queued
-        if queued and request in queued:
-            queued.remove(request)
+        if queued:
+            with contextlib.suppress(ValueError):
+                queued.remove(request)
 
     def reclaim_stuck(self, group: Group) -> None:
         """Take back what was pipelined to workers whose current request has run longer

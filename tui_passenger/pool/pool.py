@@ -177,8 +177,8 @@ class Pool(Decisions):
         group.waiters.append(waiter)
         if app.max_request_queue_time and not group.queue_alarm.armed:
             group.queue_alarm.at(waiter.since + app.max_request_queue_time)
-        if not group.at_max():
-            self.reconcile()
+        if not group.at_max() and group.wanted() > group.live_count():
+            self.reconcile()  # only when this waiter is not covered by a spawn in flight
         return waiter
 
     @staticmethod

@@ -43,10 +43,8 @@ def update_app(pool: Pool, group: Group, app: AppConfig, keys: tuple[str, ...],
         group.trim = True  # idle ones above a lowered minimum or maximum stop
     group.pipeline.window = app.pipeline_window
     if app.refork_after != old.refork_after:
-        rollout = group.rollout
-        rollout.counts = app.refork_after
-        rollout.index = 0
-        rollout.refork_next = app.refork_after[0] if app.refork_after else 0
+        group.rollout.counts = tuple(app.refork_after)
+        group.rollout.restart_schedule()  # from the first of the new counts
     pool.emit(Reconfigured(group, keys, restart))
     if not restart:
         group.spawner.app = app  # live keys only: what it made from the app still holds

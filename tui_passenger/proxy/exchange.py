@@ -154,8 +154,9 @@ class Exchange:
                 if pipelinable:
                     process = pool.try_pipeline(group)
                 if process is None:
-                    self.state = QUEUED  # first: a worker may come from within enqueue()
-                    self.waiter = pool.enqueue(group, self._on_process, pipelinable)
+                    self.state = QUEUED  # first: an answer may come from within enqueue()
+                    waiter = pool.enqueue(group, self._on_process, pipelinable)
+                    self.waiter = waiter if self.state is QUEUED else None  # not answered
                     return
         except QueueFull as exc:
             self._overloaded(exc)
@@ -393,7 +394,7 @@ class Exchange:
         ASGI app gets http.disconnect) instead of letting it stream into nowhere.
         """
         waiter, process, upstream = self.waiter, self.process, self.upstream
-        if self.state is QUEUED and waiter is not None:
+        if waiter is not None:
             assert self.group is not None
             self.front.pool.withdraw(self.group, waiter)
             self.waiter = None

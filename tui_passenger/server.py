@@ -28,7 +28,7 @@ from tui_passenger.engine.output import OutputLine, log_line
 from tui_passenger.eventlog import EventLog, Traffic
 from tui_passenger.inspect.fds import ProcessInfo
 from tui_passenger.inspect.sampler import Sampler
-from tui_passenger.listeners import Listener, open_listeners
+from tui_passenger.listeners import Listener, format_address, open_listeners
 from tui_passenger.pool import Pool
 from tui_passenger.pool.events import EventSink, PoolEvent, Spawned
 from tui_passenger.proxy import FrontServer
@@ -135,8 +135,7 @@ class Server:
         """The public base URL (the first TCP address; else the first Unix socket)."""
         if self.address is None:
             return self.addresses[0]
-        host, port = self.address
-        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        return "http://" + format_address(*self.address)
 
     @property
     def notifier(self) -> Notifier:

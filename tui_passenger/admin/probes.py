@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from tui_passenger.listeners import format_address
 from tui_passenger.pool.process import READY
 
 if TYPE_CHECKING:
@@ -25,11 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tui_passenger.admin")
 
 PLAIN = "text/plain"
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def readiness(server: Server) -> str | None:

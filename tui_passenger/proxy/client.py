@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import httptools
 
 import tui_passenger.proxy.pages as pages
+from tui_passenger.listeners import format_address
 from tui_passenger.proxy.body import RequestBody
 from tui_passenger.proxy.exchange import Exchange, Front
 from tui_passenger.proxy.headers import (
@@ -93,8 +94,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.ip = peer[0]
-            self.address = (f"[{peer[0]}]:{peer[1]}" if ":" in peer[0]
-                            else f"{peer[0]}:{peer[1]}").encode()
+            self.address = format_address(peer[0], peer[1]).encode()
             self.trusted = self.ip in self.front.trusted
             self.forwarding = forwarding_headers(self.ip, self.address)
         elif getattr(transport.get_extra_info("socket"), "family", None) == socket.AF_UNIX:

@@ -45,7 +45,7 @@ MAX_PIPELINE = 16
 LifespanError = hc.LifespanError
 
 
-class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
+class _HttpProtocol(hc.HeadCollector, hc.WriteFlow, asyncio.Protocol):
     """One client connection: parses requests, runs their cycles in order."""
 
     __slots__ = ("server", "loop", "transport", "parser", "cycle", "parsing", "pipeline",
@@ -109,23 +109,6 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
             if ((parsing is not None and len(parsing.body) > HIGH_WATER)
                     or len(self.pipeline) > MAX_PIPELINE):
                 self._pause()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter, self.drain_waiter = self.drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait until the transport's write buffer has room again."""
-        if self.closed:
-            return
-        if self.drain_waiter is None:
-            self.drain_waiter = self.loop.create_future()
-        await self.drain_waiter
 
     def on_headers_complete(self) -> None:
         parser = self.parser

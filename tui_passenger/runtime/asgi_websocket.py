@@ -77,13 +77,13 @@ def websocket_scope(http_scope: dict[str, Any]) -> dict[str, Any]:
     return scope
 
 
-class WebSocket(asyncio.Protocol):
+class WebSocket(hc.WriteFlow, asyncio.Protocol):
     """One upgraded connection: the app's ``receive``/``send`` over wsproto."""
 
     __slots__ = ("server", "loop", "transport", "scope", "key", "state", "ws", "incoming",
                  "queued_bytes", "waiter", "parts", "part_size", "text", "read_paused",
                  "write_paused", "drain_waiter", "ping_timer", "pong_timer", "close_timer",
-                 "task", "denial", "denial_body", "close_sent", "disconnect")
+                 "task", "denial", "denial_body", "disconnect", "closed")
 
     def __init__(self, server: ASGIServer, cycle: Cycle) -> None:
         self.server = server
@@ -101,7 +101,7 @@ class WebSocket(asyncio.Protocol):
         self.parts: list[Any] = []
         self.part_size = 0
         self.text = False
-        self.read_paused = self.write_paused = self.close_sent = False
+        self.read_paused = self.write_paused = self.closed = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.ping_timer: asyncio.TimerHandle | None = None
         self.pong_timer: asyncio.TimerHandle | None = None
@@ -175,7 +175,7 @@ class WebSocket(asyncio.Protocol):
             elif text is not None:
                 self._write(self.ws.send(TextMessage(data=text)))
             if self.write_paused:
-                await self._drain()
+                await self.drain()
         elif kind == "websocket.accept" and state == _HANDSHAKE:
             self._accept(message)
         elif kind == "websocket.close":
@@ -319,27 +319,12 @@ class WebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.state = _CLOSED
+        self.closed = True
         self.server._websockets.discard(self)
         if self.close_timer is not None:
             self.close_timer.cancel()
         self._disconnected(1006, "")
         self.resume_writing()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter, self.drain_waiter = self.drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _drain(self) -> None:
-        if self.state == _CLOSED:
-            return
-        if self.drain_waiter is None:
-            self.drain_waiter = self.loop.create_future()
-        await self.drain_waiter
 
     def _write(self, data: bytes) -> None:
         if data and not self.transport.is_closing():

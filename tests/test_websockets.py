@@ -197,6 +197,26 @@ async def test_rolling_restart_closes_with_1012_and_new_ones_work() -> None:
             assert int(await fresh.recv()) != old_pid
 
 
+async def test_rolling_restart_does_not_wait_for_websockets_one_worker_at_a_time() -> None:
+    # shutdown_timeout 3: each old worker keeps its WebSockets 2 s (the grace) after its
+    # requests are done; the restart goes on meanwhile instead of waiting 2 s per worker.
+    async with running([{**RAW, "min_instances": 2, "max_instances": 2}],
+                       shutdown_timeout=3) as srv:
+        sockets = [await connect(ws_url(srv, "/raw/pid")) for _ in range(4)]
+        assert len({await ws.recv() for ws in sockets}) == 2
+        replaced = await srv.pool.restart(srv.pool.groups["raw"])
+        assert replaced == 2
+        for ws in sockets:  # still open when the restart is done
+            await ws.send("still")
+            assert await ws.recv() == "still"
+        codes = []
+        for ws in sockets:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            codes.append(closed.value.rcvd.code)
+        assert codes == [1012] * 4
+
+
 async def test_graceful_stop_lets_websockets_run_then_closes_with_1001() -> None:
     async with running([RAW], shutdown_timeout=1) as srv:
         ws = await connect(ws_url(srv, "/raw/echo"))

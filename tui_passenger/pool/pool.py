@@ -398,6 +398,9 @@ class Pool(Decisions):
         """Stop ``process`` (kill it at once with ``force``, even if already stopping)."""
         if process.state is STOPPING and not force:
             return
+        idle = process.idle
+        if process.state is DRAINING and idle is not None and not idle.done():
+            idle.set_result(None)  # a rolling restart waits for this (LiveOperations._retired)
         process.state = STOPPING
         process.stop_reason = reason or process.stop_reason
         self.emit(events.Stopping(process, process.stop_reason))
@@ -407,10 +410,12 @@ class Pool(Decisions):
             return
         # Open WebSockets go on up to shutdown_timeout, then the worker closes them: 1012
         # (service restart) when it is being replaced, 1001 (going away) when not.
-        code = 0
+        timeout = self.config.server.shutdown_timeout
         if process.websockets:
             code = 1001 if self.closing or process.group.retired else 1012
-        self.track(worker.stop(self.config.server.shutdown_timeout, websocket_code=code))
+            self.track(worker.stop(timeout, websocket_code=code))
+        else:
+            self.track(worker.stop(timeout))
 
     def _on_exit(self, process: PoolProcess) -> None:
         if self.closing or self.retiring:

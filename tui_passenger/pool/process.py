@@ -50,7 +50,8 @@ class PoolProcess:
         #: Idle keep-alive connections to the worker, owned by the proxy.
         self.connections: list[Any] = []
         self.stop_reason = ""
-        #: Set when a molding process has no session left (see LiveOperations.refork).
+        #: Set when a molding process has no session left (see LiveOperations.refork), or
+        #: when a draining one with open WebSockets stops (LiveOperations._retired).
         self.idle: asyncio.Future[None] | None = None
 
     @property

@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -143,7 +145,7 @@ def status_json(srv) -> dict:
     return json.loads(json.dumps(snapshot(srv).to_json()))
 
 
-async def test_message_size_limit_and_ping_timeout() -> None:
+async def test_message_size_ping_timeout_and_protocol_errors() -> None:
     app = {**RAW, "websocket_max_message_size": 1000, "websocket_ping_interval": 0.2,
            "websocket_ping_timeout": 0.3}
     async with running([app]) as srv:
@@ -155,19 +157,33 @@ async def test_message_size_limit_and_ping_timeout() -> None:
                 await ws.recv()
             assert closed.value.rcvd.code == 1009
         # A client that never answers the server's pings is cut off.
-        host, port = srv.url.removeprefix("http://").rsplit(":", 1)
-        raw = socket.create_connection((host, int(port)), timeout=5)
-        raw.sendall(b"GET /raw/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    b"Sec-WebSocket-Version: 13\r\n\r\n")
-        received = b""
         started = time.monotonic()
-        while chunk := await asyncio.to_thread(raw.recv, 65536):
-            received += chunk
-        raw.close()
+        received = await raw_session(srv, b"")
         assert received.startswith(b"HTTP/1.1 101 ")
         assert b"\x89" in received  # a ping frame came, then the close
         assert time.monotonic() - started < 4
+        # A text frame that is not UTF-8: closed with 1007 (a masked frame, mask 0).
+        received = await raw_session(srv, b"\x81\x82\x00\x00\x00\x00\xff\xfe")
+        assert b"\x88" in received and b"\x03\xef" in received
+
+
+async def raw_session(srv, frames: bytes) -> bytes:
+    """Upgrade on a plain socket, send ``frames`` as they are, read until the server closes."""
+    host, port = srv.url.removeprefix("http://").rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)), timeout=5)
+    raw.sendall(b"GET /raw/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n")
+    received = b""
+    try:
+        while b"\r\n\r\n" not in received:
+            received += await asyncio.to_thread(raw.recv, 65536)
+        raw.sendall(frames)
+        while chunk := await asyncio.to_thread(raw.recv, 65536):
+            received += chunk
+    finally:
+        raw.close()
+    return received
 
 
 async def test_worker_killed_closes_its_websockets_at_once() -> None:
@@ -240,3 +256,22 @@ async def test_the_sample_asgi_app_echoes() -> None:
         assert await ws.recv() == b"\x01\x02"
         status, _, body = await get(srv, "/")
         assert (status, body) == (200, b"Hello, ASGI world!\n")
+
+
+async def test_an_app_python_without_wsproto_refuses_with_501_naming_the_fix(
+        tmp_path: Path) -> None:
+    # The app's own bare virtualenv: the runtime runs there, without wsproto.
+    venv = tmp_path / "venv"
+    base = Path(getattr(sys, "_base_executable", sys.executable))
+    subprocess.run([str(base), "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True, timeout=120)
+    lines: list[str] = []
+    app = {**RAW, "python": str(venv / "bin" / "python"), "spawn_method": "direct"}
+    async with running([app], on_output=lambda line: lines.append(line.text)) as srv:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await connect(ws_url(srv, "/raw/echo"))
+        assert rejected_status(refused.value) == 501
+        assert b"pip install wsproto" in refused.value.response.body
+        status, _, _ = await get(srv, "/raw/")
+        assert status == 200
+    assert sum("pip install wsproto" in line for line in lines) == 1  # warned once, at start

@@ -156,10 +156,14 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
         message = self.incoming.popleft()
         if message["type"] == "websocket.receive":
             self.queued_bytes -= len(message["bytes"] or message["text"] or "")
-            if self.read_paused and self.queued_bytes <= HIGH_WATER // 2:
-                self.read_paused = False
-                self.transport.resume_reading()
+            self._maybe_resume()
         return message
+
+    def _maybe_resume(self) -> None:
+        """Read again once the app has taken most of what waits for it."""
+        if self.read_paused and self.queued_bytes <= HIGH_WATER // 2 and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     async def send(self, message: dict[str, Any]) -> None:
         """ASGI ``send``: accept, send, close, or the denial response."""
@@ -214,8 +218,10 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
         self.state = _OPEN
         self.ws = Connection(ConnectionType.SERVER)
         early, self.parts = b"".join(self.parts), []
+        self.queued_bytes = 0
         if early:
             self.data_received(early)
+        self._maybe_resume()
         self._schedule_ping()
 
     def _denial_response(self) -> bytes:
@@ -240,9 +246,16 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         ws = self.ws
-        if ws is None:  # not accepted yet: the peer should wait for our 101
+        if ws is None:  # not accepted yet (the peer should have waited for our 101)
             self.parts.append(data)
-            return
+            self.queued_bytes += len(data)
+        else:
+            self._events(ws, data)
+        if self.queued_bytes > HIGH_WATER and not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _events(self, ws: Any, data: bytes) -> None:
         if ws.state is ConnectionState.CLOSED:
             return
         ws.receive_data(data)
@@ -250,16 +263,14 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
             if isinstance(event, (TextMessage, BytesMessage)):
                 self._fragment(event)
             elif isinstance(event, Ping):
-                self._write(ws.send(event.response()))
+                if ws.state is ConnectionState.OPEN:  # not once our close frame is out
+                    self._write(ws.send(event.response()))
             elif isinstance(event, Pong):
                 if self.pong_timer is not None:
                     self.pong_timer.cancel()
                     self.pong_timer = None
             elif isinstance(event, CloseConnection):
                 self._peer_closed(event)
-        if self.queued_bytes > HIGH_WATER and not self.read_paused:
-            self.read_paused = True
-            self.transport.pause_reading()
 
     def _fragment(self, event: Any) -> None:
         """One piece of a message: assemble, bound the size, hand complete ones to the app."""
@@ -291,6 +302,8 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
         ws = self.ws
         if ws.state is ConnectionState.REMOTE_CLOSING:
             self._write(ws.send(event.response()))  # our answering close frame
+        elif ws.state is ConnectionState.OPEN:  # what the peer sent broke the protocol
+            self._write(ws.send(CloseConnection(code=event.code, reason=event.reason)))
         self.state = _CLOSED
         self.transport.close()
         self._disconnected(event.code, event.reason or "")

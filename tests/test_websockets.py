@@ -233,6 +233,23 @@ async def test_rolling_restart_does_not_wait_for_websockets_one_worker_at_a_time
         assert codes == [1012] * 4
 
 
+async def test_refork_closes_the_mold_s_and_the_replaced_workers_websockets_with_1012() -> None:
+    async with running([{**RAW, "min_instances": 2, "max_instances": 2,
+                         "spawn_method": "smart"}], shutdown_timeout=1) as srv:
+        sockets = [await connect(ws_url(srv, "/raw/pid")) for _ in range(4)]
+        assert len({await ws.recv() for ws in sockets}) == 2  # on the mold-to-be and the other
+        group = srv.pool.groups["raw"]
+        assert await srv.pool.refork(group) >= 1
+        assert group.last_refork_error is None
+        for ws in sockets:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd.code == 1012
+        async with connect(ws_url(srv, "/raw/echo")) as fresh:
+            await fresh.send("gen 1")
+            assert await fresh.recv() == "gen 1"
+
+
 async def test_graceful_stop_lets_websockets_run_then_closes_with_1001() -> None:
     async with running([RAW], shutdown_timeout=1) as srv:
         ws = await connect(ws_url(srv, "/raw/echo"))

@@ -104,7 +104,8 @@ class WebSocketExchange(Exchange):
             self.answer(pages.error(503, f"{group.name} has {cap} WebSockets open "
                                          f"(max_websockets)", retry_after=CAP_RETRY_AFTER))
             return
-        self.head = self.head[:-2] + UPGRADE_FIELDS
+        if not self.head.endswith(UPGRADE_FIELDS):
+            self.head = self.head[:-2] + UPGRADE_FIELDS
         pool = self.front.pool
         if not pool.closing and not group.always_restart:
             process = least_loaded(group)

@@ -86,16 +86,33 @@ def test_app_returning_without_a_response_gives_500() -> None:
     assert "without starting the response" in srv.log.getvalue()
 
 
-def test_websocket_upgrade_is_refused() -> None:
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_websocket_upgrade_reaches_the_app_as_a_websocket_scope() -> None:
+    # An app that only speaks HTTP fails on the websocket scope: a 500, never a 200.
     with serve_asgi(echo_app) as srv:
         client = srv.client()
-        client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    b"Sec-WebSocket-Version: 13\r\n\r\n")
-        assert client.response().status == 400
+        client.send(UPGRADE)
+        assert client.response().status == 500
         assert client.at_eof()
         client.close()
         assert srv.server.requests_served == 0
+
+
+def test_websocket_upgrade_without_wsproto_is_refused_with_501(monkeypatch) -> None:
+    from tui_passenger.runtime import asgi_websocket
+
+    monkeypatch.setattr(asgi_websocket, "MISSING", "no wsproto (pip install wsproto)")
+    with serve_asgi(echo_app) as srv:
+        client = srv.client()
+        client.send(UPGRADE)
+        response = client.response()
+        assert response.status == 501
+        assert b"pip install wsproto" in response.body
+        assert client.at_eof()
+        client.close()
 
 
 # --- concurrency, disconnects ---------------------------------------------------------------------

@@ -33,12 +33,12 @@ APP = {"name", "spawn_method", "environment", "min_instances", "max_instances", 
        "restarts", "crashes", "requests", "pipeline_window", "pipelined", "reclaimed",
        "pipelining",
        "worker_scheduling", "last_spawn_error", "preloader", "generation", "mold", "reforks",
-       "refork_next", "processes", "memory"}
+       "refork_next", "processes", "memory", "websockets", "max_websockets"}
 PRELOADER = {"pid", "ppid", "state", "started", "uptime", "load_ms", "threads_at_load",
              "generation", "mold", *SAMPLED}
 PROCESS = {"pid", "ppid", "app", "state", "spawn_method", "generation", "spawn_ms", "sessions",
            "concurrency", "processed", "max_requests", "started", "uptime", "last_used",
-           "lost_threads", *SAMPLED}
+           "lost_threads", "websockets", *SAMPLED}
 MEMORY = {"rss", "pss", "uss", "shared", "private_dirty", "swap"}
 TOTALS = {*MEMORY, "direct_estimate", "saving"}
 FD = {"fd", "kind", "target", "inode", "cloexec", "shared_with", "warning", "level", "own"}
@@ -68,9 +68,25 @@ def check_schema(data: dict[str, Any]) -> None:
             assert set(entry) == FD
 
 
+def current_snapshot() -> dict[str, Any]:
+    """The dashboard's fake snapshot with the keys added since it was written."""
+    data = fake_snapshot()
+    for app in data["apps"]:
+        app["websockets"], app["max_websockets"] = 0, 10000
+        for process in app["processes"]:
+            process["websockets"] = 0
+    return data
+
+
+def test_a_reply_without_the_websocket_keys_still_loads() -> None:
+    snap = Snapshot.from_json(fake_snapshot())  # as an older server sends it
+    assert all(a.websockets == 0 and all(p.websockets == 0 for p in a.processes)
+               for a in snap.apps)
+
+
 def varied_snapshot() -> dict[str, Any]:
     """The dashboard's fake snapshot with every optional part filled in."""
-    data = fake_snapshot()
+    data = current_snapshot()
     hello, api = data["apps"]
     hello["preloader"]["mold"] = True
     hello["preloader"]["generation"] = hello["generation"] = 2
@@ -82,12 +98,14 @@ def varied_snapshot() -> dict[str, Any]:
     api["last_spawn_error"] = {"category": "import", "message": "ImportError: no"}
     api["max_request_time"], api["memory_limit_mb"] = 30.0, 512
     api["processes"][0]["memory"] = None
+    api["websockets"] = api["processes"][0]["websockets"] = 7
     data["manager"]["memory"] = dict(hello["processes"][1]["memory"])
     data["server"]["url"], data["server"]["addresses"] = None, []
     return data
 
 
-@pytest.mark.parametrize("data", [fake_snapshot(), varied_snapshot()], ids=["plain", "varied"])
+@pytest.mark.parametrize("data", [current_snapshot(), varied_snapshot()],
+                         ids=["plain", "varied"])
 def test_json_round_trip(data: dict[str, Any]) -> None:
     check_schema(data)
     snap = Snapshot.from_json(copy.deepcopy(data))

@@ -379,6 +379,10 @@ _INHERITABLE: dict[str, Check] = {
     "worker_scheduling": _choice("batch", "normal"),
     "memory_limit": _int(),
     "restart_check_interval": _seconds(),
+    "max_websockets": _int(),
+    "websocket_ping_interval": _seconds(),
+    "websocket_ping_timeout": _seconds(),
+    "websocket_max_message_size": _int(),
 }
 _APP_ONLY: dict[str, Check] = {"hosts": _hosts, "base_uri": _base_uri, "default": _bool,
                                "watch": _bool}

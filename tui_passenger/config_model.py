@@ -149,6 +149,13 @@ class AppConfig:
     group: str | None = None
     #: Started as root without ``user``: run the app as root anyway (refused otherwise).
     allow_root: bool = False
+    #: Open WebSockets the app may have at once; more get 503 before the upgrade (0 = no cap).
+    max_websockets: int = 10000
+    #: Seconds between the worker's pings on an open WebSocket, and to answer one (0 = off).
+    websocket_ping_interval: float = 20.0
+    websocket_ping_timeout: float = 20.0
+    #: Largest WebSocket message (bytes) a worker takes; larger → close code 1009.
+    websocket_max_message_size: int = 16 * 1024 * 1024
     hosts: tuple[str, ...] = ()
     base_uri: str = "/"
     default: bool = False

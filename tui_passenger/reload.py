@@ -34,7 +34,7 @@ LIVE_APP_KEYS = frozenset({
     "max_requests_jitter", "max_request_queue_size", "max_request_queue_time",
     "start_timeout", "refork_after",
     "refork_max_unavailable", "max_request_time", "pipeline_window", "memory_limit",
-    "hosts", "base_uri", "default",
+    "hosts", "base_uri", "default", "max_websockets",
 })
 #: ``[server]`` keys applied to a running instance; others need a restart of tui-passenger.
 LIVE_SERVER_KEYS = frozenset({

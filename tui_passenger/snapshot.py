@@ -210,6 +210,8 @@ class ProcessStatus(Sampled):
     last_used: float
     #: Threads of the preloader that did not survive the fork into this worker.
     lost_threads: tuple[str, ...]
+    #: Open WebSockets (and upgrades on their way to it); they hold no session.
+    websockets: int = 0
 
     def to_json(self) -> JSON:
         """The schema's process object."""
@@ -229,6 +231,7 @@ class ProcessStatus(Sampled):
             "uptime": self.uptime,
             "last_used": self.last_used,
             "lost_threads": list(self.lost_threads),
+            "websockets": self.websockets,
             **self.sampled_json(),
         }
 
@@ -241,7 +244,8 @@ class ProcessStatus(Sampled):
                    concurrency=data["concurrency"], processed=data["processed"],
                    max_requests=data["max_requests"], started=data["started"],
                    uptime=data["uptime"], last_used=data["last_used"],
-                   lost_threads=tuple(data["lost_threads"]), **cls.sampled_fields(data))
+                   lost_threads=tuple(data["lost_threads"]),
+                   websockets=data.get("websockets", 0), **cls.sampled_fields(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +301,9 @@ class AppStatus:
     refork_next: int
     processes: tuple[ProcessStatus, ...]
     memory: MemoryTotals
+    #: Open WebSockets over all its workers, and the max_websockets setting (0 = no cap).
+    websockets: int = 0
+    max_websockets: int = 0
 
     @property
     def mold(self) -> int | None:
@@ -338,6 +345,8 @@ class AppStatus:
             "refork_next": self.refork_next,
             "processes": [process.to_json() for process in self.processes],
             "memory": memory_json(self.memory),
+            "websockets": self.websockets,
+            "max_websockets": self.max_websockets,
         }
 
     @classmethod
@@ -363,7 +372,9 @@ class AppStatus:
             generation=data["generation"], reforks=data["reforks"],
             refork_next=data["refork_next"],
             processes=tuple(ProcessStatus.from_json(p) for p in data["processes"]),
-            memory=MemoryTotals.from_json(data["memory"]))
+            memory=MemoryTotals.from_json(data["memory"]),
+            websockets=data.get("websockets", 0),
+            max_websockets=data.get("max_websockets", 0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

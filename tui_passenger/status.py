@@ -27,7 +27,8 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   ``threads_at_load``, ``generation`` and ``mold``: true for a worker promoted by refork),
   ``generation`` (the one new workers are forked in), ``mold`` (pid of the preloader when it
   is a promoted worker, else null), ``reforks``, ``refork_next`` (the next refork_after
-  count, 0 = none), ``processes`` (process objects), ``memory``.
+  count, 0 = none), ``processes`` (process objects), ``memory``, ``websockets`` (open
+  WebSockets over its workers), ``max_websockets`` (the cap; 0 = none).
 - process objects: ``pid``, ``ppid``, ``app``, ``state`` (ready | busy | draining | stopping |
   molding: becoming the next preloader), ``generation`` (of the preloader that forked it),
   ``spawn_method``, ``spawn_ms``, ``sessions``, ``concurrency``, ``processed``, ``max_requests``,
@@ -36,7 +37,8 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   ``swap``} in bytes (null until first sampled), ``fds`` [{``fd``, ``kind``, ``target``,
   ``inode``, ``cloexec``, ``shared_with``, ``level`` (null | info | warning), ``warning``
   (the text for either level), ``own``}], ``lost_threads``, ``warnings`` [text: fds at level
-  warning, lost threads], ``notes`` [text: fds at level info].
+  warning, lost threads], ``notes`` [text: fds at level info], ``websockets`` (open
+  WebSockets on it, and upgrades sent to it not answered yet; they hold no session).
 - ``memory`` (per app and ``totals``): ``rss``, ``pss``, ``uss``, ``shared``,
   ``private_dirty``, ``swap`` summed over the workers and the preloader;
   ``direct_estimate``: the PSS the same workers would take if spawned directly (see
@@ -125,6 +127,7 @@ def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float
         uptime=round(now - worker.started_at, 1),
         last_used=round(mono - process.last_used, 1),
         lost_threads=tuple(lost),
+        websockets=process.websockets,
         **_sampled(samples.get(worker.pid),
                    *((LOST_THREADS.format(", ".join(lost)),) if lost else ())),
     )
@@ -196,6 +199,8 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float,
         reforks=group.spawner.reforks,
         refork_next=group.refork_next,
         processes=processes,
+        websockets=sum(p.websockets for p in group.processes),
+        max_websockets=app.max_websockets,
         memory=memory_summary([p.memory for p in processes],
                               preloader.memory if preloader else None,
                               group.spawn_method == "smart"),

@@ -43,9 +43,12 @@ class SnapshotCollector(Collector):
         memory = GaugeMetricFamily(f"{PREFIX}_memory_bytes",
                                    "Memory of an app's workers and preloader, by kind",
                                    labels=["app", "kind"])
+        websockets = GaugeMetricFamily(f"{PREFIX}_websockets", "Open WebSockets, by app",
+                                       labels=["app"])
         for app in state.apps:
             name = app.name
             requests.add_metric([name], app.requests)
+            websockets.add_metric([name], app.websockets)
             queue.add_metric([name], app.queue)
             restarts.add_metric([name], app.crashes)
             counts = dict.fromkeys(("ready", "busy", "draining", "stopping"), 0)
@@ -59,7 +62,7 @@ class SnapshotCollector(Collector):
         server = state.server
         for label, count in server.responses.items():
             responses.add_metric([label], count)
-        yield from (requests, responses, queue, processes, restarts, memory)
+        yield from (requests, responses, queue, processes, restarts, memory, websockets)
         yield CounterMetricFamily(f"{PREFIX}_503", "Requests refused with 503 (queue full, "
                                   "shutting down)", value=server.errors_503)
         yield CounterMetricFamily(f"{PREFIX}_502", "Requests answered 502 (worker failed)",

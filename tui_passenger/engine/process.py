@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -200,8 +201,17 @@ class WorkerProcess:
         self.send_signal(signal.SIGKILL)
         return await asyncio.shield(self.exited)
 
-    async def stop(self, timeout: float = 30.0) -> ExitStatus:
-        """SIGTERM (finish the request in flight, run stop hooks), then SIGKILL after timeout."""
+    async def stop(self, timeout: float = 30.0, *, websocket_code: int = 0) -> ExitStatus:
+        """SIGTERM (finish the request in flight, run stop hooks), then SIGKILL after timeout.
+
+        With ``websocket_code``, the worker is first told to let its open WebSockets go on
+        for most of ``timeout`` and then close them with that code (the last tenth, at least
+        a second, is for the close handshake and the stop hooks).
+        """
+        if websocket_code and not self.exited.done():
+            grace = max(0.0, min(timeout - 1.0, timeout * 0.9))
+            with contextlib.suppress(OSError):
+                await self.channel.send(protocol.RetireWebSockets(websocket_code, grace))
         if not self.send_signal(signal.SIGTERM):
             return await asyncio.shield(self.exited)  # already gone
         try:

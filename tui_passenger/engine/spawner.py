@@ -38,6 +38,9 @@ def worker_spec(app: AppConfig, socket_dir: Path, spawn_method: str,
         gc_freeze=app.gc_freeze,
         scheduling=app.worker_scheduling,
         run_as=identity.as_spec() if identity else None,
+        websocket_ping_interval=float(app.websocket_ping_interval),
+        websocket_ping_timeout=float(app.websocket_ping_timeout),
+        websocket_max_message_size=app.websocket_max_message_size,
     )
 
 

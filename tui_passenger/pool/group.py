@@ -254,8 +254,9 @@ class Group:
         return bool(limit) and self.live_count() >= limit
 
     def idle_candidates(self) -> list[PoolProcess]:
-        """Ready processes with no session, idle longest first."""
-        idle = [p for p in self.processes if p.state is READY and p.sessions == 0]
+        """Ready processes with no session (nor open WebSocket), idle longest first."""
+        idle = [p for p in self.processes
+                if p.state is READY and p.sessions == 0 and not p.websockets]
         idle.sort(key=lambda p: p.last_used)
         return idle
 

@@ -24,7 +24,7 @@ from tui_passenger.pool.events import (
     Restarting,
     SpawnMethodChanged,
 )
-from tui_passenger.pool.process import MOLD, MOLDING, READY, PoolProcess
+from tui_passenger.pool.process import DRAINING, MOLD, MOLDING, READY, PoolProcess
 
 if TYPE_CHECKING:
     from tui_passenger.pool.group import Group
@@ -368,6 +368,19 @@ class LiveOperations:
                 break
             for process in done:
                 self.pool.drain(process, reason)
-            await asyncio.gather(*(asyncio.shield(p.worker.exited) for p in done))
+            await asyncio.gather(*(self._retired(p) for p in done))
             replaced += len(done)
         return replaced
+
+    @staticmethod
+    async def _retired(process: PoolProcess) -> None:
+        """Wait until a drained ``process`` has exited, or (if it has open WebSockets) has
+        no request left and is stopping: its WebSockets may run for most of
+        shutdown_timeout, which the next batch need not wait for."""
+        exited = asyncio.shield(process.worker.exited)
+        if not process.websockets:
+            await exited
+        elif process.state is DRAINING:  # requests still running; Pool._stop sets idle
+            process.idle = asyncio.get_running_loop().create_future()
+            either: list[asyncio.Future[Any]] = [process.idle, exited]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)

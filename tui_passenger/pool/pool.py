@@ -121,7 +121,7 @@ class Pool(Decisions):
     async def _sessions_done(self) -> None:
         def busy() -> bool:
             return any(g.waiters and any(p.state is READY for p in g.processes)
-                       or any(p.sessions for p in g.processes)
+                       or any(p.sessions or p.websockets for p in g.processes)
                        for g in self.groups.values())
 
         while busy():
@@ -218,6 +218,12 @@ class Pool(Decisions):
             # Another app may be waiting for room in a full pool, which this now idle
             # process can give.
             self.reconcile()
+        if self.closing or self.retiring:
+            self._idle.set()
+
+    def websocket_closed(self, process: PoolProcess) -> None:
+        """A WebSocket on ``process`` has closed (a stop may be waiting for it)."""
+        process.websockets -= 1
         if self.closing or self.retiring:
             self._idle.set()
 
@@ -392,11 +398,24 @@ class Pool(Decisions):
         """Stop ``process`` (kill it at once with ``force``, even if already stopping)."""
         if process.state is STOPPING and not force:
             return
+        idle = process.idle
+        if process.state is DRAINING and idle is not None and not idle.done():
+            idle.set_result(None)  # a rolling restart waits for this (LiveOperations._retired)
         process.state = STOPPING
         process.stop_reason = reason or process.stop_reason
         self.emit(events.Stopping(process, process.stop_reason))
         worker = process.worker
-        self.track(worker.kill() if force else worker.stop(self.config.server.shutdown_timeout))
+        if force:
+            self.track(worker.kill())
+            return
+        # Open WebSockets go on up to shutdown_timeout, then the worker closes them: 1012
+        # (service restart) when it is being replaced, 1001 (going away) when not.
+        timeout = self.config.server.shutdown_timeout
+        if process.websockets:
+            code = 1001 if self.closing or process.group.retired else 1012
+            self.track(worker.stop(timeout, websocket_code=code))
+        else:
+            self.track(worker.stop(timeout))
 
     def _on_exit(self, process: PoolProcess) -> None:
         if self.closing or self.retiring:

@@ -22,17 +22,21 @@ class PoolProcess:
     """A worker as the pool sees it: state, load, counters.
 
     ``sessions`` (the requests sent to it and not finished) changes only through
-    :meth:`checkout` and :meth:`checkin`.
+    :meth:`checkout` and :meth:`checkin`. ``websockets`` counts the WebSockets open on it
+    (and upgrades sent to it not yet answered): they hold no session once open, since an
+    ASGI worker runs them outside its request concurrency (see proxy/websocket.py).
     """
 
     __slots__ = ("worker", "group", "state", "sessions", "processed", "last_used",
-                 "busy_since", "queued", "max_requests", "connections", "stop_reason", "idle")
+                 "busy_since", "queued", "max_requests", "connections", "stop_reason", "idle",
+                 "websockets")
 
     def __init__(self, worker: WorkerProcess, group: Group) -> None:
         self.worker = worker
         self.group = group
         self.state = READY
         self.sessions = 0
+        self.websockets = 0
         self.processed = 0
         self.last_used = time.monotonic()
         #: When the request it is running now started (monotonic; see Pool.try_pipeline).
@@ -46,7 +50,8 @@ class PoolProcess:
         #: Idle keep-alive connections to the worker, owned by the proxy.
         self.connections: list[Any] = []
         self.stop_reason = ""
-        #: Set when a molding process has no session left (see LiveOperations.refork).
+        #: Set when a molding process has no session left (see LiveOperations.refork), or
+        #: when a draining one with open WebSockets stops (LiveOperations._retired).
         self.idle: asyncio.Future[None] | None = None
 
     @property

@@ -26,6 +26,7 @@ from tui_passenger.proxy.headers import (
     forwarding_headers,
 )
 from tui_passenger.proxy.request import Request
+from tui_passenger.proxy.websocket import WebSocketExchange, is_websocket_upgrade
 
 if TYPE_CHECKING:
     from tui_passenger.config import Config
@@ -112,8 +113,9 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # Upgrades (WebSocket) are not proxied: the request is answered as a plain one
-            # and the connection then closes; nothing after it is read.
+            # Nothing after an upgrade request is HTTP: a WebSocket's tunnel reads on once
+            # the worker has answered 101 (a client sends no frame before that); any other
+            # upgrade is answered as a plain request, and the connection then closes.
             if self.request is not None:
                 self.request.keep_alive = False
                 self._complete()
@@ -189,7 +191,10 @@ class ClientConnection(asyncio.Protocol):
         request.version = parser.get_http_version()
         # An upgrade (WebSocket, h2c) is answered as a plain request, then the connection
         # closes: nothing after it can be parsed as HTTP/1.1.
-        request.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        upgrade = parser.should_upgrade()
+        request.keep_alive = parser.should_keep_alive() and not upgrade
+        if upgrade:
+            request.websocket = is_websocket_upgrade(request.headers)
         server = self.front.config.server
         declared = -1
         expect = chunked = False
@@ -276,7 +281,8 @@ class ClientConnection(asyncio.Protocol):
         self._start(request)
 
     def _start(self, request: Request) -> None:
-        self.current = Exchange(self.front, self, request)
+        exchange = WebSocketExchange if request.websocket else Exchange
+        self.current = exchange(self.front, self, request)
         self.current.start()
 
     def finished(self, keep_alive: bool) -> None:

@@ -1,16 +1,16 @@
 """One request's way through the proxy: route, queue for a worker, relay, answer.
 
-An :class:`Exchange` is a small state machine (:class:`State`), driven by callbacks from
-the client connection, the pool and the upstream connection: on the hot path (a free
-worker with an idle keep-alive connection) no task or future is created. It sees the client
-connection as a :class:`ClientSide` and the front server as a :class:`Front`, and reports
-nothing back but ``client.finished()``.
+An :class:`Exchange` is a small state machine (:class:`~.states.State`), driven by
+callbacks from the client connection, the pool and the upstream connection: on the hot path
+(a free worker with an idle keep-alive connection) no task or future is created. It sees the
+client connection as a :class:`ClientSide` and the front server as a :class:`Front`, and
+reports nothing back but ``client.finished()``. How the worker's response is framed for
+the client is its base class :class:`~.relay.ResponseRelay`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Protocol
 import tui_passenger.proxy.pages as pages
 from tui_passenger.engine import SpawnError
 from tui_passenger.pool import PoolClosed, PoolProcess, QueueFull
-from tui_passenger.pool.group import READY
-from tui_passenger.proxy.headers import HOP_BY_HOP, Peer, build_upstream_request, connection_tokens
+from tui_passenger.proxy.headers import Peer, build_upstream_request
+from tui_passenger.proxy.relay import ResponseRelay
 from tui_passenger.proxy.routing import request_path
+from tui_passenger.proxy.states import DONE, ON_WORKER, QUEUED, RELAYING, ROUTING
 from tui_passenger.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tui_passenger.proxy")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-NO_BODY_STATUS = frozenset({204, 304})
 
 
 class ClientSide(Peer, Protocol):
@@ -70,29 +70,7 @@ class Front(Protocol):
         """The request's X-Request-Id."""
 
 
-class State(enum.Enum):
-    """Where an exchange is (``Exchange.state``)."""
-
-    #: Being routed, or between workers: it holds no worker and waits in no queue.
-    ROUTING = "routing"
-    #: Waiting in its app's queue for a worker (``Exchange.waiter``).
-    QUEUED = "queued"
-    #: On a worker (``Exchange.process``): the request is sent, or is once connected.
-    ON_WORKER = "on worker"
-    #: The worker's response head has come: the response is being relayed.
-    RELAYING = "relaying"
-    #: Answered or given up; the client connection has been told (``finished``).
-    DONE = "done"
-
-
-ROUTING = State.ROUTING
-QUEUED = State.QUEUED
-ON_WORKER = State.ON_WORKER
-RELAYING = State.RELAYING
-DONE = State.DONE
-
-
-class Exchange:
+class Exchange(ResponseRelay):
     """The life of one proxied request.
 
     ROUTING -> [QUEUED ->] ON_WORKER -> RELAYING -> DONE; to DONE also from ROUTING or
@@ -263,55 +241,6 @@ class Exchange:
         pool.unqueue(process, self)
         pool.release(process)
 
-    # -- the worker's response (the ResponseSink of UpstreamConnection) ------------------
-
-    def on_response_head(self, upstream: UpstreamConnection) -> None:
-        """The worker's response head has come (with the body so far, often all of it)."""
-        self.status = upstream.status
-        self.state = RELAYING
-        process = self.process
-        if process is not None:
-            # It has started: no longer waiting behind another request to be reclaimed.
-            self.front.pool.unqueue(process, self)
-        head = self._response_head(upstream)
-        if upstream.complete:
-            # Held until on_response_end() has handed the worker its next request: the
-            # worker starts on it while we write this response out.
-            self.complete_response = (head + b"".join(upstream.body) if not self.head_only
-                                      else head)
-            return
-        if upstream.body:
-            data = b"".join(upstream.body)
-            self.client.write(head + (self._frame(data) if data else b""))
-        else:
-            self.client.write(head)
-        if self.client.paused_writing:
-            upstream.pause()
-
-    def on_response_body(self, chunk: bytes) -> None:
-        """More of a streamed response body."""
-        if chunk and not self.head_only:
-            self.client.write(self._frame(chunk))
-
-    def on_response_end(self, upstream: UpstreamConnection) -> None:
-        """The response is complete: keep the connection, free the worker, finish."""
-        if self.chunked:
-            self.client.write(b"0\r\n\r\n")
-        process = self.process
-        self._detach()
-        if process is not None:
-            # Not reused while a streamed body is still being written (the app answered
-            # before reading it): the worker would take the next request for body bytes.
-            if upstream.keep_alive and upstream.usable and process.state is READY:
-                process.connections.append(upstream)
-            else:
-                upstream.close()
-            self.front.pool.release(process)
-        if self.complete_response is not None:
-            self.client.write(self.complete_response)
-            self.complete_response = None
-        self._finish(self.keep_alive)
-
     def on_upstream_failed(self, upstream: UpstreamConnection, reason: str) -> None:
         """The connection to the worker failed (closed, or a bad response)."""
         self._upstream_lost(reason, sent=True)
@@ -422,53 +351,6 @@ class Exchange:
         self.client.write(pages.render(page, self.request_id, keep_alive=keep_alive,
                                        head_only=self.head_only))
         self._finish(keep_alive)
-
-    # -- framing -------------------------------------------------------------------------
-
-    def _response_head(self, upstream: UpstreamConnection) -> bytes:
-        status = upstream.status
-        if upstream.plain and upstream.has_length and self.keep_alive and status >= 200 \
-                and self.request.version == "1.1" and not self.front.closing \
-                and upstream.head.startswith(b"HTTP/1.1 "):
-            # The common case: the worker's head goes out as it came, plus the request id.
-            return b"%bX-Request-Id: %b\r\n\r\n" % (upstream.head, self.request_id)
-        raw = upstream.headers
-        dropped = HOP_BY_HOP | connection_tokens(raw) if len(raw) else HOP_BY_HOP
-        parts = [b"HTTP/1.1 ", str(status).encode(), b" ", upstream.reason, b"\r\n"]
-        has_length = False
-        for name, value in raw:
-            lower = name.lower()
-            if lower in dropped:
-                continue
-            if lower == b"content-length":
-                has_length = True
-            parts += (name, b": ", value, b"\r\n")
-        no_body = status < 200 or status in NO_BODY_STATUS
-        if not has_length and not no_body:
-            if upstream.complete:
-                if not self.head_only:
-                    parts += (b"Content-Length: ",
-                              str(sum(map(len, upstream.body))).encode(), b"\r\n")
-            elif self.request.version == "1.1":
-                self.chunked = not self.head_only
-                if self.chunked:
-                    parts.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                self.keep_alive = False  # HTTP/1.0 client: the end of the body is the close
-        parts += (b"X-Request-Id: ", self.request_id, b"\r\n")
-        if not self.keep_alive or self.front.closing:
-            self.keep_alive = False
-            parts.append(b"Connection: close\r\n\r\n")
-        elif self.request.version == "1.0":
-            parts.append(b"Connection: keep-alive\r\n\r\n")
-        else:
-            parts.append(b"\r\n")
-        return b"".join(parts)
-
-    def _frame(self, data: bytes) -> bytes:
-        if self.chunked:
-            return b"%x\r\n%b\r\n" % (len(data), data)
-        return data
 
     def _finish(self, keep_alive: bool) -> None:
         """Count, log and observe the request, then hand the connection back (-> DONE)."""

@@ -15,7 +15,7 @@ class Request:
     """A request as received from the client."""
 
     __slots__ = ("method", "url", "version", "headers", "host", "keep_alive", "body",
-                 "error", "head_size", "received", "plain")
+                 "error", "head_size", "received", "plain", "websocket")
 
     def __init__(self) -> None:
         self.method = "GET"
@@ -32,6 +32,8 @@ class Request:
         #: the headers go to the worker as they came (the fast path of
         #: :func:`~tui_passenger.proxy.headers.build_upstream_request`).
         self.plain = True
+        #: An ``Upgrade: websocket`` request (its exchange is a WebSocketExchange).
+        self.websocket = False
 
 
 class Stats:

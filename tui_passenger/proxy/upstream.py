@@ -35,7 +35,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = ("transport", "_parser", "sink", "head_only", "status", "head", "pending",
                  "plain", "has_length", "keep_alive", "complete", "failed", "body", "streaming",
-                 "_can_write", "paused", "sending")
+                 "_can_write", "paused", "sending", "tail")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -48,6 +48,8 @@ class UpstreamConnection(asyncio.Protocol):
         #: A streamed request body is still being written (the connection is not reusable
         #: until it is, whatever the response says).
         self.sending = False
+        #: What followed a 101's head (the first bytes of the new protocol).
+        self.tail = b""
         self._reset(False)
 
     def _reset(self, head_only: bool) -> None:
@@ -148,6 +150,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.pending += data
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:  # a 101: the rest is the new protocol
+            self.tail = data[exc.args[0]:] if exc.args else b""
         except httptools.HttpParserError as exc:
             self._fail(f"bad response from worker: {exc}")
             return

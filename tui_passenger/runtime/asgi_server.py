@@ -4,8 +4,11 @@ Each connection is an ``asyncio.Protocol`` with a request parser (``httptools``,
 :mod:`.http_parser`). Requests on one connection run in order (pipelining, keep-alive);
 requests on different connections run concurrently, at most ``concurrency`` at a time
 (more wait for a slot rather than fail). The request body streams: ``receive()`` hands out
-what has arrived, and reading from the socket pauses while too much is buffered. WebSocket
-upgrades are refused with a 400.
+what has arrived, and reading from the socket pauses while too much is buffered. A
+WebSocket upgrade becomes a :class:`~.asgi_websocket.WebSocket` (the ASGI ``websocket``
+scope, with wsproto when the app's interpreter has it, else refused with a 501); open
+WebSockets do not count against ``concurrency``. Other upgrades (h2c) are answered as plain
+requests.
 
 The loop is uvloop's when it is installed, else asyncio's. Nothing here needs signal
 handlers, so the server runs just as well in a thread (as the tests do).
@@ -15,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
+from tui_passenger.runtime import asgi_websocket
 from tui_passenger.runtime import http_common as hc
 from tui_passenger.runtime.asgi_cycle import Cycle
 from tui_passenger.runtime.asgi_lifespan import Lifespan
@@ -40,13 +45,13 @@ MAX_PIPELINE = 16
 LifespanError = hc.LifespanError
 
 
-class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
+class _HttpProtocol(hc.HeadCollector, hc.WriteFlow, asyncio.Protocol):
     """One client connection: parses requests, runs their cycles in order."""
 
     __slots__ = ("server", "loop", "transport", "parser", "cycle", "parsing", "pipeline",
                  "read_paused", "write_paused", "closed", "upgraded", "drain_waiter",
                  "parse_error", "peer", "host_cache", "url", "headers", "head_size", "prefix",
-                 "client", "scheme", "host_value", "expect")
+                 "client", "scheme", "host_value", "expect", "upgrade_tail")
 
     def __init__(self, server: ASGIServer, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
@@ -61,6 +66,8 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
         self.parse_error: BaseException | None = None
         self.peer = (hc.DEFAULT_REMOTE_ADDR, hc.DEFAULT_REMOTE_PORT)
         self.host_cache = hc.NO_HOST
+        #: What followed the head of an upgrade request (the first WebSocket frames).
+        self.upgrade_tail = b""
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -84,11 +91,15 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except _PARSER.HttpParserUpgrade:
-            # The upgrade request itself was parsed (and closes its connection); what follows
-            # its head is another protocol, which this server does not speak.
+        except _PARSER.HttpParserUpgrade as exc:
+            # The upgrade request itself was parsed; what follows its head is another
+            # protocol: WebSocket frames for a WebSocket, else nothing this server reads.
             self.upgraded = True
             self._pause()
+            self.upgrade_tail = data[exc.args[0]:] if exc.args else b""
+            cycle = self.cycle
+            if cycle is not None and cycle.websocket:
+                self._upgrade(cycle)
             return
         except _PARSER.HttpParserError as exc:
             self._parse_failed(exc)
@@ -98,23 +109,6 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
             if ((parsing is not None and len(parsing.body) > HIGH_WATER)
                     or len(self.pipeline) > MAX_PIPELINE):
                 self._pause()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter, self.drain_waiter = self.drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait until the transport's write buffer has room again."""
-        if self.closed:
-            return
-        if self.drain_waiter is None:
-            self.drain_waiter = self.loop.create_future()
-        await self.drain_waiter
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -175,10 +169,21 @@ class _HttpProtocol(hc.HeadCollector, asyncio.Protocol):
     def _start(self, cycle: Cycle) -> None:
         self.cycle = cycle
         if cycle.websocket:
-            self.transport.write(simple_response(400, "WebSocket is not supported here.\n"))
-            self.transport.close()
+            if self.upgraded:  # its turn came after its head was parsed (pipelined)
+                self._upgrade(cycle)
             return
         self.server._schedule(cycle)
+
+    def _upgrade(self, cycle: Cycle) -> None:
+        """Hand the connection to a WebSocket (or refuse the upgrade)."""
+        refusal = asgi_websocket.refusal(cycle)
+        if refusal is not None:
+            self.transport.write(refusal)
+            self.transport.close()
+            return
+        self.server._connections.discard(self)  # the WebSocket tracks the connection now
+        self.cycle = None
+        asgi_websocket.WebSocket(self.server, cycle).start(self.upgrade_tail)
 
     def response_complete(self, cycle: Cycle) -> None:
         """The response to the current request is out: go on with the next, or close."""
@@ -242,7 +247,9 @@ class ASGIServer:
 
     def __init__(self, app: Callable[..., Awaitable[None]], listener: socket.socket, *,
                  concurrency: int = 100, error_log: TextIO | None = None,
-                 development: bool = False, lifespan: str = "auto") -> None:
+                 development: bool = False, lifespan: str = "auto",
+                 websocket_ping_interval: float = 20.0, websocket_ping_timeout: float = 20.0,
+                 websocket_max_message_size: int = 16 * 1024 * 1024) -> None:
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {lifespan!r}")
         self.app = app
@@ -252,6 +259,14 @@ class ASGIServer:
         self.development = development
         self.lifespan = lifespan
         self.requests_served = 0
+        self.websocket_ping_interval = websocket_ping_interval
+        self.websocket_ping_timeout = websocket_ping_timeout
+        self.websocket_max_message_size = websocket_max_message_size
+        #: When stopping: seconds open WebSockets may go on, then the close code they get
+        #: (1001 going away; the manager says 1012 when the worker is being replaced).
+        self.websocket_grace = 0.0
+        self.websocket_close_code = asgi_websocket.GOING_AWAY
+        self._websockets: set[asgi_websocket.WebSocket] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._stopping = False
@@ -354,16 +369,46 @@ class ASGIServer:
         if not self._stop_requested and self._stop_waiter is not None:
             await self._stop_waiter
         self._stopping = True
+        stop_began = asyncio.get_running_loop().time()
         if self._server is not None:
             self._server.close()  # stop accepting
         for proto in list(self._connections):
             proto.shutdown()
         while self._tasks:  # let the requests in flight finish (waiting ones follow them)
             await asyncio.wait(set(self._tasks))
+        await self._close_websockets(stop_began)
         for proto in list(self._connections):
             proto.transport.close()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
+
+    def retire_websockets(self, code: int, grace: float) -> None:
+        """When stopping, let open WebSockets go on up to ``grace`` seconds, then close them
+        with ``code``; safe from other threads."""
+        self.websocket_close_code = code
+        self.websocket_grace = max(0.0, grace)
+
+    async def _close_websockets(self, stop_began: float) -> None:
+        """Stopping: wait up to the grace for WebSockets to end, then close the rest with a
+        close frame (never a bare reset), and give their apps a moment to return."""
+        for fd, callback in self._watched.items():  # a retire message sent with the signal
+            if select.select([fd], [], [], 0)[0]:
+                self._run_watched(fd, callback)
+        sessions = self._websockets
+        if not sessions:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = stop_began + self.websocket_grace
+        while sessions and loop.time() < deadline:
+            await asyncio.wait([s.task for s in sessions if s.task is not None],
+                               timeout=min(0.25, deadline - loop.time()))
+        for session in list(sessions):
+            session.farewell(self.websocket_close_code)
+        tasks = [s.task for s in sessions if s.task is not None and not s.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=asgi_websocket.CLOSE_TIMEOUT)
+        for session in list(sessions):
+            session.transport.close()
 
     def _close_loop(self) -> None:
         loop = self._loop

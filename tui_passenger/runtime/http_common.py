@@ -252,6 +252,43 @@ class HeadCollector:
         return cached[1]
 
 
+class WriteFlow:
+    """Write flow control of an asyncio protocol (the ASGI server's connections and
+    WebSockets): ``pause_writing``/``resume_writing`` and ``await drain()``.
+
+    Subclasses provide ``loop``, ``closed``, ``write_paused`` and ``drain_waiter``.
+    """
+
+    if not TYPE_CHECKING:
+        __slots__ = ()  # the subclasses' slots hold the state (see HeadCollector)
+    else:
+        import asyncio
+
+        loop: asyncio.AbstractEventLoop
+        closed: bool
+        write_paused: bool
+        drain_waiter: asyncio.Future[None] | None
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer is over its high-water mark."""
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        """The buffer has drained: whoever waits in :meth:`drain` goes on."""
+        self.write_paused = False
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer has room again."""
+        if self.closed:
+            return
+        if self.drain_waiter is None:
+            self.drain_waiter = self.loop.create_future()
+        await self.drain_waiter
+
+
 #: Initial ``HeadCollector.host_cache``: no Host header over http.
 NO_HOST = ((None, "http"), ("localhost", 80))
 

@@ -95,6 +95,17 @@ class BecomeMold(_Wire):
 
 
 @dataclasses.dataclass(frozen=True)
+class RetireWebSockets(_Wire):
+    """To a worker about to get SIGTERM: once stopping, let its open WebSockets go on up to
+    ``grace`` seconds, then close them with ``code`` (1012 when it is being replaced, 1001
+    when it is going away). Without it a stopping worker closes them at once with 1001."""
+
+    KIND = "retire-websockets"
+    code: int
+    grace: float
+
+
+@dataclasses.dataclass(frozen=True)
 class PreloaderReady(_Wire):
     """The preloader loaded the app (or a worker became the mold) and takes spawn requests."""
 
@@ -174,7 +185,7 @@ class Failed(_Wire):
 #: Any message either side sends. A string, as Python 3.9 (an app's interpreter may be that
 #: old) cannot evaluate ``X | Y`` of classes.
 Message: TypeAlias = ("SpawnRequest | BecomeMold | PreloaderReady | WorkerReady | Forked"
-                      " | SpawnRefused | ChildExited | IdleExit | Failed")
+                      " | SpawnRefused | ChildExited | IdleExit | Failed | RetireWebSockets")
 
 
 def _registry(*classes: type[Message]) -> dict[str, type[Message]]:
@@ -187,7 +198,7 @@ def _registry(*classes: type[Message]) -> dict[str, type[Message]]:
 
 
 _KINDS = _registry(SpawnRequest, BecomeMold, PreloaderReady, WorkerReady, Forked, SpawnRefused,
-                   ChildExited, IdleExit, Failed)
+                   ChildExited, IdleExit, Failed, RetireWebSockets)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:

@@ -52,6 +52,10 @@ class WorkerSpec:
     #: For the process title: a preloader's generation, a direct worker's number.
     generation: int = 0
     number: int = 0
+    #: ASGI WebSockets: seconds between our pings, seconds to answer one, largest message.
+    websocket_ping_interval: float = 20.0
+    websocket_ping_timeout: float = 20.0
+    websocket_max_message_size: int = 16 * 1024 * 1024
 
     def to_json(self) -> str:
         """The spec as a compact JSON string."""
@@ -98,8 +102,15 @@ def _make_server(app: Callable[..., Any], interface: str, listener: socket.socke
                  spec: WorkerSpec) -> Any:
     module = server_module(interface)
     if interface == "asgi":
+        from tui_passenger.runtime.asgi_websocket import MISSING
+
+        if MISSING:
+            print(f"warning: {MISSING}", file=sys.stderr)
         return module.ASGIServer(app, listener, concurrency=spec.concurrency or 100,
-                                 development=spec.development)
+                                 development=spec.development,
+                                 websocket_ping_interval=spec.websocket_ping_interval,
+                                 websocket_ping_timeout=spec.websocket_ping_timeout,
+                                 websocket_max_message_size=spec.websocket_max_message_size)
     return module.WSGIServer(app, listener, development=spec.development)
 
 
@@ -145,8 +156,12 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
             message = None
         if message is None:  # the manager is gone
             server.request_stop()
+        elif isinstance(message, protocol.RetireWebSockets) and interface == "asgi":
+            server.retire_websockets(message.code, message.grace)
         elif isinstance(message, protocol.BecomeMold) and fork is not None:
             mold = message.generation
+            if interface == "asgi":  # the worker is replaced by the ones it will fork
+                server.retire_websockets(1012, 0.0)
             server.request_stop()
 
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())

@@ -88,9 +88,11 @@ def _preloader_row(preloader: PreloaderStatus, app: str) -> TreeRow:
 def _worker_row(process: ProcessStatus, app: str, depth: int) -> TreeRow:
     # The generation says more than "smart" once a refork happened.
     spawn = f"gen {process.generation}" if process.generation else process.spawn_method
-    return _row(process, app, "worker", depth, str(process.pid),
-                f"{process.sessions}/{process.concurrency}", fmt.count(process.processed),
-                spawn)
+    sessions = f"{process.sessions}/{process.concurrency}"
+    if process.websockets:  # open WebSockets hold no session: shown beside them
+        sessions += f" +{process.websockets}ws"
+    return _row(process, app, "worker", depth, str(process.pid), sessions,
+                fmt.count(process.processed), spawn)
 
 
 def _row(process: ProcessStatus | PreloaderStatus, app: str, kind: str, depth: int,
@@ -109,6 +111,8 @@ def _app_row(app: AppStatus) -> TreeRow:
     state = f"{up} up" + (f" +{app.spawning}" if app.spawning else "")
     sessions = (f"{sum(p.sessions for p in processes)}/"
                 f"{sum(p.concurrency for p in processes)}")
+    if app.websockets:
+        sessions += f" +{app.websockets}ws"
     cpus = [p.cpu for p in processes if p.cpu is not None]
     if preloader is not None and preloader.cpu is not None:
         cpus.append(preloader.cpu)

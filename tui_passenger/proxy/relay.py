@@ -1,0 +1,140 @@
+"""Relaying a worker's response to the client: head, body, end (the exchange's
+:class:`~tui_passenger.proxy.upstream.ResponseSink` side).
+
+:class:`ResponseRelay` is a base class of :class:`~tui_passenger.proxy.exchange.Exchange`
+(a mixin without state of its own): the upstream connection calls these methods on the
+exchange directly, as before, with no extra call per response.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tui_passenger.pool.group import READY
+from tui_passenger.proxy.headers import HOP_BY_HOP, connection_tokens
+from tui_passenger.proxy.states import RELAYING, State
+
+if TYPE_CHECKING:
+    from tui_passenger.pool import PoolProcess
+    from tui_passenger.proxy.exchange import ClientSide, Front
+    from tui_passenger.proxy.request import Request
+    from tui_passenger.proxy.upstream import UpstreamConnection
+
+NO_BODY_STATUS = frozenset({204, 304})
+
+
+class ResponseRelay:
+    """The response half of an exchange: frames the worker's response for the client."""
+
+    if not TYPE_CHECKING:
+        # Empty at run time (the exchange's own slots hold everything); hidden from the type
+        # checker, which would otherwise refuse the attributes set here.
+        __slots__ = ()
+    else:  # the exchange's slots
+        front: Front
+        client: ClientSide
+        request: Request
+        process: PoolProcess | None
+        state: State
+        status: int
+        chunked: bool
+        keep_alive: bool
+        head_only: bool
+        request_id: bytes
+        complete_response: bytes | None
+
+        def _detach(self) -> None: ...
+        def _finish(self, keep_alive: bool) -> None: ...
+
+    def on_response_head(self, upstream: UpstreamConnection) -> None:
+        """The worker's response head has come (with the body so far, often all of it)."""
+        self.status = upstream.status
+        self.state = RELAYING
+        process = self.process
+        if process is not None:
+            # It has started: no longer waiting behind another request to be reclaimed.
+            self.front.pool.unqueue(process, self)
+        head = self._response_head(upstream)
+        if upstream.complete:
+            # Held until on_response_end() has handed the worker its next request: the
+            # worker starts on it while we write this response out.
+            self.complete_response = (head + b"".join(upstream.body) if not self.head_only
+                                      else head)
+            return
+        if upstream.body:
+            data = b"".join(upstream.body)
+            self.client.write(head + (self._frame(data) if data else b""))
+        else:
+            self.client.write(head)
+        if self.client.paused_writing:
+            upstream.pause()
+
+    def on_response_body(self, chunk: bytes) -> None:
+        """More of a streamed response body."""
+        if chunk and not self.head_only:
+            self.client.write(self._frame(chunk))
+
+    def on_response_end(self, upstream: UpstreamConnection) -> None:
+        """The response is complete: keep the connection, free the worker, finish."""
+        if self.chunked:
+            self.client.write(b"0\r\n\r\n")
+        process = self.process
+        self._detach()
+        if process is not None:
+            # Not reused while a streamed body is still being written (the app answered
+            # before reading it): the worker would take the next request for body bytes.
+            if upstream.keep_alive and upstream.usable and process.state is READY:
+                process.connections.append(upstream)
+            else:
+                upstream.close()
+            self.front.pool.release(process)
+        if self.complete_response is not None:
+            self.client.write(self.complete_response)
+            self.complete_response = None
+        self._finish(self.keep_alive)
+
+
+    def _response_head(self, upstream: UpstreamConnection) -> bytes:
+        status = upstream.status
+        if upstream.plain and upstream.has_length and self.keep_alive and status >= 200 \
+                and self.request.version == "1.1" and not self.front.closing \
+                and upstream.head.startswith(b"HTTP/1.1 "):
+            # The common case: the worker's head goes out as it came, plus the request id.
+            return b"%bX-Request-Id: %b\r\n\r\n" % (upstream.head, self.request_id)
+        raw = upstream.headers
+        dropped = HOP_BY_HOP | connection_tokens(raw) if len(raw) else HOP_BY_HOP
+        parts = [b"HTTP/1.1 ", str(status).encode(), b" ", upstream.reason, b"\r\n"]
+        has_length = False
+        for name, value in raw:
+            lower = name.lower()
+            if lower in dropped:
+                continue
+            if lower == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        no_body = status < 200 or status in NO_BODY_STATUS
+        if not has_length and not no_body:
+            if upstream.complete:
+                if not self.head_only:
+                    parts += (b"Content-Length: ",
+                              str(sum(map(len, upstream.body))).encode(), b"\r\n")
+            elif self.request.version == "1.1":
+                self.chunked = not self.head_only
+                if self.chunked:
+                    parts.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # HTTP/1.0 client: the end of the body is the close
+        parts += (b"X-Request-Id: ", self.request_id, b"\r\n")
+        if not self.keep_alive or self.front.closing:
+            self.keep_alive = False
+            parts.append(b"Connection: close\r\n\r\n")
+        elif self.request.version == "1.0":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _frame(self, data: bytes) -> bytes:
+        if self.chunked:
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        return data

@@ -20,8 +20,11 @@ from tui_passenger.listeners import format_address
 from tui_passenger.proxy.body import RequestBody
 from tui_passenger.proxy.exchange import Exchange, Front
 from tui_passenger.proxy.headers import (
+    CHECKED,
+    FORBIDDEN_TRAILERS,
     INTERNAL_PREFIX,
     REWRITTEN,
+    SINGLETONS,
     UNIX_PEER_FORWARDING,
     forwarding_headers,
 )
@@ -31,13 +34,14 @@ if TYPE_CHECKING:
     from tui_passenger.config import Config
     from tui_passenger.proxy.headers import TrustedProxies
 
-#: Request line plus headers beyond this size are refused with 431.
+#: Request line plus headers beyond this size are refused with 431, whatever the per-line
+#: limits ([server] limit_request_line, limit_request_field_size) allow.
 MAX_HEAD_SIZE = 64 * 1024
-#: More header fields than this are refused with 431 (gunicorn's default limit too).
-MAX_HEADERS = 100
 #: Pipelined requests held per connection before reading pauses.
 MAX_PIPELINED = 16
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: The last byte of a field value that llhttp left optional whitespace in.
+_OWS = frozenset({b" ", b"\t"})
 
 
 class _Stop(Exception):
@@ -58,7 +62,8 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = ("front", "transport", "parser", "ip", "address", "trusted", "forwarding",
                  "queue", "current", "request", "closed", "paused_writing", "last_active",
-                 "_reading_paused", "head_started", "body_started")
+                 "_reading_paused", "head_started", "body_started", "max_line", "max_field",
+                 "max_fields")
 
     def __init__(self, front: FrontForClients) -> None:
         self.front = front
@@ -80,6 +85,11 @@ class ClientConnection(asyncio.Protocol):
         #: When the request being received began, and when its body began (monotonic).
         self.head_started = 0.0
         self.body_started = 0.0
+        # The head limits, read once per connection (a reload applies to new connections).
+        server = front.config.server
+        self.max_line = server.limit_request_line
+        self.max_field = server.limit_request_field_size
+        self.max_fields = server.limit_request_fields
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -155,18 +165,42 @@ class ClientConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         request = self.request
-        request.url += url  # type: ignore[union-attr]
+        assert request is not None
+        request.url += url
+        # The request line is the method, the target and " HTTP/1.x": 12 bytes at least
+        # besides the target (the method is looked at only when the line may be too long).
+        if len(request.url) + 12 > self.max_line:
+            line = len(self.parser.get_method()) + len(request.url) + 10
+            if line > self.max_line:
+                self._refuse(414, f"request line of {line} bytes or more exceeds "
+                                  f"limit_request_line ({self.max_line})")
         self._count(request, len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.body_started:  # after the body of a chunked request: a trailer field
+            self._trailer(name)
+            return
         request = self.request
         headers = request.headers  # type: ignore[union-attr]
+        if value[-1:] in _OWS:  # llhttp keeps trailing whitespace; RFC 9110 5.5 drops it
+            value = value.rstrip(b" \t")
         headers.append((name, value))
-        request.head_size += len(name) + len(value) + 4  # type: ignore[union-attr]
+        size = len(name) + len(value)
+        if size > self.max_field:
+            self._refuse(431, f"header field {name.decode('latin-1')[:64]!r} of {size} bytes "
+                              f"exceeds limit_request_field_size ({self.max_field})")
+        request.head_size += size + 4  # type: ignore[union-attr]
         if request.head_size > MAX_HEAD_SIZE:  # type: ignore[union-attr]
             self._count(request, 0)
-        if len(headers) > MAX_HEADERS:
-            self._refuse(431, f"more than {MAX_HEADERS} header fields")
+        if len(headers) > self.max_fields:
+            self._refuse(431, f"more than {self.max_fields} header fields "
+                              f"(limit_request_fields)")
+
+    def _trailer(self, name: bytes) -> None:
+        """A trailer field: never merged into the header section (RFC 9110 6.5.1), so dropped
+        (WSGI has no trailers); one that only makes sense before the content is refused."""
+        if name.lower() in FORBIDDEN_TRAILERS:
+            self._refuse(400, f"{name.decode('latin-1')} is not allowed as a trailer field")
 
     def _refuse(self, status: int, why: str) -> None:
         """Refuse the request being parsed (after the responses owed) and stop parsing."""
@@ -193,14 +227,25 @@ class ClientConnection(asyncio.Protocol):
         server = self.front.config.server
         declared = -1
         expect = chunked = False
+        codings = b""  # the Transfer-Encoding field values, joined
         hosts = 0
+        seen = 0  # the singleton fields met, as bits (no set built per request)
         for name, value in request.headers:
             lower = name.lower()
+            if lower not in CHECKED:
+                if lower.startswith(INTERNAL_PREFIX):
+                    request.plain = False
+                continue
             if lower == b"host":
                 request.host = value.decode("latin-1")
                 hosts += 1
                 continue
-            if lower in REWRITTEN or lower.startswith(INTERNAL_PREFIX):
+            bit = SINGLETONS.get(lower, 0)
+            if bit:  # a second one could not be merged into one value: ambiguous
+                if seen & bit:
+                    self._refuse(400, f"repeated {name.decode('latin-1')} header field")
+                seen |= bit
+            if lower in REWRITTEN:
                 request.plain = False
             if lower == b"content-length":
                 declared = int(value) if value.strip().isdigit() else -1
@@ -208,7 +253,11 @@ class ClientConnection(asyncio.Protocol):
                 expect = value.strip().lower() == b"100-continue"
             elif lower == b"transfer-encoding":
                 declared = max(declared, 0)
-                chunked = True
+                codings = codings + b"," + value if codings else value
+        if codings:
+            chunked = True
+            if codings.lower() != b"chunked":
+                self._check_codings(codings)
         self._check_framing(request, hosts, chunked)
         self.body_started = time.monotonic()
         if declared > server.client_max_body_size:
@@ -219,15 +268,34 @@ class ClientConnection(asyncio.Protocol):
             if expect and request.version == "1.1" and self.current is None and not self.queue:
                 self.write(CONTINUE)
 
+    def _check_codings(self, codings: bytes) -> None:
+        """Transfer codings other than a lone chunked: chunked must come last (else the body
+        has no reliable end: 400, RFC 9112 6.3), and only chunked (and the no-op identity)
+        is decoded here (others: 501, RFC 9112 6.1)."""
+        names = [coding.strip(b" \t").lower() for coding in codings.split(b",")]
+        if names[-1] != b"chunked" or names.count(b"chunked") > 1:
+            self._refuse(400, f"Transfer-Encoding {codings.decode('latin-1')!r}: chunked must "
+                              "be the final coding, once")
+        for name in names:
+            if name not in (b"chunked", b"identity"):
+                self._refuse(501, f"transfer coding {name.decode('latin-1')!r} is not "
+                                  "implemented (only chunked)")
+
     def _check_framing(self, request: Request, hosts: int, chunked: bool) -> None:
         """What llhttp lets through but HTTP/1.1 (RFC 9112) forbids."""
-        if request.version not in ("1.0", "1.1"):
-            self._refuse(400, f"HTTP/{request.version} is not supported")
-        if request.version == "1.1" and hosts != 1:
-            self._refuse(400, "an HTTP/1.1 request needs exactly one Host header"
-                              f" (got {hosts})")
-        if chunked and request.version == "1.0":
-            self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
+        version = request.version
+        if version == "1.1":
+            if hosts != 1:
+                self._refuse(400, "an HTTP/1.1 request needs exactly one Host header"
+                                  f" (got {hosts})")
+        elif version == "1.0":
+            request.plain = False  # the worker is told the client's version (see headers)
+            if chunked:
+                self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if hosts > 1:
+                self._refuse(400, f"repeated Host header field (got {hosts})")
+        else:
+            self._refuse(400, f"HTTP/{version} is not supported")
         if request.method == "CONNECT":
             self._refuse(405, "CONNECT is not supported (this is not a forward proxy)")
         if request.url == b"*" and request.method != "OPTIONS":

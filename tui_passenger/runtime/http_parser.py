@@ -6,7 +6,10 @@ app in its own virtualenv with nothing installed gets this instead (see
 ``on_headers_complete``, ``on_body``, ``on_message_complete``), same methods and exceptions,
 as strict as llhttp where it matters for request smuggling: CRLF line ends only, no
 whitespace before a header's colon, no obsolete line folding, Content-Length and
-Transfer-Encoding never together, one Content-Length, ``chunked`` last.
+Transfer-Encoding never together, one Content-Length, ``chunked`` last. Unlike llhttp,
+chunk extensions may have whitespace around ``;`` and ``=`` (RFC 9112 7.1.1), and trailer
+fields are never reported as headers: they are dropped, or refused when they are fields that
+must come before the content.
 
 A whole request head is matched by two regular expressions once it is in (the peer is the
 reverse proxy, which sends a head in one piece), so the per-request cost is a few C-level
@@ -41,9 +44,20 @@ _METHODS = frozenset(b"""DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOC
 #: LF only as the CRLF that ends a line, checked by counting). ``translate`` deleting these
 #: leaves the offending bytes: one C-level pass, several times cheaper than a regex search.
 _FIELD_BYTES = bytes(b for b in range(256) if b in (9, 10, 13) or 32 <= b != 127)
-# A chunk size and its extensions: ;name or ;name=token or ;name="quoted".
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN
-                         + rb'|"[^"\r\n]*"))?)*')
+# A chunk size and its extensions: ;name or ;name=token or ;name="quoted", with optional
+# whitespace around ";" and "=" (RFC 9112 7.1.1 BWS), but none after a bare size.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:"
+                         + _TOKEN + rb'|"(?:[^"\\\r\n]|\\[\t !-~])*"))?)*')
+#: Fields a chunked request's trailer section may not hold (400): what must be known before
+#: the content (RFC 9110 6.5.1): framing, routing, authentication, request modifiers and the
+#: content's format. Other trailer fields are dropped, never merged into the header section.
+FORBIDDEN_TRAILERS = frozenset({
+    b"host", b"content-length", b"transfer-encoding", b"trailer", b"te", b"connection",
+    b"keep-alive", b"upgrade", b"proxy-connection", b"expect", b"authorization",
+    b"proxy-authorization", b"cookie", b"content-type", b"content-encoding",
+    b"content-range", b"content-location", b"range", b"if-range", b"if-match",
+    b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"max-forwards",
+    b"cache-control", b"pragma"})
 
 _HEAD, _BODY, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _CLOSED = range(7)
 
@@ -320,12 +334,12 @@ class HttpRequestParser:
             if len(buf) - pos > MAX_CHUNK_LINE or buf.find(b"\n", pos) >= 0:
                 raise HttpParserError("invalid chunk size line")
             return -pos - 1
-        if state == _TRAILERS:  # trailer fields go to on_header, as llhttp does
+        if state == _TRAILERS:  # trailer fields are checked, then dropped (RFC 9110 6.5.1)
             if line_end == pos:
                 return self._message_done(pos + 2)
-            name, colon, value = _field_lines(buf[pos:line_end])[0].partition(b":")
-            _new_name(name, colon)
-            self._header(name, value.lstrip(b" \t"))
+            name, colon, _ = _field_lines(buf[pos:line_end])[0].partition(b":")
+            if _new_name(name, colon) in FORBIDDEN_TRAILERS:
+                raise HttpParserError(f"{name.decode('latin-1')} is not allowed as a trailer")
             return line_end + 2
         size_line = _CHUNK_SIZE.fullmatch(buf, pos, line_end)
         if size_line is None:

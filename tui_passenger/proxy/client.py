@@ -63,7 +63,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("front", "transport", "parser", "ip", "address", "trusted", "forwarding",
                  "queue", "current", "request", "closed", "paused_writing", "last_active",
                  "_reading_paused", "head_started", "body_started", "max_line", "max_field",
-                 "max_fields")
+                 "max_fields", "eof")
 
     def __init__(self, front: FrontForClients) -> None:
         self.front = front
@@ -90,6 +90,8 @@ class ClientConnection(asyncio.Protocol):
         self.max_line = server.limit_request_line
         self.max_field = server.limit_request_field_size
         self.max_fields = server.limit_request_fields
+        #: The client has closed its sending side (it still reads the answers owed).
+        self.eof = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -133,6 +135,17 @@ class ClientConnection(asyncio.Protocol):
                 raise
         except httptools.HttpParserError as exc:
             self.reject_in_turn(pages.error(400, f"malformed request: {exc}", close=True))
+
+    def eof_received(self) -> bool | None:
+        """The client closed its sending side: answer what it sent, then close. A request
+        cut short is refused (400) rather than dropped in silence."""
+        self.eof = True
+        if self.request is not None and not self.closed:
+            self.reject_in_turn(pages.error(
+                400, "the client closed the connection in the middle of a request", close=True))
+        if self.current is not None or self.queue:
+            return True  # keep the transport open to write the answers owed
+        return None  # nothing owed: asyncio closes the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -185,11 +198,11 @@ class ClientConnection(asyncio.Protocol):
         if value[-1:] in _OWS:  # llhttp keeps trailing whitespace; RFC 9110 5.5 drops it
             value = value.rstrip(b" \t")
         headers.append((name, value))
-        size = len(name) + len(value)
+        size = len(name) + len(value) + 4  # the field line: name, ": ", value and CRLF
         if size > self.max_field:
             self._refuse(431, f"header field {name.decode('latin-1')[:64]!r} of {size} bytes "
                               f"exceeds limit_request_field_size ({self.max_field})")
-        request.head_size += size + 4  # type: ignore[union-attr]
+        request.head_size += size  # type: ignore[union-attr]
         if request.head_size > MAX_HEAD_SIZE:  # type: ignore[union-attr]
             self._count(request, 0)
         if len(headers) > self.max_fields:
@@ -298,8 +311,21 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(400, f"HTTP/{version} is not supported")
         if request.method == "CONNECT":
             self._refuse(405, "CONNECT is not supported (this is not a forward proxy)")
-        if request.url == b"*" and request.method != "OPTIONS":
-            self._refuse(400, "the asterisk-form target is only for OPTIONS")
+        url = request.url
+        if url[:1] != b"/":
+            if url != b"*":
+                self._check_absolute(url)
+            elif request.method != "OPTIONS":
+                self._refuse(400, "the asterisk-form target is only for OPTIONS")
+
+    def _check_absolute(self, url: bytes) -> None:
+        """An absolute-form target (RFC 9112 3.2.2) must be an http(s) URI with a host."""
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            parsed = None
+        if parsed is None or parsed.schema not in (b"http", b"https") or not parsed.host:
+            self._refuse(400, f"invalid request target {url[:200].decode('latin-1')!r}")
 
     def on_body(self, chunk: bytes) -> None:
         request = self.request
@@ -351,7 +377,7 @@ class ClientConnection(asyncio.Protocol):
         """The current exchange has written its whole response."""
         self.current = None
         self.last_active = time.monotonic()
-        if not keep_alive or self.front.closing:
+        if not keep_alive or self.front.closing or (self.eof and not self.queue):
             self.close()
         else:
             self.next()

@@ -1,15 +1,16 @@
-"""gunicorn's HTTP/1.1 request corpus through a running tui-passenger, to an echo app.
+"""gunicorn's HTTP/1.1 request corpus (and RFC cases of ours) through a running tui-passenger.
 
-Every case is sent on a raw socket of its own (then the sending side is closed): a valid case
-must reach the app as the expected requests, an invalid one must be refused with a 4xx (the
-proxy's own page, never the app's). How each case is judged, and the cases tui-passenger
-judges differently from gunicorn or that need a gunicorn option, are in
-tests/http_corpus/corpus.py. One server serves the whole module.
+Every case is sent on a raw socket of its own: a valid case must reach the echo app as the
+expected requests, an invalid one must be refused with a 4xx (the proxy's own page, never
+the app's). How each case is judged, and the cases tui-passenger judges differently from
+gunicorn or that need a gunicorn option, are in tests/http_corpus/corpus.py. One server
+serves the whole module.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,16 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.http_corpus.corpus import Case, judge, load
+from tests.http_corpus.corpus import Case, exchange, judge, load, responses
 from tests.serving import running
 
 ECHO = Path(__file__).resolve().parent / "apps" / "echo"
 CASES = load()
 #: Cases tui-passenger still gets wrong: each must keep failing (strict), with the reason.
-GAPS: dict[str, str] = {
-    "valid/013": "llhttp refuses whitespace around ';' in chunk extensions (RFC 9112 7.1.1 "
-                 "allows it) and has no leniency flag for it: 400",
-}
+GAPS: dict[str, str] = {}
 
 
 class Proxy:
@@ -51,7 +49,8 @@ class Proxy:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         apps = [{"name": "echo", "root": str(ECHO), "entry": "passenger_wsgi:application"}]
-        async with running(apps, client_header_timeout=5) as server:
+        # Short client timeouts: a case cut short gets its 408 at once.
+        async with running(apps, client_header_timeout=1, client_body_timeout=1) as server:
             self.server = server
             self.address = server.address
             self._ready.set()
@@ -81,20 +80,6 @@ def proxy() -> Iterator[Proxy]:
     running_proxy.stop()
 
 
-def send(address: tuple[str, int], data: bytes, timeout: float = 10.0) -> bytes:
-    """Send ``data`` on a fresh connection, close the sending side, read until the end."""
-    with socket.create_connection(address, timeout=timeout) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        try:
-            while chunk := sock.recv(65536):
-                reply += chunk
-        except ConnectionResetError:
-            pass
-        return reply
-
-
 def params() -> list:
     out = []
     for case in CASES:
@@ -110,8 +95,45 @@ def params() -> list:
 @pytest.mark.parametrize("case", params())
 def test_corpus_case(proxy: Proxy, case: Case) -> None:
     before = proxy.served()
-    reply = send(proxy.address, case.data)
+    reply = exchange(proxy.address, case)
     problem = judge(case, reply)
     assert not problem, f"{problem} ({case.verdict or case.error or 'valid'})"
     if case.refuse:
         assert proxy.served() == before, "a refused request reached the app"
+
+
+CHUNKED_HEAD = b"POST /up HTTP/1.1\r\nHost: rfc.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def echoes(reply: bytes) -> list[dict]:
+    return [json.loads(body) for status, body in responses(reply) if status == 200]
+
+
+def test_chunked_body_in_pieces_then_a_pipelined_request(proxy: Proxy) -> None:
+    """The proxy's own chunked decoding (whitespace in extensions, a dropped trailer) holds
+    whatever the pieces, and the request after it on the connection is served too."""
+    wire = (CHUNKED_HEAD + b"5 ; a = b\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 1\r\n\r\n"
+            b"GET /after HTTP/1.1\r\nHost: rfc.test\r\nConnection: close\r\n\r\n")
+    for cuts in ([], [10, len(CHUNKED_HEAD) - 2, len(CHUNKED_HEAD) + 3], [len(CHUNKED_HEAD)]):
+        reply = b""
+        with socket.create_connection(proxy.address, timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+                sock.sendall(wire[start:end])
+            while chunk := sock.recv(65536):
+                reply += chunk
+        first, second = echoes(reply)
+        assert (first["path"], first["body"]) == ("/up", "hello world"), cuts
+        assert "HTTP_X_SUM" not in first["headers"]
+        assert second["path"] == "/after"
+
+
+def test_http10_client_is_told_its_version_and_gets_http10_framing(proxy: Proxy) -> None:
+    reply = b""
+    with socket.create_connection(proxy.address, timeout=10) as sock:
+        sock.sendall(b"GET /ten HTTP/1.0\r\nHost: rfc.test\r\n\r\n")
+        while chunk := sock.recv(65536):  # HTTP/1.0 without keep-alive: closed after
+            reply += chunk
+    head = reply.partition(b"\r\n\r\n")[0]
+    assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert echoes(reply)[0]["protocol"] == "HTTP/1.0"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ NOT_COMPARED = frozenset({
     "HTTP_CONNECTION", "HTTP_KEEP_ALIVE", "HTTP_TRANSFER_ENCODING", "HTTP_TE", "HTTP_TRAILER",
     "HTTP_UPGRADE", "HTTP_PROXY_CONNECTION", "CONTENT_LENGTH", "HTTP_X_FORWARDED_FOR",
     "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_REQUEST_ID", "HTTP_X_REAL_IP",
-    "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_SSL"})
+    "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_SSL", "HTTP_EXPECT"})
 
 #: Valid (for gunicorn) cases that tui-passenger refuses on purpose, with the reason.
 VERDICTS: dict[str, str] = {
@@ -217,7 +218,7 @@ def _add_hosts(data: bytes) -> tuple[bytes, bool]:
 
 
 def load() -> list[Case]:
-    """Every case of the corpus, in name order."""
+    """Every case of the corpus, in name order, then :func:`rfc_cases`."""
     cases = []
     for kind in ("valid", "invalid"):
         for path in sorted((ROOT / kind).glob("*.http")):
@@ -232,7 +233,78 @@ def load() -> list[Case]:
             else:
                 case.error = str(expect)
             cases.append(case)
-    return cases
+    return cases + rfc_cases()
+
+
+def _view(method: str, path: str, body: str = "", protocol: str = "HTTP/1.1",
+          **headers: str) -> dict[str, Any]:
+    path, _, query = path.partition("?")
+    return {"method": method, "path": path, "query": query, "protocol": protocol,
+            "headers": {"HTTP_HOST": "rfc.test", **headers}, "body": body}
+
+
+_POST_CHUNKED = b"POST /upload HTTP/1.1\r\nHost: rfc.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+#: Cases written for tui-passenger (not from gunicorn), each with the RFC 9110/9112 text it
+#: checks: (name, bytes, the requests the app must see, or None for a refusal).
+RFC_CASES: list[tuple[str, bytes, list[dict[str, Any]] | None]] = [
+    # 6.5.1: trailer fields are not merged into the header section.
+    ("rfc/trailer-dropped", _POST_CHUNKED + b"5\r\nhello\r\n0\r\nX-Checksum: 1\r\n\r\n",
+     [_view("POST", "/upload", "hello")]),
+    # 7.1.1 (RFC 9112): chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+    ("rfc/chunk-ext-bws-before", _POST_CHUNKED + b"5 ;name=value\r\nhello\r\n0\r\n\r\n",
+     [_view("POST", "/upload", "hello")]),
+    ("rfc/chunk-ext-bws-after", _POST_CHUNKED + b"5; name = value\r\nhello\r\n0\r\n\r\n",
+     [_view("POST", "/upload", "hello")]),
+    # 7 (RFC 9112): transfer coding names are case-insensitive.
+    ("rfc/te-chunked-case", _POST_CHUNKED.replace(b"chunked", b"Chunked")
+     + b"5\r\nhello\r\n0\r\n\r\n", [_view("POST", "/upload", "hello")]),
+    # 8.6: Content-Length = 1*DIGIT (leading zeros allowed).
+    ("rfc/content-length-leading-zeros", b"POST /p HTTP/1.1\r\nHost: rfc.test\r\n"
+     b"Content-Length: 0005\r\n\r\nhello", [_view("POST", "/p", "hello")]),
+    # 5.3: a list field sent on several lines is one comma-separated value.
+    ("rfc/list-field-repeated", b"GET /l HTTP/1.1\r\nHost: rfc.test\r\nAccept: text/html\r\n"
+     b"Accept: application/json\r\n\r\n",
+     [_view("GET", "/l", HTTP_ACCEPT="text/html,application/json")]),
+    # 5.5: leading and trailing whitespace is not part of a field value; empty values exist.
+    ("rfc/field-value-whitespace", b"GET /w HTTP/1.1\r\nHost: rfc.test\r\nX-A:\t v w \t\r\n"
+     b"X-Empty:\r\n\r\n", [_view("GET", "/w", HTTP_X_A="v w", HTTP_X_EMPTY="")]),
+    # 2.2 (RFC 9112): a server SHOULD ignore an empty line before the request line.
+    ("rfc/leading-empty-line", b"\r\nGET /e HTTP/1.1\r\nHost: rfc.test\r\n\r\n",
+     [_view("GET", "/e")]),
+    # 10.1.1: 100-continue is the server's business; the body still arrives.
+    ("rfc/expect-100-continue", b"POST /x HTTP/1.1\r\nHost: rfc.test\r\nExpect: 100-continue"
+     b"\r\nContent-Length: 5\r\n\r\nhello", [_view("POST", "/x", "hello")]),
+    # 2.5 (RFC 9112): the app sees the version the client spoke.
+    ("rfc/http10-version", b"GET /v HTTP/1.0\r\nHost: rfc.test\r\n\r\n",
+     [_view("GET", "/v", protocol="HTTP/1.0")]),
+    ("rfc/http10-keep-alive-pipelined", b"GET /1 HTTP/1.0\r\nHost: rfc.test\r\n"
+     b"Connection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\nHost: rfc.test\r\n\r\n",
+     [_view("GET", "/1", protocol="HTTP/1.0"), _view("GET", "/2", protocol="HTTP/1.0")]),
+    # 3.2 (RFC 9112): a server MUST answer 400 to an HTTP/1.1 request without Host ...
+    ("rfc/http11-without-host", b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", None),
+    # ... and to one with more than one Host field line.
+    ("rfc/two-hosts", b"GET / HTTP/1.1\r\nHost: rfc.test\r\nHost: evil.test\r\n\r\n", None),
+    # 6.5.1: fields that must be known before the content are not accepted as trailers.
+    ("rfc/trailer-host", _POST_CHUNKED + b"5\r\nhello\r\n0\r\nHost: evil.test\r\n\r\n",
+     None),
+    ("rfc/trailer-authorization", _POST_CHUNKED
+     + b"5\r\nhello\r\n0\r\nAuthorization: Basic Zm9vOmJhcg==\r\n\r\n", None),
+    # 5.3: a singleton field (not a list) on two lines cannot be combined.
+    ("rfc/two-authorizations", b"GET /a HTTP/1.1\r\nHost: rfc.test\r\nAuthorization: Basic a"
+     b"\r\nAuthorization: Basic b\r\n\r\n", None),
+    ("rfc/two-content-types", b"POST /c HTTP/1.1\r\nHost: rfc.test\r\nContent-Type: a/b\r\n"
+     b"Content-Type: c/d\r\nContent-Length: 0\r\n\r\n", None),
+    # 7.1 (RFC 9112): a chunk size that overflows is no size.
+    ("rfc/chunk-size-overflow", _POST_CHUNKED + b"fffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+     None),
+]
+
+
+def rfc_cases() -> list[Case]:
+    """:data:`RFC_CASES` as cases (no Host is added to these)."""
+    return [Case(name, data, expected is not None, expected=expected or [],
+                 error="" if expected is not None else "refused by RFC 9110/9112")
+            for name, data, expected in RFC_CASES]
 
 
 def added_host(case: Case) -> bool:
@@ -241,6 +313,20 @@ def added_host(case: Case) -> bool:
 
 
 # --- talking to a server ------------------------------------------------------------------
+
+
+def exchange(address: tuple[str, int], case: Case, quiet: float = 3.0) -> bytes:
+    """Send a case on a connection of its own; read until the answers it asks for are in
+    (one for a refusal), the server closes, or nothing comes for ``quiet`` seconds."""
+    want = 1 if case.refuse else len(case.expected)
+    reply = b""
+    with socket.create_connection(address, timeout=quiet) as sock:
+        with contextlib.suppress(OSError):  # the server may refuse before it all arrived
+            sock.sendall(case.data)
+        with contextlib.suppress(OSError):  # quiet for too long, or reset
+            while len(responses(reply)) < want and (chunk := sock.recv(65536)):
+                reply += chunk
+    return reply
 
 
 def responses(data: bytes) -> list[tuple[int, bytes]]:
@@ -254,6 +340,9 @@ def responses(data: bytes) -> list[tuple[int, bytes]]:
         status = int(head.split(b" ", 2)[1])
         rest = data[head_end + 4:]
         length = re.search(rb"\r\ncontent-length: *([0-9]+)", head)
+        if status < 200:  # an interim response (100 Continue): no body, not counted
+            data = rest
+            continue
         if length is not None:
             body, data = rest[:int(length.group(1))], rest[int(length.group(1)):]
         elif b"chunked" in head:

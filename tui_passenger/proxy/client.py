@@ -18,6 +18,15 @@ import httptools
 import tui_passenger.proxy.pages as pages
 from tui_passenger.listeners import format_address
 from tui_passenger.proxy.body import RequestBody
+from tui_passenger.proxy.chunked import (
+    CLEAN,
+    FIRST,
+    LATER,
+    MID_BODY,
+    MID_HEAD,
+    ChunkedDecoder,
+    body_offset,
+)
 from tui_passenger.proxy.exchange import Exchange, Front
 from tui_passenger.proxy.headers import (
     CHECKED,
@@ -29,6 +38,8 @@ from tui_passenger.proxy.headers import (
     forwarding_headers,
 )
 from tui_passenger.proxy.request import Request
+from tui_passenger.proxy.validation import codings_problem, head_problem
+from tui_passenger.runtime.http_parser import HttpParserError
 
 if TYPE_CHECKING:
     from tui_passenger.config import Config
@@ -48,6 +59,12 @@ class _Stop(Exception):
     """Raised from a parser callback to stop parsing (the connection is being closed)."""
 
 
+class _TakeOver(Exception):
+    """Raised from on_headers_complete to stop llhttp at a chunked request's body, which
+    the connection then decodes itself; ``args[0]`` is where the body starts in the data."""
+
+
+
 class FrontForClients(Front, Protocol):
     """What a client connection needs of the front server (besides what its exchanges do)."""
 
@@ -63,7 +80,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("front", "transport", "parser", "ip", "address", "trusted", "forwarding",
                  "queue", "current", "request", "closed", "paused_writing", "last_active",
                  "_reading_paused", "head_started", "body_started", "max_line", "max_field",
-                 "max_fields", "eof")
+                 "max_fields", "chunked", "feeding", "feed_mode")
 
     def __init__(self, front: FrontForClients) -> None:
         self.front = front
@@ -90,8 +107,11 @@ class ClientConnection(asyncio.Protocol):
         self.max_line = server.limit_request_line
         self.max_field = server.limit_request_field_size
         self.max_fields = server.limit_request_fields
-        #: The client has closed its sending side (it still reads the answers owed).
-        self.eof = False
+        #: The decoder of the chunked body being received (llhttp is stopped meanwhile).
+        self.chunked: ChunkedDecoder | None = None
+        #: The bytes being fed to llhttp, and what they began with (see body_offset).
+        self.feeding = b""
+        self.feed_mode = CLEAN
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -121,6 +141,13 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
+        if self.chunked is not None:
+            data = self._chunked_body(data)
+            if not data:
+                return
+        self.feed_mode = CLEAN if self.request is None else (
+            MID_BODY if self.body_started else MID_HEAD)
+        self.feeding = data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -131,21 +158,50 @@ class ClientConnection(asyncio.Protocol):
                 self._complete()
             self.pause_reading()
         except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _Stop):
+            if isinstance(exc.__context__, _TakeOver):
+                self._take_over(data, exc.__context__.args[0])
+            elif not isinstance(exc.__context__, _Stop):
                 raise
         except httptools.HttpParserError as exc:
             self.reject_in_turn(pages.error(400, f"malformed request: {exc}", close=True))
+        self.feeding = b""  # not kept: the connection may idle for long
+
+    def _take_over(self, data: bytes, offset: int) -> None:
+        """Decode the chunked body that starts at ``offset`` of ``data`` here (llhttp
+        stopped at its head); a new llhttp parser takes the requests that follow it."""
+        self.parser = httptools.HttpRequestParser(self)
+        self.chunked = ChunkedDecoder(self.on_body, FORBIDDEN_TRAILERS)
+        if offset < len(data):
+            self.data_received(data[offset:])
+
+    def _chunked_body(self, data: bytes) -> bytes:
+        """Feed the chunked body; returns what follows it (the next requests), if it ended."""
+        decoder = self.chunked
+        assert decoder is not None
+        try:
+            used = decoder.feed(data)
+        except HttpParserError as exc:
+            self.chunked = None
+            self.reject_in_turn(pages.error(400, f"malformed chunked body: {exc}", close=True))
+            return b""
+        except _Stop:  # refused from on_body (413)
+            self.chunked = None
+            return b""
+        if used < 0:
+            return b""
+        self.chunked = None
+        self._complete()
+        return data[used:]
 
     def eof_received(self) -> bool | None:
-        """The client closed its sending side: answer what it sent, then close. A request
-        cut short is refused (400) rather than dropped in silence."""
-        self.eof = True
-        if self.request is not None and not self.closed:
-            self.reject_in_turn(pages.error(
+        """The client closed its sending side: as before, taken for gone (its queued
+        requests are withdrawn); a request it cut short, with nothing owed before it, gets
+        a 400 first rather than silence."""
+        if self.request is not None and self.current is None and not self.queue \
+                and not self.closed:
+            self.reject(pages.error(
                 400, "the client closed the connection in the middle of a request", close=True))
-        if self.current is not None or self.queue:
-            return True  # keep the transport open to write the answers owed
-        return None  # nothing owed: asyncio closes the transport
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -172,6 +228,7 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.feed_mode = FIRST if self.feed_mode == CLEAN else LATER
         self.request = Request()
         self.head_started = self.last_active
         self.body_started = 0.0
@@ -269,9 +326,12 @@ class ClientConnection(asyncio.Protocol):
                 codings = codings + b"," + value if codings else value
         if codings:
             chunked = True
-            if codings.lower() != b"chunked":
-                self._check_codings(codings)
-        self._check_framing(request, hosts, chunked)
+            if codings.lower() != b"chunked" and (problem := codings_problem(codings)):
+                self._refuse(*problem)
+        if request.version == "1.0":
+            request.plain = False  # the worker is told the client's version (see headers)
+        if problem := head_problem(request, hosts, chunked):
+            self._refuse(*problem)
         self.body_started = time.monotonic()
         if declared > server.client_max_body_size:
             self._refuse(413, f"request body of {declared} bytes exceeds "
@@ -280,52 +340,10 @@ class ClientConnection(asyncio.Protocol):
             request.body = RequestBody(server.client_body_buffer_size)
             if expect and request.version == "1.1" and self.current is None and not self.queue:
                 self.write(CONTINUE)
-
-    def _check_codings(self, codings: bytes) -> None:
-        """Transfer codings other than a lone chunked: chunked must come last (else the body
-        has no reliable end: 400, RFC 9112 6.3), and only chunked (and the no-op identity)
-        is decoded here (others: 501, RFC 9112 6.1)."""
-        names = [coding.strip(b" \t").lower() for coding in codings.split(b",")]
-        if names[-1] != b"chunked" or names.count(b"chunked") > 1:
-            self._refuse(400, f"Transfer-Encoding {codings.decode('latin-1')!r}: chunked must "
-                              "be the final coding, once")
-        for name in names:
-            if name not in (b"chunked", b"identity"):
-                self._refuse(501, f"transfer coding {name.decode('latin-1')!r} is not "
-                                  "implemented (only chunked)")
-
-    def _check_framing(self, request: Request, hosts: int, chunked: bool) -> None:
-        """What llhttp lets through but HTTP/1.1 (RFC 9112) forbids."""
-        version = request.version
-        if version == "1.1":
-            if hosts != 1:
-                self._refuse(400, "an HTTP/1.1 request needs exactly one Host header"
-                                  f" (got {hosts})")
-        elif version == "1.0":
-            request.plain = False  # the worker is told the client's version (see headers)
-            if chunked:
-                self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if hosts > 1:
-                self._refuse(400, f"repeated Host header field (got {hosts})")
-        else:
-            self._refuse(400, f"HTTP/{version} is not supported")
-        if request.method == "CONNECT":
-            self._refuse(405, "CONNECT is not supported (this is not a forward proxy)")
-        url = request.url
-        if url[:1] != b"/":
-            if url != b"*":
-                self._check_absolute(url)
-            elif request.method != "OPTIONS":
-                self._refuse(400, "the asterisk-form target is only for OPTIONS")
-
-    def _check_absolute(self, url: bytes) -> None:
-        """An absolute-form target (RFC 9112 3.2.2) must be an http(s) URI with a host."""
-        try:
-            parsed = httptools.parse_url(url)
-        except httptools.HttpParserInvalidURLError:
-            parsed = None
-        if parsed is None or parsed.schema not in (b"http", b"https") or not parsed.host:
-            self._refuse(400, f"invalid request target {url[:200].decode('latin-1')!r}")
+        if chunked:  # decoded here rather than by llhttp (see proxy/chunked.py)
+            offset = body_offset(self.feeding, self.feed_mode)
+            if offset >= 0:
+                raise _TakeOver(offset)
 
     def on_body(self, chunk: bytes) -> None:
         request = self.request
@@ -377,7 +395,7 @@ class ClientConnection(asyncio.Protocol):
         """The current exchange has written its whole response."""
         self.current = None
         self.last_active = time.monotonic()
-        if not keep_alive or self.front.closing or (self.eof and not self.queue):
+        if not keep_alive or self.front.closing:
             self.close()
         else:
             self.next()

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 __all__ = ["HttpParserCallbackError", "HttpParserError", "HttpParserInvalidMethodError",
-           "HttpParserUpgrade", "HttpRequestParser", "URL", "parse_url"]
+           "HttpParserUpgrade", "HttpRequestParser", "URL", "check_trailer", "chunk_size",
+           "parse_url"]
 
 #: A head still incomplete beyond this many bytes is refused (431); the servers' own
 #: HeadCollector limit (64 KiB of URL or header bytes) comes first for complete heads.
@@ -138,6 +139,25 @@ def _new_name(name: bytes, colon: bytes) -> bytes:
     lname = name.lower()
     if len(_NAMES) < 1024:
         _NAMES[name] = lname
+    return lname
+
+
+def chunk_size(buf: bytes, pos: int, end: int) -> int:
+    """The size on the chunk-size line ``buf[pos:end]`` (its extensions are ignored);
+    HttpParserError if it is not one."""
+    size_line = _CHUNK_SIZE.fullmatch(buf, pos, end)
+    if size_line is None:
+        raise HttpParserError("invalid chunk size")
+    return int(size_line.group(1), 16)
+
+
+def check_trailer(line: bytes) -> bytes:
+    """The lower-cased name of a trailer field line; HttpParserError if the line is not a
+    field line or names a field that may not be a trailer (:data:`FORBIDDEN_TRAILERS`)."""
+    name, colon, _ = _field_lines(line)[0].partition(b":")
+    lname = _new_name(name, colon)
+    if lname in FORBIDDEN_TRAILERS:
+        raise HttpParserError(f"{name.decode('latin-1')} is not allowed as a trailer field")
     return lname
 
 
@@ -337,14 +357,9 @@ class HttpRequestParser:
         if state == _TRAILERS:  # trailer fields are checked, then dropped (RFC 9110 6.5.1)
             if line_end == pos:
                 return self._message_done(pos + 2)
-            name, colon, _ = _field_lines(buf[pos:line_end])[0].partition(b":")
-            if _new_name(name, colon) in FORBIDDEN_TRAILERS:
-                raise HttpParserError(f"{name.decode('latin-1')} is not allowed as a trailer")
+            check_trailer(buf[pos:line_end])
             return line_end + 2
-        size_line = _CHUNK_SIZE.fullmatch(buf, pos, line_end)
-        if size_line is None:
-            raise HttpParserError("invalid chunk size")
-        size = int(size_line.group(1), 16)
+        size = chunk_size(buf, pos, line_end)
         if size:
             self._remaining = size
             self._state = _CHUNK_DATA

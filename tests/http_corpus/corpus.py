@@ -324,13 +324,14 @@ def exchange(address: tuple[str, int], case: Case, quiet: float = 3.0) -> bytes:
         with contextlib.suppress(OSError):  # the server may refuse before it all arrived
             sock.sendall(case.data)
         with contextlib.suppress(OSError):  # quiet for too long, or reset
-            while len(responses(reply)) < want and (chunk := sock.recv(65536)):
+            while len(responses(reply, ended=False)) < want and (chunk := sock.recv(65536)):
                 reply += chunk
     return reply
 
 
-def responses(data: bytes) -> list[tuple[int, bytes]]:
-    """(status, body) of the complete responses in ``data`` (Content-Length or chunked)."""
+def responses(data: bytes, ended: bool = True) -> list[tuple[int, bytes]]:
+    """(status, body) of the complete responses in ``data`` (Content-Length or chunked; one
+    whose body ends with the connection only when ``ended``)."""
     out = []
     while True:
         head_end = data.find(b"\r\n\r\n")
@@ -344,7 +345,10 @@ def responses(data: bytes) -> list[tuple[int, bytes]]:
             data = rest
             continue
         if length is not None:
-            body, data = rest[:int(length.group(1))], rest[int(length.group(1)):]
+            size = int(length.group(1))
+            if len(rest) < size:
+                return out
+            body, data = rest[:size], rest[size:]
         elif b"chunked" in head:
             body = b""
             while True:
@@ -352,13 +356,17 @@ def responses(data: bytes) -> list[tuple[int, bytes]]:
                 if line_end < 0:
                     return out
                 size = int(rest[:line_end].split(b";")[0], 16)
+                if len(rest) < line_end + 4 + size:
+                    return out
                 body, rest = body + rest[line_end + 2:line_end + 2 + size], \
                     rest[line_end + 4 + size:]
                 if not size:
                     break
             data = rest
-        else:
+        elif ended:
             body, data = rest, b""
+        else:
+            return out
         out.append((status, body))
 
 

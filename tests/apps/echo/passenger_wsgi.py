@@ -7,15 +7,19 @@ import json
 
 
 def _body(environ):
-    """The request body: its Content-Length, else up to its end when the server marks it
-    (wsgi.input_terminated) or it was chunked; read() alone may wait for the connection's
-    end on some servers."""
+    """The request body: its Content-Length, else up to its end when the server marks that
+    end (wsgi.input_terminated). A server that passes a chunked body without either gives
+    the app no way to know where it ends (read() would wait for the connection's end):
+    reported as such, unread."""
     stream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH")
     if length:
         return stream.read(int(length))
-    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    return stream.read() if environ.get("wsgi.input_terminated") or chunked else b""
+    if environ.get("wsgi.input_terminated"):
+        return stream.read()
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return b"(unread: a chunked body with no length and no wsgi.input_terminated)"
+    return b""
 
 
 def application(environ, start_response):

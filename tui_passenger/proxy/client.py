@@ -190,8 +190,9 @@ class ClientConnection(asyncio.Protocol):
         if used < 0:
             return b""
         self.chunked = None
+        keep_alive = self.request is not None and self.request.keep_alive
         self._complete()
-        return data[used:]
+        return data[used:] if keep_alive else b""  # nothing is read after a last request
 
     def eof_received(self) -> bool | None:
         """The client closed its sending side: as before, taken for gone (its queued

@@ -373,6 +373,10 @@ def test_bad_enum_value(site: Path) -> None:
         ("start_timeout = 0", "start_timeout", "greater than 0"),
         ("pool_idle_time = nan", "pool_idle_time", "finite"),
         ("max_requests = -5", "max_requests", "at least 0"),
+        ("limit_request_line = 10", "limit_request_line", "between 64 and 65536, got 10"),
+        ("limit_request_field_size = 100000", "limit_request_field_size",
+         "between 64 and 65536, got 100000"),
+        ("limit_request_fields = 0", "limit_request_fields", "between 1 and 1000, got 0"),
     ],
 )
 def test_out_of_range(site: Path, line: str, key: str, fragment: str) -> None:

@@ -434,3 +434,15 @@ def test_malformed_body_after_the_response_closes_the_connection(srv: Running) -
     client.send(b"zz\r\n")  # not a chunk size
     assert client.at_eof()
     client.close()
+
+
+def test_passenger_protocol_is_the_version_the_app_sees(srv: Running) -> None:
+    """The proxy speaks HTTP/1.1 to the worker and names an HTTP/1.0 client's version in
+    X-Passenger-Protocol: the app sees HTTP/1.0, the worker link stays keep-alive."""
+    response, data = srv.get("/", headers={"X-Probe": "info",
+                                           "X-Passenger-Protocol": "HTTP/1.0"})
+    req = json.loads(data)
+    assert req["http_version"] == "1.0"
+    assert response.version == 11 and not response.will_close
+    assert not any(name.startswith("x-passenger") for name, _ in req["headers"])
+    assert info(srv, "/")["http_version"] == "1.1"  # absent: the request line's version

@@ -407,6 +407,9 @@ _SERVER_ONLY: dict[str, Check] = {
     "keepalive_timeout": _seconds(positive=True),
     "max_connections": _int(),
     "metrics_bind": _tcp_address,
+    "limit_request_line": _int(64, 65536),
+    "limit_request_field_size": _int(64, 65536),
+    "limit_request_fields": _int(1, 1000),
 }
 INHERITABLE_KEYS = frozenset(_INHERITABLE)
 APP_KEYS = INHERITABLE_KEYS | {"name", "root", "entry", *_APP_ONLY}

@@ -95,6 +95,12 @@ class ServerConfig:
     max_connections: int = 4096
     #: (host, port) of the read-only TCP listener for /metrics, /healthz and /readyz.
     metrics_bind: tuple[str, int] | None = None
+    #: Longest request line (method, target, version) in bytes → 414.
+    limit_request_line: int = 4094
+    #: Longest header field line (name, value, separators) in bytes → 431.
+    limit_request_field_size: int = 8190
+    #: Most header fields in a request → 431.
+    limit_request_fields: int = 100
 
 
 @dataclass(frozen=True, slots=True)

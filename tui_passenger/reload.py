@@ -42,6 +42,7 @@ LIVE_SERVER_KEYS = frozenset({
     "trusted_proxies", "access_log", "access_log_format", "access_log_file",
     "access_log_flush", "client_header_timeout", "client_body_timeout",
     "keepalive_timeout", "max_connections",
+    "limit_request_line", "limit_request_field_size", "limit_request_fields",
 })
 
 

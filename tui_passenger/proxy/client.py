@@ -18,31 +18,52 @@ import httptools
 import tui_passenger.proxy.pages as pages
 from tui_passenger.listeners import format_address
 from tui_passenger.proxy.body import RequestBody
+from tui_passenger.proxy.chunked import (
+    CLEAN,
+    FIRST,
+    LATER,
+    MID_BODY,
+    MID_HEAD,
+    ChunkedDecoder,
+    body_offset,
+)
 from tui_passenger.proxy.exchange import Exchange, Front
 from tui_passenger.proxy.headers import (
+    CHECKED,
+    FORBIDDEN_TRAILERS,
     INTERNAL_PREFIX,
     REWRITTEN,
+    SINGLETONS,
     UNIX_PEER_FORWARDING,
     forwarding_headers,
 )
 from tui_passenger.proxy.request import Request
+from tui_passenger.proxy.validation import codings_problem, head_problem
 from tui_passenger.proxy.websocket import WebSocketExchange, is_websocket_upgrade
+from tui_passenger.runtime.http_parser import HttpParserError
 
 if TYPE_CHECKING:
     from tui_passenger.config import Config
     from tui_passenger.proxy.headers import TrustedProxies
 
-#: Request line plus headers beyond this size are refused with 431.
+#: Request line plus headers beyond this size are refused with 431, whatever the per-line
+#: limits ([server] limit_request_line, limit_request_field_size) allow.
 MAX_HEAD_SIZE = 64 * 1024
-#: More header fields than this are refused with 431 (gunicorn's default limit too).
-MAX_HEADERS = 100
 #: Pipelined requests held per connection before reading pauses.
 MAX_PIPELINED = 16
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: The last byte of a field value that llhttp left optional whitespace in.
+_OWS = frozenset({b" ", b"\t"})
 
 
 class _Stop(Exception):
     """Raised from a parser callback to stop parsing (the connection is being closed)."""
+
+
+class _TakeOver(Exception):
+    """Raised from on_headers_complete to stop llhttp at a chunked request's body, which
+    the connection then decodes itself; ``args[0]`` is where the body starts in the data."""
+
 
 
 class FrontForClients(Front, Protocol):
@@ -59,7 +80,8 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = ("front", "transport", "parser", "ip", "address", "trusted", "forwarding",
                  "queue", "current", "request", "closed", "paused_writing", "last_active",
-                 "_reading_paused", "head_started", "body_started")
+                 "_reading_paused", "head_started", "body_started", "max_line", "max_field",
+                 "max_fields", "chunked", "feeding", "feed_mode")
 
     def __init__(self, front: FrontForClients) -> None:
         self.front = front
@@ -81,6 +103,16 @@ class ClientConnection(asyncio.Protocol):
         #: When the request being received began, and when its body began (monotonic).
         self.head_started = 0.0
         self.body_started = 0.0
+        # The head limits, read once per connection (a reload applies to new connections).
+        server = front.config.server
+        self.max_line = server.limit_request_line
+        self.max_field = server.limit_request_field_size
+        self.max_fields = server.limit_request_fields
+        #: The decoder of the chunked body being received (llhttp is stopped meanwhile).
+        self.chunked: ChunkedDecoder | None = None
+        #: The bytes being fed to llhttp, and what they began with (see body_offset).
+        self.feeding = b""
+        self.feed_mode = CLEAN
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -110,6 +142,13 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
+        if self.chunked is not None:
+            data = self._chunked_body(data)
+            if not data:
+                return
+        self.feed_mode = CLEAN if self.request is None else (
+            MID_BODY if self.body_started else MID_HEAD)
+        self.feeding = data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -121,10 +160,51 @@ class ClientConnection(asyncio.Protocol):
                 self._complete()
             self.pause_reading()
         except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _Stop):
+            if isinstance(exc.__context__, _TakeOver):
+                self._take_over(data, exc.__context__.args[0])
+            elif not isinstance(exc.__context__, _Stop):
                 raise
         except httptools.HttpParserError as exc:
             self.reject_in_turn(pages.error(400, f"malformed request: {exc}", close=True))
+        self.feeding = b""  # not kept: the connection may idle for long
+
+    def _take_over(self, data: bytes, offset: int) -> None:
+        """Decode the chunked body that starts at ``offset`` of ``data`` here (llhttp
+        stopped at its head); a new llhttp parser takes the requests that follow it."""
+        self.parser = httptools.HttpRequestParser(self)
+        self.chunked = ChunkedDecoder(self.on_body, FORBIDDEN_TRAILERS)
+        if offset < len(data):
+            self.data_received(data[offset:])
+
+    def _chunked_body(self, data: bytes) -> bytes:
+        """Feed the chunked body; returns what follows it (the next requests), if it ended."""
+        decoder = self.chunked
+        assert decoder is not None
+        try:
+            used = decoder.feed(data)
+        except HttpParserError as exc:
+            self.chunked = None
+            self.reject_in_turn(pages.error(400, f"malformed chunked body: {exc}", close=True))
+            return b""
+        except _Stop:  # refused from on_body (413)
+            self.chunked = None
+            return b""
+        if used < 0:
+            return b""
+        self.chunked = None
+        keep_alive = self.request is not None and self.request.keep_alive
+        self._complete()
+        return data[used:] if keep_alive else b""  # nothing is read after a last request
+
+    def eof_received(self) -> bool | None:
+        """The client closed its sending side: as before, taken for gone (its queued
+        requests are withdrawn); a request it cut short, with nothing owed before it, gets
+        a 400 first rather than silence."""
+        if self.request is not None and self.current is None and not self.queue \
+                and not self.closed:
+            self.reject(pages.error(
+                400, "the client closed the connection in the middle of a request", close=True))
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -151,24 +231,49 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.feed_mode = FIRST if self.feed_mode == CLEAN else LATER
         self.request = Request()
         self.head_started = self.last_active
         self.body_started = 0.0
 
     def on_url(self, url: bytes) -> None:
         request = self.request
-        request.url += url  # type: ignore[union-attr]
+        assert request is not None
+        request.url += url
+        # The request line is the method, the target and " HTTP/1.x": 12 bytes at least
+        # besides the target (the method is looked at only when the line may be too long).
+        if len(request.url) + 12 > self.max_line:
+            line = len(self.parser.get_method()) + len(request.url) + 10
+            if line > self.max_line:
+                self._refuse(414, f"request line of {line} bytes or more exceeds "
+                                  f"limit_request_line ({self.max_line})")
         self._count(request, len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.body_started:  # after the body of a chunked request: a trailer field
+            self._trailer(name)
+            return
         request = self.request
         headers = request.headers  # type: ignore[union-attr]
+        if value[-1:] in _OWS:  # llhttp keeps trailing whitespace; RFC 9110 5.5 drops it
+            value = value.rstrip(b" \t")
         headers.append((name, value))
-        request.head_size += len(name) + len(value) + 4  # type: ignore[union-attr]
+        size = len(name) + len(value) + 4  # the field line: name, ": ", value and CRLF
+        if size > self.max_field:
+            self._refuse(431, f"header field {name.decode('latin-1')[:64]!r} of {size} bytes "
+                              f"exceeds limit_request_field_size ({self.max_field})")
+        request.head_size += size  # type: ignore[union-attr]
         if request.head_size > MAX_HEAD_SIZE:  # type: ignore[union-attr]
             self._count(request, 0)
-        if len(headers) > MAX_HEADERS:
-            self._refuse(431, f"more than {MAX_HEADERS} header fields")
+        if len(headers) > self.max_fields:
+            self._refuse(431, f"more than {self.max_fields} header fields "
+                              f"(limit_request_fields)")
+
+    def _trailer(self, name: bytes) -> None:
+        """A trailer field: never merged into the header section (RFC 9110 6.5.1), so dropped
+        (WSGI has no trailers); one that only makes sense before the content is refused."""
+        if name.lower() in FORBIDDEN_TRAILERS:
+            self._refuse(400, f"{name.decode('latin-1')} is not allowed as a trailer field")
 
     def _refuse(self, status: int, why: str) -> None:
         """Refuse the request being parsed (after the responses owed) and stop parsing."""
@@ -189,8 +294,8 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         request.method = parser.get_method().decode("ascii", "replace")
         request.version = parser.get_http_version()
-        # An upgrade (WebSocket, h2c) is answered as a plain request, then the connection
-        # closes: nothing after it can be parsed as HTTP/1.1.
+        # Nothing after an upgrade request is HTTP/1.1: a WebSocket becomes a tunnel after the
+        # worker's 101, any other upgrade (h2c) is answered as a plain request, then closed.
         upgrade = parser.should_upgrade()
         request.keep_alive = parser.should_keep_alive() and not upgrade
         if upgrade:
@@ -198,14 +303,25 @@ class ClientConnection(asyncio.Protocol):
         server = self.front.config.server
         declared = -1
         expect = chunked = False
+        codings = b""  # the Transfer-Encoding field values, joined
         hosts = 0
+        seen = 0  # the singleton fields met, as bits (no set built per request)
         for name, value in request.headers:
             lower = name.lower()
+            if lower not in CHECKED:
+                if lower.startswith(INTERNAL_PREFIX):
+                    request.plain = False
+                continue
             if lower == b"host":
                 request.host = value.decode("latin-1")
                 hosts += 1
                 continue
-            if lower in REWRITTEN or lower.startswith(INTERNAL_PREFIX):
+            bit = SINGLETONS.get(lower, 0)
+            if bit:  # a second one could not be merged into one value: ambiguous
+                if seen & bit:
+                    self._refuse(400, f"repeated {name.decode('latin-1')} header field")
+                seen |= bit
+            if lower in REWRITTEN:
                 request.plain = False
             if lower == b"content-length":
                 declared = int(value) if value.strip().isdigit() else -1
@@ -213,8 +329,15 @@ class ClientConnection(asyncio.Protocol):
                 expect = value.strip().lower() == b"100-continue"
             elif lower == b"transfer-encoding":
                 declared = max(declared, 0)
-                chunked = True
-        self._check_framing(request, hosts, chunked)
+                codings = codings + b"," + value if codings else value
+        if codings:
+            chunked = True
+            if codings.lower() != b"chunked" and (problem := codings_problem(codings)):
+                self._refuse(*problem)
+        if request.version == "1.0":
+            request.plain = False  # the worker is told the client's version (see headers)
+        if problem := head_problem(request, hosts, chunked):
+            self._refuse(*problem)
         self.body_started = time.monotonic()
         if declared > server.client_max_body_size:
             self._refuse(413, f"request body of {declared} bytes exceeds "
@@ -223,20 +346,10 @@ class ClientConnection(asyncio.Protocol):
             request.body = RequestBody(server.client_body_buffer_size)
             if expect and request.version == "1.1" and self.current is None and not self.queue:
                 self.write(CONTINUE)
-
-    def _check_framing(self, request: Request, hosts: int, chunked: bool) -> None:
-        """What llhttp lets through but HTTP/1.1 (RFC 9112) forbids."""
-        if request.version not in ("1.0", "1.1"):
-            self._refuse(400, f"HTTP/{request.version} is not supported")
-        if request.version == "1.1" and hosts != 1:
-            self._refuse(400, "an HTTP/1.1 request needs exactly one Host header"
-                              f" (got {hosts})")
-        if chunked and request.version == "1.0":
-            self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if request.method == "CONNECT":
-            self._refuse(405, "CONNECT is not supported (this is not a forward proxy)")
-        if request.url == b"*" and request.method != "OPTIONS":
-            self._refuse(400, "the asterisk-form target is only for OPTIONS")
+        if chunked:  # decoded here rather than by llhttp (see proxy/chunked.py)
+            offset = body_offset(self.feeding, self.feed_mode)
+            if offset >= 0:
+                raise _TakeOver(offset)
 
     def on_body(self, chunk: bytes) -> None:
         request = self.request

@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from tui_passenger.runtime import http_common
+from tui_passenger.runtime import http_common, http_parser
 
 if TYPE_CHECKING:
     from tui_passenger.proxy.request import Request
@@ -24,6 +24,26 @@ REFRAMED = frozenset({b"content-length", b"expect"})
 #: Request fields the proxy drops or rewrites (besides INTERNAL_PREFIX ones): a request with
 #: none of them has its headers forwarded as they came.
 REWRITTEN = HOP_BY_HOP | REFRAMED | FORWARDED | {b"x-request-id"}
+#: Request fields whose value is one item, not a list (RFC 9110 5.3): a second field line
+#: cannot be merged into the first, so the request is refused (400) rather than guessed at.
+#: gunicorn refuses repeats of Host and Content-Type (and llhttp of Content-Length); the
+#: others are RFC 9110's singletons that decide authentication, the resource, a range or a
+#: condition. Informational ones (User-Agent, Referer, From, Date) stay tolerated. Each maps
+#: to a bit, so the client tracks repeats in one int.
+SINGLETONS = {name: 1 << bit for bit, name in enumerate((
+    b"content-length", b"content-type", b"content-location", b"content-range",
+    b"authorization", b"proxy-authorization", b"range", b"if-range", b"if-modified-since",
+    b"if-unmodified-since", b"max-forwards"))}
+#: The request fields the client connection looks at one by one (others are only checked
+#: for the internal prefix); Host is counted apart (one per HTTP/1.1 request).
+CHECKED = frozenset(REWRITTEN | SINGLETONS.keys() | {b"host"})
+#: Fields refused (400) as chunked trailer fields: those that must be known before the
+#: content (RFC 9110 6.5.1; the workers' parser refuses the same), the singletons, and the
+#: ones the proxy sets itself. Other trailer fields are dropped: they are never merged into
+#: the header section, and WSGI has no trailers.
+FORBIDDEN_TRAILERS = frozenset(
+    http_parser.FORBIDDEN_TRAILERS | HOP_BY_HOP | FORWARDED | SINGLETONS.keys()
+    | {b"x-request-id", b"forwarded"})
 
 
 def forwarding_headers(ip: str, address: bytes) -> bytes:
@@ -106,6 +126,10 @@ def build_upstream_request(peer: Peer, request: Request, script_name: str,
         parts += (b"X-Passenger-Scheme: ", scheme, b"\r\n")
     if script_name:
         parts += (b"X-Passenger-Script-Name: ", script_name.encode("latin-1"), b"\r\n")
+    if request.version != "1.1":
+        # The worker connection stays HTTP/1.1 (keep-alive, chunked responses, which this
+        # proxy reframes for the client); the app is told the version the client spoke.
+        parts += (b"X-Passenger-Protocol: HTTP/", request.version.encode(), b"\r\n")
     body = request.body
     if body is not None:
         parts += (b"Content-Length: ", str(body.length).encode(), b"\r\n")

@@ -51,7 +51,8 @@ class _HttpProtocol(hc.HeadCollector, hc.WriteFlow, asyncio.Protocol):
     __slots__ = ("server", "loop", "transport", "parser", "cycle", "parsing", "pipeline",
                  "read_paused", "write_paused", "closed", "upgraded", "drain_waiter",
                  "parse_error", "peer", "host_cache", "url", "headers", "head_size", "prefix",
-                 "client", "scheme", "host_value", "expect", "upgrade_tail")
+                 "client", "scheme", "host_value", "expect", "upgrade_tail",
+                 "client_version")
 
     def __init__(self, server: ASGIServer, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
@@ -118,7 +119,7 @@ class _HttpProtocol(hc.HeadCollector, hc.WriteFlow, asyncio.Protocol):
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": version,
+            "http_version": self.client_version or version,  # the client's, via the proxy
             "method": method,
             "scheme": self.scheme,
             "path": path.decode("utf-8", "replace"),

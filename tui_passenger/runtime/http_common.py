@@ -23,11 +23,17 @@ SCRIPT_NAME_HEADER = "X-Passenger-Script-Name"
 REMOTE_ADDR_HEADER = "X-Passenger-Remote-Addr"
 #: The scheme the client used to reach the proxy: ``http`` or ``https``.
 SCHEME_HEADER = "X-Passenger-Scheme"
+#: The HTTP version the client spoke, when not HTTP/1.1 (``HTTP/1.0``): the proxy talks
+#: HTTP/1.1 with keep-alive to the worker whatever the client's version, and frames the
+#: response for the client itself; the app sees the client's version (WSGI SERVER_PROTOCOL,
+#: ASGI http_version).
+PROTOCOL_HEADER = "X-Passenger-Protocol"
 #: The same names lower-cased, as the servers compare them. The proxy strips client-supplied
 #: copies, so a worker trusts these and hides them from the app.
 PASSENGER_HEADERS = tuple(h.lower().encode("ascii") for h in
-                          (SCRIPT_NAME_HEADER, REMOTE_ADDR_HEADER, SCHEME_HEADER))
-SCRIPT_NAME_KEY, REMOTE_ADDR_KEY, SCHEME_KEY = PASSENGER_HEADERS
+                          (SCRIPT_NAME_HEADER, REMOTE_ADDR_HEADER, SCHEME_HEADER,
+                           PROTOCOL_HEADER))
+SCRIPT_NAME_KEY, REMOTE_ADDR_KEY, SCHEME_KEY, PROTOCOL_KEY = PASSENGER_HEADERS
 
 #: Without ``X-Passenger-Remote-Addr`` a Unix-socket peer is reported as the loopback address
 #: (port 0): it is on this machine, and apps and frameworks expect REMOTE_ADDR to be an IP.
@@ -177,6 +183,7 @@ def split_host(host: str, scheme: str) -> tuple[str, int]:
 # --- request heads ----------------------------------------------------------------------
 
 _REQUEST_SPECIAL = frozenset({b"host", b"expect", *PASSENGER_HEADERS})
+_CLIENT_VERSIONS = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1"}
 _METHODS: dict[bytes, str] = {}
 
 
@@ -206,6 +213,8 @@ class HeadCollector:
         self.scheme = "http"
         self.host_value: bytes | None = None
         self.expect = False
+        #: The client's HTTP version (``"1.0"``) from X-Passenger-Protocol, else None.
+        self.client_version: str | None = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -227,8 +236,10 @@ class HeadCollector:
                     self.prefix = normalize_prefix(value)
                 elif name == REMOTE_ADDR_KEY:
                     self.client = parse_remote_addr(value) or self.client
-                else:
+                elif name == SCHEME_KEY:
                     self.scheme = parse_scheme(value) or self.scheme
+                else:
+                    self.client_version = _CLIENT_VERSIONS.get(value.strip())
                 return
         self.headers.append((name, value))
 

@@ -6,7 +6,10 @@ app in its own virtualenv with nothing installed gets this instead (see
 ``on_headers_complete``, ``on_body``, ``on_message_complete``), same methods and exceptions,
 as strict as llhttp where it matters for request smuggling: CRLF line ends only, no
 whitespace before a header's colon, no obsolete line folding, Content-Length and
-Transfer-Encoding never together, one Content-Length, ``chunked`` last.
+Transfer-Encoding never together, one Content-Length, ``chunked`` last. Unlike llhttp,
+chunk extensions may have whitespace around ``;`` and ``=`` (RFC 9112 7.1.1), and trailer
+fields are never reported as headers: they are dropped, or refused when they are fields that
+must come before the content.
 
 A whole request head is matched by two regular expressions once it is in (the peer is the
 reverse proxy, which sends a head in one piece), so the per-request cost is a few C-level
@@ -21,7 +24,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 __all__ = ["HttpParserCallbackError", "HttpParserError", "HttpParserInvalidMethodError",
-           "HttpParserUpgrade", "HttpRequestParser", "URL", "parse_url"]
+           "HttpParserUpgrade", "HttpRequestParser", "URL", "check_trailer", "chunk_size",
+           "parse_url"]
 
 #: A head still incomplete beyond this many bytes is refused (431); the servers' own
 #: HeadCollector limit (64 KiB of URL or header bytes) comes first for complete heads.
@@ -41,9 +45,20 @@ _METHODS = frozenset(b"""DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOC
 #: LF only as the CRLF that ends a line, checked by counting). ``translate`` deleting these
 #: leaves the offending bytes: one C-level pass, several times cheaper than a regex search.
 _FIELD_BYTES = bytes(b for b in range(256) if b in (9, 10, 13) or 32 <= b != 127)
-# A chunk size and its extensions: ;name or ;name=token or ;name="quoted".
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN
-                         + rb'|"[^"\r\n]*"))?)*')
+# A chunk size and its extensions: ;name or ;name=token or ;name="quoted", with optional
+# whitespace around ";" and "=" (RFC 9112 7.1.1 BWS), but none after a bare size.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:"
+                         + _TOKEN + rb'|"(?:[^"\\\r\n]|\\[\t !-~])*"))?)*')
+#: Fields a chunked request's trailer section may not hold (400): what must be known before
+#: the content (RFC 9110 6.5.1): framing, routing, authentication, request modifiers and the
+#: content's format. Other trailer fields are dropped, never merged into the header section.
+FORBIDDEN_TRAILERS = frozenset({
+    b"host", b"content-length", b"transfer-encoding", b"trailer", b"te", b"connection",
+    b"keep-alive", b"upgrade", b"proxy-connection", b"expect", b"authorization",
+    b"proxy-authorization", b"cookie", b"content-type", b"content-encoding",
+    b"content-range", b"content-location", b"range", b"if-range", b"if-match",
+    b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"max-forwards",
+    b"cache-control", b"pragma"})
 
 _HEAD, _BODY, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _CLOSED = range(7)
 
@@ -124,6 +139,25 @@ def _new_name(name: bytes, colon: bytes) -> bytes:
     lname = name.lower()
     if len(_NAMES) < 1024:
         _NAMES[name] = lname
+    return lname
+
+
+def chunk_size(buf: bytes, pos: int, end: int) -> int:
+    """The size on the chunk-size line ``buf[pos:end]`` (its extensions are ignored);
+    HttpParserError if it is not one."""
+    size_line = _CHUNK_SIZE.fullmatch(buf, pos, end)
+    if size_line is None:
+        raise HttpParserError("invalid chunk size")
+    return int(size_line.group(1), 16)
+
+
+def check_trailer(line: bytes) -> bytes:
+    """The lower-cased name of a trailer field line; HttpParserError if the line is not a
+    field line or names a field that may not be a trailer (:data:`FORBIDDEN_TRAILERS`)."""
+    name, colon, _ = _field_lines(line)[0].partition(b":")
+    lname = _new_name(name, colon)
+    if lname in FORBIDDEN_TRAILERS:
+        raise HttpParserError(f"{name.decode('latin-1')} is not allowed as a trailer field")
     return lname
 
 
@@ -320,17 +354,12 @@ class HttpRequestParser:
             if len(buf) - pos > MAX_CHUNK_LINE or buf.find(b"\n", pos) >= 0:
                 raise HttpParserError("invalid chunk size line")
             return -pos - 1
-        if state == _TRAILERS:  # trailer fields go to on_header, as llhttp does
+        if state == _TRAILERS:  # trailer fields are checked, then dropped (RFC 9110 6.5.1)
             if line_end == pos:
                 return self._message_done(pos + 2)
-            name, colon, value = _field_lines(buf[pos:line_end])[0].partition(b":")
-            _new_name(name, colon)
-            self._header(name, value.lstrip(b" \t"))
+            check_trailer(buf[pos:line_end])
             return line_end + 2
-        size_line = _CHUNK_SIZE.fullmatch(buf, pos, line_end)
-        if size_line is None:
-            raise HttpParserError("invalid chunk size")
-        size = int(size_line.group(1), 16)
+        size = chunk_size(buf, pos, line_end)
         if size:
             self._remaining = size
             self._state = _CHUNK_DATA

@@ -69,7 +69,7 @@ class _Connection(hc.HeadCollector):
 
     __slots__ = ("server", "sock", "parser", "queue", "parsing", "base_env", "error",
                  "upgraded", "peer", "host_cache", "url", "headers", "head_size", "prefix",
-                 "client", "scheme", "host_value", "expect")
+                 "client", "scheme", "host_value", "expect", "client_version")
 
     def __init__(self, server: WSGIServer, sock: socket.socket, base_env: dict[str, Any],
                  peer: tuple[str, int]) -> None:
@@ -112,7 +112,9 @@ class _Connection(hc.HeadCollector):
         method, raw_path, query, path, prefix_length = self.parse_target()
         version = self.parser.get_http_version()
         env["REQUEST_METHOD"] = method
-        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(version) or "HTTP/" + version
+        # The client's version (the proxy speaks HTTP/1.1 to the worker whatever it was).
+        client_version = self.client_version or version
+        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(client_version) or "HTTP/" + client_version
         env["RAW_URI"] = self.url.decode("latin-1")
         env["QUERY_STRING"] = query.decode("latin-1")
         if prefix_length:

@@ -19,25 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tui_passenger.activity import MemoryHistory, RequestStatus
 from tui_passenger.inspect.fds import FdEntry
 from tui_passenger.inspect.memory import MemoryUsage
 
 __all__ = [
-    "MEMORY_KEYS",
-    "SCHEMA",
-    "TOTAL_KEYS",
-    "AppStatus",
-    "FdEntry",
-    "ManagerInfo",
-    "MemoryTotals",
-    "MemoryUsage",
-    "PreloaderStatus",
-    "ProcessStatus",
-    "Sampled",
-    "ServerInfo",
-    "Snapshot",
-    "SpawnError",
-    "TrafficHistory",
+    "MEMORY_KEYS", "SCHEMA", "TOTAL_KEYS", "AppStatus", "FdEntry", "ManagerInfo",
+    "MemoryHistory", "MemoryTotals", "MemoryUsage", "PreloaderStatus", "ProcessStatus",
+    "RequestStatus", "Sampled", "ServerInfo", "Snapshot", "SpawnError", "TrafficHistory"
 ]
 
 #: The version of the JSON schema (new keys may be added, none removed or renamed).
@@ -210,6 +199,10 @@ class ProcessStatus(Sampled):
     last_used: float
     #: Threads of the preloader that did not survive the fork into this worker.
     lost_threads: tuple[str, ...]
+    #: The requests it is serving, oldest first.
+    requests: tuple[RequestStatus, ...] = ()
+    #: Shared (``first``) and private dirty (``second``) memory since it started.
+    memory_history: MemoryHistory = MemoryHistory()
 
     def to_json(self) -> JSON:
         """The schema's process object."""
@@ -229,6 +222,8 @@ class ProcessStatus(Sampled):
             "uptime": self.uptime,
             "last_used": self.last_used,
             "lost_threads": list(self.lost_threads),
+            "requests": [request.to_json() for request in self.requests],
+            "memory_history": self.memory_history.to_json("shared_mib", "private_mib"),
             **self.sampled_json(),
         }
 
@@ -241,7 +236,11 @@ class ProcessStatus(Sampled):
                    concurrency=data["concurrency"], processed=data["processed"],
                    max_requests=data["max_requests"], started=data["started"],
                    uptime=data["uptime"], last_used=data["last_used"],
-                   lost_threads=tuple(data["lost_threads"]), **cls.sampled_fields(data))
+                   lost_threads=tuple(data["lost_threads"]),
+                   requests=tuple(map(RequestStatus.from_json, data.get("requests", ()))),
+                   memory_history=MemoryHistory.from_json(data.get("memory_history"),
+                                                          "shared_mib", "private_mib"),
+                   **cls.sampled_fields(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +296,10 @@ class AppStatus:
     refork_next: int
     processes: tuple[ProcessStatus, ...]
     memory: MemoryTotals
+    #: PSS (``first``) and saving vs direct (``second``) since the app's first sample.
+    memory_history: MemoryHistory = MemoryHistory()
+    #: Why a refork would pay now (its workers' shared fraction fell), else None.
+    refork_hint: str | None = None
 
     @property
     def mold(self) -> int | None:
@@ -338,6 +341,8 @@ class AppStatus:
             "refork_next": self.refork_next,
             "processes": [process.to_json() for process in self.processes],
             "memory": memory_json(self.memory),
+            "memory_history": self.memory_history.to_json("pss_mib", "saving_mib"),
+            "refork_hint": self.refork_hint,
         }
 
     @classmethod
@@ -363,7 +368,10 @@ class AppStatus:
             generation=data["generation"], reforks=data["reforks"],
             refork_next=data["refork_next"],
             processes=tuple(ProcessStatus.from_json(p) for p in data["processes"]),
-            memory=MemoryTotals.from_json(data["memory"]))
+            memory=MemoryTotals.from_json(data["memory"]),
+            memory_history=MemoryHistory.from_json(data.get("memory_history"), "pss_mib",
+                                                   "saving_mib"),
+            refork_hint=data.get("refork_hint"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,7 +27,11 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   ``threads_at_load``, ``generation`` and ``mold``: true for a worker promoted by refork),
   ``generation`` (the one new workers are forked in), ``mold`` (pid of the preloader when it
   is a promoted worker, else null), ``reforks``, ``refork_next`` (the next refork_after
-  count, 0 = none), ``processes`` (process objects), ``memory``.
+  count, 0 = none), ``processes`` (process objects), ``memory``, ``memory_history``
+  {``pss_mib``, ``saving_mib``, ``span``: as a process's, for the app's ``memory``},
+  ``refork_hint`` (null, or why a refork would pay now: smart spawning, and the share of
+  its workers' memory still shared with the preloader has fallen below
+  :data:`REFORK_HINT_SHARED_FRACTION`).
 - process objects: ``pid``, ``ppid``, ``app``, ``state`` (ready | busy | draining | stopping |
   molding: becoming the next preloader), ``generation`` (of the preloader that forked it),
   ``spawn_method``, ``spawn_ms``, ``sessions``, ``concurrency``, ``processed``, ``max_requests``,
@@ -77,6 +81,10 @@ if TYPE_CHECKING:
 
 __all__ = ["MEMORY_KEYS", "SCHEMA", "memory_summary", "process_state", "snapshot"]
 
+#: The refork hint: below this fraction of shared memory (shared / (shared + private
+#: dirty), over an app's workers), when their first samples after the fork were above it.
+REFORK_HINT_SHARED_FRACTION = 0.5
+
 LOST_THREADS = ("threads started while the app was loading did not survive the fork: {} — "
                 "start them again in a starting_worker_process hook")
 
@@ -106,9 +114,12 @@ def process_state(process: PoolProcess) -> str:
 
 
 def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float,
-             mono: float) -> ProcessStatus:
+             mono: float, perf: float) -> ProcessStatus:
     worker = process.worker
     lost = worker.lost_threads
+    sample = samples.get(worker.pid)
+    if sample is not None and sample.memory is not None and sample.memory_at is not None:
+        process.memory.add(sample.memory_at, sample.memory.shared, sample.memory.private_dirty)
     return ProcessStatus(
         pid=worker.pid,
         ppid=worker.ppid,
@@ -125,7 +136,9 @@ def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float
         uptime=round(now - worker.started_at, 1),
         last_used=round(mono - process.last_used, 1),
         lost_threads=tuple(lost),
-        **_sampled(samples.get(worker.pid),
+        requests=process.requests(perf) if process.serving else (),
+        memory_history=process.memory.history(),
+        **_sampled(sample,
                    *((LOST_THREADS.format(", ".join(lost)),) if lost else ())),
     )
 
@@ -162,11 +175,34 @@ def memory_summary(workers: list[MemoryUsage | None], preloader: MemoryUsage | N
                         saving=max(0, estimate - total["pss"]))
 
 
-def _app(group: Group, samples: dict[int, ProcessSample], now: float,
-         mono: float) -> AppStatus:
+def refork_hint(app: str, processes: tuple[ProcessStatus, ...]) -> str | None:
+    """Why a refork would pay now, or None: the share of memory the workers of ``app``
+    (smart) still share has fallen below REFORK_HINT_SHARED_FRACTION since their fork."""
+    now = [p.memory for p in processes if p.memory is not None and p.memory_history.first]
+    if not now:
+        return None
+    fraction = sum(m.shared for m in now) / (sum(m.shared + m.private_dirty for m in now) or 1)
+    first = [(p.memory_history.first[0], p.memory_history.second[0]) for p in processes
+             if p.memory_history.first]
+    at_fork = sum(s for s, _ in first) / (sum(s + d for s, d in first) or 1)
+    if fraction >= REFORK_HINT_SHARED_FRACTION or at_fork < REFORK_HINT_SHARED_FRACTION:
+        return None
+    return (f"{app}: its workers share {fraction:.0%} of their memory with the preloader "
+            f"now ({at_fork:.0%} after the fork): a refork would share it again")
+
+
+def _app(group: Group, samples: dict[int, ProcessSample], now: float, mono: float,
+         perf: float) -> AppStatus:
     app = group.app
-    processes = tuple(_process(p, samples, now, mono) for p in group.processes)
+    processes = tuple(_process(p, samples, now, mono, perf) for p in group.processes)
     preloader = _preloader(group, samples, now)
+    smart = group.spawn_method == "smart"
+    memory = memory_summary([p.memory for p in processes],
+                            preloader.memory if preloader else None, smart)
+    taken = [s.memory_at for p in group.processes
+             if (s := samples.get(p.pid)) is not None and s.memory_at is not None]
+    if taken:
+        group.memory.add(max(taken), memory.pss, memory.saving)
     error = group.last_error
     return AppStatus(
         name=group.name,
@@ -196,17 +232,17 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float,
         reforks=group.spawner.reforks,
         refork_next=group.refork_next,
         processes=processes,
-        memory=memory_summary([p.memory for p in processes],
-                              preloader.memory if preloader else None,
-                              group.spawn_method == "smart"),
+        memory=memory,
+        memory_history=group.memory.history(),
+        refork_hint=refork_hint(group.name, processes) if smart else None,
     )
 
 
 def snapshot(server: Server) -> Snapshot:
     """The whole state, typed (``.to_json()`` gives the schema above)."""
-    now, mono = time.time(), time.monotonic()
+    now, mono, perf = time.time(), time.monotonic(), time.perf_counter()
     samples = server.sampler.latest if server.sampler is not None else {}
-    apps = tuple(_app(g, samples, now, mono) for g in server.pool.groups.values())
+    apps = tuple(_app(g, samples, now, mono, perf) for g in server.pool.groups.values())
     stats = server.proxy.stats
     traffic = server.traffic
     return Snapshot(

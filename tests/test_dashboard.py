@@ -328,6 +328,10 @@ def fake_snapshot() -> dict[str, Any]:
     }
 
 
+FAKE_STACK = ("Current thread 0x00007f0000000001 (most recent call first):\n"
+              '  File "/srv/hello/reports.py", line 42 in yearly_report\n'
+              '  File "/srv/hello/app.py", line 9 in application\n')
+
 FAKE_EVENTS = [
     {"seq": 1, "time": T0, "kind": "event", "level": "info", "app": "hello", "pid": 1101,
      "role": "worker", "stream": None, "text": "spawned (smart, 12 ms)"},
@@ -370,6 +374,12 @@ class FakeCore(Core):
     async def kill(self, pid: int, force: bool = False) -> Done:
         self.calls.append(("kill", pid))
         return Done(Action.KILL, {"pid": pid, "app": "hello", "exit": "exit status 0"})
+
+    async def stack(self, pid: int) -> Done:
+        self.calls.append(("stack", pid))
+        return Done(Action.STACK, {"pid": pid, "app": "hello", "role": "worker",
+                                   "source": "faulthandler", "whole": True,
+                                   "stack": FAKE_STACK})
 
     async def restart(self, app: str) -> Done:
         self.calls.append(("restart", app))

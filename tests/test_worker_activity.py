@@ -109,6 +109,31 @@ async def test_ctl_stack_shows_the_app_frame_of_a_live_worker(method: str, kind:
     assert_no_children()
 
 
+async def test_an_attached_dashboard_gets_requests_stacks_and_history() -> None:
+    """Through the admin socket, as the dashboard attached to a running instance."""
+    from tui_passenger.cores import AttachedCore
+
+    async with running([{"name": "app", "min_instances": 1}]) as server:
+        (process,) = server.pool.groups["app"].processes
+        core = AttachedCore(server.admin.path)
+        await core.start()
+        try:
+            slow = asyncio.ensure_future(get(server, "/slow?1.5"))
+            await wait_until(lambda: process.serving, timeout=10)
+            await server.sample_now()
+            (worker,) = (await core.snapshot()).apps[0].processes
+            (request,) = worker.requests
+            assert (request.method, request.path) == ("GET", "/slow?1.5")
+            assert worker.memory_history.first and worker.memory_history.second
+            done = await core.stack(process.pid)
+            assert done.reply["pid"] == process.pid and "(most recent call first)" in \
+                done.reply["stack"]
+            assert (await slow)[0] == 200
+        finally:
+            await core.stop()
+    assert_no_children()
+
+
 async def test_stack_refusals_say_why() -> None:
     import argparse
     import os

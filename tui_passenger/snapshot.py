@@ -197,7 +197,8 @@ class ProcessStatus(Sampled):
     uptime: float
     #: Seconds ago.
     last_used: float
-    #: Threads of the preloader that did not survive the fork into this worker.
+    #: Threads of the preloader that did not survive the fork into this worker (and that
+    #: its starting_worker_process hooks did not start again).
     lost_threads: tuple[str, ...]
     #: The requests it is serving, oldest first.
     requests: tuple[RequestStatus, ...] = ()

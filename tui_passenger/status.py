@@ -39,7 +39,9 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   ``threads``, ``memory`` {``rss``, ``pss``, ``uss``, ``shared``, ``private_dirty``,
   ``swap``} in bytes (null until first sampled), ``fds`` [{``fd``, ``kind``, ``target``,
   ``inode``, ``cloexec``, ``shared_with``, ``level`` (null | info | warning), ``warning``
-  (the text for either level), ``own``}], ``lost_threads``, ``warnings`` [text: fds at level
+  (the text for either level), ``own``}], ``lost_threads`` (the preloader's threads
+  that did not survive the fork, less those the starting_worker_process hooks started
+  again: a thread of that name runs after them), ``warnings`` [text: fds at level
   warning, lost threads], ``notes`` [text: fds at level info].
 - ``memory`` (per app and ``totals``): ``rss``, ``pss``, ``uss``, ``shared``,
   ``private_dirty``, ``swap`` summed over the workers and the preloader;

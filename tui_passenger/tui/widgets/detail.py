@@ -159,25 +159,28 @@ class FdView(Widget):
         yield self._table
         yield self._notes
 
+    def on_mount(self) -> None:
+        self._lay_out(MIN_TARGET)  # until the tab is first shown and has a size
+
     def on_resize(self) -> None:
         # Each column has a cell padding of 1 on both sides; 1 for the vertical scrollbar.
         others = sum(width + 2 for _, _, width in FD_COLUMNS if width) + 2 + 1
         target = max(MIN_TARGET, self.size.width - others)
-        if target == self.target_width:
-            return
+        if target != self.target_width:
+            self._lay_out(target)
+            self._shown = None
+            self.show(self._selection)
+
+    def _lay_out(self, target: int) -> None:
         self.target_width = target
         table = self._table
         table.clear(columns=True)
         for key, label, width in FD_COLUMNS:
             table.add_column(label, key=key, width=width or target)
-        self._shown = None
-        self.show(self._selection)
 
     def show(self, selection: Selection | None) -> None:
         """Render the selection's fds (rebuilt only when they change; the list is short)."""
         self._selection = selection
-        if not self.target_width:
-            return  # laid out at the first resize
         process = selection.process if selection is not None else None
         fds = process.fds if process is not None else ()
         warnings = process.warnings if process is not None else ()

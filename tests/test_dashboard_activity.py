@@ -127,25 +127,29 @@ async def test_fd_target_column_uses_the_panel_width() -> None:
         await until(pilot, lambda: fds.target_width > 24, timeout=5, what="a wide target")
 
 
-def test_stack_screen_and_app_trend_snapshot(snap_compare: Any, utc: None) -> None:  # noqa: F811
+def _themed(core: FakeCore) -> Dashboard:
+    return Dashboard(core, interval=3600, theme_dir=REPO / "themes")
+
+
+def test_app_trend_and_refork_hint_snapshot(snap_compare: Any, utc: None) -> None:  # noqa: F811
     core = FakeCore()
     core.snap["apps"][0]["refork_hint"] = ("hello: its workers share 40% of their memory with "
                                            "the preloader now (90% after the fork): a refork "
                                            "would share it again")
-    app = Dashboard(core, interval=3600, theme_dir=REPO / "themes")
 
     async def app_row(pilot: Any) -> None:
         await _loaded(pilot)
         pilot.app.query_one(ProcessTable).select_key("app:hello")
         await pilot.pause(0.2)
 
-    assert snap_compare(app, terminal_size=(120, 40), run_before=app_row)
-    app2 = Dashboard(FakeCore(), interval=3600, theme_dir=REPO / "themes")
+    assert snap_compare(_themed(core), terminal_size=(120, 40), run_before=app_row)
 
+
+def test_stack_screen_snapshot(snap_compare: Any, utc: None) -> None:  # noqa: F811
     async def stacks(pilot: Any) -> None:
         await _loaded(pilot)
         await pilot.press("w")
         await until(pilot, lambda: isinstance(pilot.app.screen, StackScreen), timeout=5)
         await pilot.pause(0.2)
 
-    assert snap_compare(app2, terminal_size=(80, 24), run_before=stacks)
+    assert snap_compare(_themed(FakeCore()), terminal_size=(80, 24), run_before=stacks)

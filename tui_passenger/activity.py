@@ -77,7 +77,8 @@ class MemoryRing:
     ``HISTORY_POINTS`` points at most, and costs the same however long it runs.
     """
 
-    __slots__ = ("_first", "_second", "_stride", "_pending", "_sum", "started", "last_at")
+    __slots__ = ("_first", "_second", "_stride", "_pending", "_sum", "_history", "started",
+                 "last_at")
 
     def __init__(self) -> None:
         self._first: list[float] = []
@@ -86,6 +87,8 @@ class MemoryRing:
         self._stride = 1
         self._pending = 0
         self._sum = [0.0, 0.0]
+        #: What history() returned, until the next sample (every status would build it).
+        self._history: MemoryHistory | None = None
         #: time.time() of the first and of the latest sample (0: none yet).
         self.started = 0.0
         self.last_at = 0.0
@@ -98,6 +101,7 @@ class MemoryRing:
         if not self.started:
             self.started = at
         self.last_at = at
+        self._history = None
         total = self._sum
         total[0] += first
         total[1] += second
@@ -114,9 +118,11 @@ class MemoryRing:
 
     def history(self) -> MemoryHistory:
         """The points so far, rounded to 0.1 MiB."""
-        return MemoryHistory(tuple(round(v, 1) for v in self._first),
-                             tuple(round(v, 1) for v in self._second),
-                             round(self.last_at - self.started, 1))
+        if self._history is None:
+            self._history = MemoryHistory(tuple(round(v, 1) for v in self._first),
+                                          tuple(round(v, 1) for v in self._second),
+                                          round(self.last_at - self.started, 1))
+        return self._history
 
 
 def _halve(values: list[float]) -> list[float]:

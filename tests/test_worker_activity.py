@@ -99,6 +99,7 @@ async def test_ctl_stack_shows_the_app_frame_of_a_live_worker(method: str, kind:
         assert frame in text, text
         assert text.startswith(f"worker {process.pid} of app: every thread")
         assert "(faulthandler)" in text and "thread 0x" in text.lower()
+        assert "did not finish" not in text  # the end line came: the dump is whole
         assert process.worker.exited.done() is False  # not stopped by it
         assert (await slow)[0] == 200
         if method == "smart":  # the preloader answers too
@@ -165,3 +166,23 @@ def test_memory_ring_stays_bounded_and_spans_the_whole_life() -> None:
     assert history.first[0] < 40 and history.first[-1] > 900  # oldest to newest, in MiB
     assert history.second[-1] == pytest.approx(2 * history.first[-1], rel=0.01)
     assert history.span == 999.0
+
+
+def test_refork_hint_once_the_shared_fraction_has_fallen_since_the_fork() -> None:
+    from dataclasses import replace
+
+    from tests.test_dashboard import fake_snapshot
+    from tui_passenger.activity import MemoryHistory
+    from tui_passenger.status import refork_hint
+
+    hello = Snapshot.from_json(fake_snapshot()).apps[0]
+    worker, unsampled = hello.processes  # 38 MiB shared, 3 private; 40/1 after the fork
+    assert worker.memory is not None and not unsampled.memory_history.first
+    assert refork_hint("hello", hello.processes) is None
+    drifted = replace(worker, memory=replace(worker.memory, shared=10 << 20,
+                                             private_dirty=30 << 20))
+    hint = refork_hint("hello", (drifted, unsampled))
+    assert hint is not None and "share 25% of their memory" in hint and "(98% after" in hint
+    # Never much shared to begin with: nothing a refork would win back.
+    private_from_birth = replace(drifted, memory_history=MemoryHistory((10.0,), (30.0,), 1.0))
+    assert refork_hint("hello", (private_from_birth,)) is None

@@ -107,7 +107,7 @@ def worker(pid: int, group: SimpleNamespace) -> tuple[SimpleNamespace, Transport
     connection = UpstreamConnection()
     connection.connection_made(transport)  # type: ignore[arg-type]
     process = SimpleNamespace(pid=pid, group=group, sessions=0, state=READY, queued=deque(),
-                              connections=[connection], serving=set(),
+                              connections=[connection],
                               worker=SimpleNamespace(concurrency=1, socket_path=None))
     return process, transport
 
@@ -133,12 +133,11 @@ def test_a_response_goes_through_the_states_and_the_connection_is_kept():
     ex, client, pool, [(process, transport)] = exchange(1)
     connection = ex.upstream
     assert ex.state is ON_WORKER and transport.written.startswith(b"GET / HTTP/1.1\r\n")
-    assert process.serving == {ex}  # what the status lists as the worker's requests
     connection.data_received(HEAD + b"hello")
     assert ex.state is RELAYING and client.written.endswith(b"\r\n\r\nhello")
     connection.data_received(b"world")
     assert ex.state is DONE and client.written.endswith(b"helloworld")
-    assert ex.process is None and ex.upstream is None and process.serving == set()
+    assert ex.process is None and ex.upstream is None
     assert process.connections == [connection] and not transport.closed
     assert pool.calls == [("release", 1)] and process.sessions == 0
     assert client.finished_with == [True]
@@ -177,9 +176,8 @@ def test_a_reclaimed_request_leaves_its_worker_and_asks_again():
     ex.reclaim()  # the pool has already unqueued it and given the slot back
     assert first_transport.closed and pool.calls == []
     assert ex.state is ON_WORKER and ex.process is second and second_transport.written
-    assert first.serving == set() and second.serving == {ex}
     ex.upstream.data_received(HEAD + b"helloworld")
-    assert ex.state is DONE and pool.calls == [("release", 2)] and second.serving == set()
+    assert ex.state is DONE and pool.calls == [("release", 2)]
 
 
 def test_a_worker_lost_before_answering_is_drained_and_the_request_retried():

@@ -70,6 +70,7 @@ from tui_passenger.snapshot import (
     MemoryTotals,
     PreloaderStatus,
     ProcessStatus,
+    RequestStatus,
     ServerInfo,
     Snapshot,
     SpawnError,
@@ -115,8 +116,27 @@ def process_state(process: PoolProcess) -> str:
     return process.state
 
 
+def in_flight(server: Server) -> dict[int, list[RequestStatus]]:
+    """The requests on each worker now, by pid, oldest first: the client connections'
+    current exchanges that hold a worker. Found when the status is read, so that nothing is
+    kept per request on the proxy's hot path."""
+    found: dict[int, list[RequestStatus]] = {}
+    perf = time.perf_counter()
+    for connection in server.proxy.connections:
+        exchange = connection.current
+        if exchange is None or exchange.process is None:
+            continue
+        request = exchange.request
+        found.setdefault(exchange.process.pid, []).append(RequestStatus(
+            id=exchange.request_id.decode("latin-1"), method=request.method,
+            path=request.url.decode("latin-1"), age=round(perf - request.received, 3)))
+    for requests in found.values():
+        requests.sort(key=lambda r: -r.age)
+    return found
+
+
 def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float,
-             mono: float, perf: float) -> ProcessStatus:
+             mono: float, requests: dict[int, list[RequestStatus]]) -> ProcessStatus:
     worker = process.worker
     lost = worker.lost_threads
     sample = samples.get(worker.pid)
@@ -138,7 +158,7 @@ def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float
         uptime=round(now - worker.started_at, 1),
         last_used=round(mono - process.last_used, 1),
         lost_threads=tuple(lost),
-        requests=process.requests(perf) if process.serving else (),
+        requests=tuple(requests.get(worker.pid, ())),
         memory_history=process.memory.history(),
         **_sampled(sample,
                    *((LOST_THREADS.format(", ".join(lost)),) if lost else ())),
@@ -194,9 +214,9 @@ def refork_hint(app: str, processes: tuple[ProcessStatus, ...]) -> str | None:
 
 
 def _app(group: Group, samples: dict[int, ProcessSample], now: float, mono: float,
-         perf: float) -> AppStatus:
+         requests: dict[int, list[RequestStatus]]) -> AppStatus:
     app = group.app
-    processes = tuple(_process(p, samples, now, mono, perf) for p in group.processes)
+    processes = tuple(_process(p, samples, now, mono, requests) for p in group.processes)
     preloader = _preloader(group, samples, now)
     smart = group.spawn_method == "smart"
     memory = memory_summary([p.memory for p in processes],
@@ -242,9 +262,10 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float, mono: floa
 
 def snapshot(server: Server) -> Snapshot:
     """The whole state, typed (``.to_json()`` gives the schema above)."""
-    now, mono, perf = time.time(), time.monotonic(), time.perf_counter()
+    now, mono = time.time(), time.monotonic()
     samples = server.sampler.latest if server.sampler is not None else {}
-    apps = tuple(_app(g, samples, now, mono, perf) for g in server.pool.groups.values())
+    requests = in_flight(server)
+    apps = tuple(_app(g, samples, now, mono, requests) for g in server.pool.groups.values())
     stats = server.proxy.stats
     traffic = server.traffic
     return Snapshot(

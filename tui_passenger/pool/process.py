@@ -6,9 +6,9 @@ import asyncio
 import random
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from tui_passenger.activity import MemoryRing, RequestStatus
+from tui_passenger.activity import MemoryRing
 from tui_passenger.engine import WorkerProcess
 
 if TYPE_CHECKING:
@@ -17,34 +17,6 @@ if TYPE_CHECKING:
 READY, DRAINING, STOPPING = "ready", "draining", "stopping"
 #: Refork: a worker taking no more requests until idle, then becoming the new preloader.
 MOLDING, MOLD = "molding", "mold"
-
-
-class ServedRequest(Protocol):
-    """What the status reads of a request a worker is serving (the proxy's Request)."""
-
-    @property
-    def method(self) -> str:
-        """GET, POST, ..."""
-
-    @property
-    def url(self) -> bytes:
-        """The request target: the path and query string."""
-
-    @property
-    def received(self) -> float:
-        """When the proxy received it (time.perf_counter())."""
-
-
-class Serving(Protocol):
-    """What the status reads of an exchange on a worker (the proxy's Exchange)."""
-
-    @property
-    def request_id(self) -> bytes:
-        """The X-Request-Id."""
-
-    @property
-    def request(self) -> ServedRequest:
-        """The request."""
 
 
 class PoolProcess:
@@ -56,7 +28,7 @@ class PoolProcess:
 
     __slots__ = ("worker", "group", "state", "sessions", "processed", "last_used",
                  "busy_since", "queued", "max_requests", "connections", "stop_reason", "idle",
-                 "serving", "memory")
+                 "memory")
 
     def __init__(self, worker: WorkerProcess, group: Group) -> None:
         self.worker = worker
@@ -78,9 +50,6 @@ class PoolProcess:
         self.stop_reason = ""
         #: Set when a molding process has no session left (see LiveOperations.refork).
         self.idle: asyncio.Future[None] | None = None
-        #: The exchanges on it now: added where the proxy sends a request to it, removed
-        #: where the exchange leaves it (Exchange._detach). Read only by :meth:`requests`.
-        self.serving: set[Serving] = set()
         #: Its shared and private dirty memory over its life (fed by the status).
         self.memory = MemoryRing()
 
@@ -103,16 +72,6 @@ class PoolProcess:
     def checkin(self) -> None:
         """One request fewer: it finished, or was taken back before it started."""
         self.sessions -= 1
-
-    def requests(self, now: float) -> tuple[RequestStatus, ...]:
-        """The requests it is serving, oldest first; ``now`` is time.perf_counter()."""
-        found = [RequestStatus(id=exchange.request_id.decode("latin-1"),
-                               method=exchange.request.method,
-                               path=exchange.request.url.decode("latin-1"),
-                               age=round(now - exchange.request.received, 3))
-                 for exchange in self.serving]
-        found.sort(key=lambda request: -request.age)
-        return tuple(found)
 
     def __repr__(self) -> str:
         return f"<PoolProcess {self.group.name} pid={self.pid} {self.state} {self.sessions}>"

@@ -197,7 +197,6 @@ class Exchange:
 
     def _send(self, process: PoolProcess) -> None:
         self.process = process
-        process.serving.add(self)
         self.state = ON_WORKER
         if process.sessions > process.worker.concurrency:  # pipelined behind a busy one
             self.front.pool.pipelined(process, self)
@@ -255,8 +254,6 @@ class Exchange:
         if timer is not None:
             timer.cancel()
             self.timer = None
-        if self.process is not None:
-            self.process.serving.discard(self)
         self.process = self.upstream = None
         self.state = ROUTING
 

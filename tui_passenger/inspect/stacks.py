@@ -43,8 +43,8 @@ async def read_stacks(pid: int, socket_dir: str, timeout: float = 2.0) -> Stacks
     text = ""
     try:
         os.truncate(path, 0)
-    except FileNotFoundError:
-        pass  # a process started before stack files existed, or one that is leaving
+    except OSError:
+        pass  # no stack file: it could not create one, or it is leaving
     else:
         os.kill(pid, STACK_SIGNAL)
         text = await _wait_for_dump(path, timeout)

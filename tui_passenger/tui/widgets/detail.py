@@ -212,9 +212,12 @@ class FdView(Widget):
 class DetailPanel(Vertical):
     """The selected worker's requests in flight, then tabs: Memory and fds."""
 
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"detail-panel--long-request"}
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._requests = Static(id="detail-requests")
+        self._shown_requests: Text | None = None
         self._memory = MemoryView(id="memory-view")
         self._fds = FdView(id="fd-view")
 
@@ -228,10 +231,12 @@ class DetailPanel(Vertical):
 
     def show(self, selection: Selection | None) -> None:
         """Render the selection: its requests, and both tabs."""
-        warning = self.app.get_css_variables().get("warning", "yellow")
-        requests = requests_text(selection, f"bold {warning}")
-        self._requests.update(requests)
-        self._requests.display = bool(requests)
+        requests = requests_text(selection, self.get_component_rich_style(
+            "detail-panel--long-request", partial=True))
+        if requests != self._shown_requests:
+            self._shown_requests = requests
+            self._requests.update(requests)
+            self._requests.display = bool(requests)
         self._memory.show(selection)
         self._fds.show(selection)
 

@@ -51,7 +51,7 @@ class LogPanel(RichLog):
 
     def add_warnings(self, snap: Snapshot) -> None:
         """Append the per-process warnings not shown before."""
-        style = self._colour("warning")
+        style: Style | None = None  # looked up once there is something new: it is not cheap
         for app in snap.apps:
             processes = (*app.processes, *((app.preloader,) if app.preloader else ()))
             for process in processes:
@@ -60,6 +60,8 @@ class LogPanel(RichLog):
                     if seen in self._warned:
                         continue
                     self._warned.add(seen)
+                    if style is None:
+                        style = self._colour("warning")
                     text = Text()
                     text.append(f"⚠ {app.name}[{process.pid}] ", style="bold")
                     text.append(warning, style=style)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.style import StyleType
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -20,7 +21,7 @@ from tui_passenger.tui.widgets.header import SparkRow
 SHOWN_REQUESTS = 3
 
 
-def requests_text(selection: Selection | None, long_style: str = "bold") -> Text:
+def requests_text(selection: Selection | None, long_style: StyleType = "bold") -> Text:
     """The selected worker's requests in flight, oldest first, a long one in
     ``long_style`` (empty for anything but a worker)."""
     process = selection.process if selection is not None else None
@@ -50,6 +51,8 @@ class MemoryTrend(Vertical):
         self._title = Static("", id="trend-title")
         self._first = SparkRow("shared", "M", id="trend-first")
         self._second = SparkRow("private", "M", id="trend-second")
+        #: What is shown (unchanged: nothing to update).
+        self._shown: tuple[object, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield self._title
@@ -69,8 +72,9 @@ class MemoryTrend(Vertical):
             history = selection.process.memory_history
             labels, what = ("shared", "private"), f"since start, {fmt.duration(history.span)}"
         self.display = bool(history.first)
-        if not history.first:
+        if not history.first or self._shown == (history, labels):
             return
+        self._shown = (history, labels)
         self._title.update(Text(f"memory ({what})", style="dim", no_wrap=True,
                                 overflow="ellipsis"))
         self._first.relabel(labels[0])

@@ -341,7 +341,7 @@ class Dashboard(App[None]):
         if selection is None or selection.process is None:
             self.notify("select a worker or preloader row first", severity="warning")
             return
-        pid, kind, app = selection.process.pid, selection.kind, selection.app.name
+        pid = selection.process.pid
 
         async def run() -> None:
             try:
@@ -352,7 +352,6 @@ class Dashboard(App[None]):
             title, _, stacks = done.message.partition("\n")
             self.push_screen(StackScreen(title, stacks))
 
-        self.notify(f"reading the stacks of {kind} {pid} of {app}…", timeout=2)
         self.run_worker(run(), exclusive=False, group="intents", exit_on_error=False)
 
     def action_clear_filter(self) -> None:

@@ -51,7 +51,7 @@ def test_rows_show_the_oldest_request_and_flag_long_ones() -> None:
 async def test_the_table_gives_spare_width_to_names_then_requests(width: int,
                                                                   request_column: bool,
                                                                   label: str) -> None:
-    app = Dashboard(FakeCore(), interval=0.05)
+    app = Dashboard(FakeCore(), interval=0.3)
     async with app.run_test(size=(width, 40 if width > 80 else 24)) as pilot:
         await until(pilot, lambda: len(row_keys(app)) == 6, timeout=5, what="rows")
         table = app.query_one(ProcessTable)
@@ -67,7 +67,7 @@ async def test_the_table_gives_spare_width_to_names_then_requests(width: int,
 
 async def test_selected_worker_shows_its_requests_and_memory_trend() -> None:
     core = FakeCore()
-    app = Dashboard(core, interval=0.05)
+    app = Dashboard(core, interval=0.3)
     async with app.run_test(size=(120, 40)) as pilot:
         await select(pilot, app, "pid:1101")
         requests = app.query_one("#detail-requests", Static)
@@ -81,18 +81,20 @@ async def test_selected_worker_shows_its_requests_and_memory_trend() -> None:
         await select(pilot, app, "pid:1102")  # idle, no history: neither shows
         await until(pilot, lambda: not requests.display and not trend.display, timeout=5,
                     what="nothing for an idle worker without history")
-        core.snap["apps"][0]["refork_hint"] = "hello: its workers share 40% (g: refork)"
+        core.snap["apps"][0]["refork_hint"] = "hello: its workers share 40% of their memory"
         await select(pilot, app, "app:hello")
         memory_app = app.query_one("#memory-app", Static)
         await until(pilot, lambda: "share 40%" in str(memory_app.render()), timeout=5,
                     what="the refork hint")
+        logged = [str(line.text) for line in app.log_panel.lines if "hint:" in line.text]
+        assert logged == ["hint: hello: its workers share 40% of their memory (g: refork)"]
         await until(pilot, lambda: trend.display and list(first.data or []) == [
             40.0, 42.0, 44.0, 45.0, 46.0, 47.0], timeout=5, what="the app's PSS trend")
 
 
 async def test_w_shows_the_stacks_and_esc_clears_an_applied_filter() -> None:
     core = FakeCore()
-    app = Dashboard(core, interval=0.05)
+    app = Dashboard(core, interval=0.3)
     async with app.run_test(size=(80, 24)) as pilot:
         await select(pilot, app, "pid:1101")
         await pilot.press("w")
@@ -119,7 +121,7 @@ async def test_w_shows_the_stacks_and_esc_clears_an_applied_filter() -> None:
 
 
 async def test_fd_target_column_uses_the_panel_width() -> None:
-    app = Dashboard(FakeCore(), interval=0.05)
+    app = Dashboard(FakeCore(), interval=0.3)
     async with app.run_test(size=(120, 40)) as pilot:
         await select(pilot, app, "pid:1101")
         await pilot.press("f")

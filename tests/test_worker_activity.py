@@ -144,6 +144,9 @@ async def test_stack_refusals_say_why() -> None:
             await operations.stack(os.getpid())
         assert refused.value.kind is RefusalKind.INVALID and "manager" in refused.value.reason
         with pytest.raises(Refused) as refused:
+            await operations.stack(1)  # a process, not ours
+        assert refused.value.kind is RefusalKind.INVALID and "not a worker" in refused.value.reason
+        with pytest.raises(Refused) as refused:
             await operations.stack(999_999_999)
         assert refused.value.kind is RefusalKind.NOT_FOUND
         client = AdminClient(server.admin.path)

@@ -220,8 +220,9 @@ class Operations:
 
     async def stack(self, pid: int) -> Done:
         """The Python stack of every thread of worker (or preloader) ``pid``, read while it
-        runs: Refused not found (no such process here), invalid (the manager), timeout
-        (it did not answer; busy in C code, or its app took the stack signal)."""
+        runs: Refused not found (no such process), invalid (a process that is not one of
+        our workers or preloaders), timeout (it did not answer: stuck in C code, or its app
+        took the stack signal)."""
         role, app, socket_dir = self._stack_target(pid)
         try:
             stacks = await read_stacks(pid, socket_dir)
@@ -250,7 +251,13 @@ class Operations:
         if pid == os.getpid():
             raise Refused(RefusalKind.INVALID, f"pid {pid} is the manager, not a worker "
                                                "(its stacks: py-spy dump --pid)")
-        raise Refused(RefusalKind.NOT_FOUND,
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise Refused(RefusalKind.NOT_FOUND, f"no process {pid}") from None
+        except PermissionError:
+            pass  # it exists: another user's
+        raise Refused(RefusalKind.INVALID,
                       f"pid {pid} is not a worker or preloader of this instance")
 
     async def restart(self, app: str) -> Done:

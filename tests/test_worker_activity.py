@@ -188,3 +188,18 @@ def test_refork_hint_once_the_shared_fraction_has_fallen_since_the_fork() -> Non
     # Never much shared to begin with: nothing a refork would win back.
     private_from_birth = replace(drifted, memory_history=MemoryHistory((10.0,), (30.0,), 1.0))
     assert refork_hint("hello", (private_from_birth,)) is None
+
+
+async def test_memory_histories_fill_while_nobody_reads_the_status() -> None:
+    options = {"sample_interval": 0.1, "smaps_interval": 0.1}
+    async with running([{"name": "app", "min_instances": 1}], server_options=options) as server:
+        group = server.pool.groups["app"]
+        (process,) = group.processes
+        # The server's one-second tick feeds them from the sampler's samples.
+        await wait_until(lambda: len(process.memory.history().first) >= 2, timeout=20)
+        history = process.memory.history()
+        assert all(value > 0 for value in history.first) and history.span > 0
+        assert group.memory.history().first  # the app's PSS, and its saving
+        (worker,) = snapshot(server).apps[0].processes
+        assert worker.memory_history.first[:2] == history.first[:2]
+    assert_no_children()

@@ -82,7 +82,8 @@ if TYPE_CHECKING:
     from tui_passenger.pool import Group, PoolProcess
     from tui_passenger.server import Server
 
-__all__ = ["MEMORY_KEYS", "SCHEMA", "memory_summary", "process_state", "snapshot"]
+__all__ = ["MEMORY_KEYS", "SCHEMA", "memory_summary", "process_state", "record_memory",
+           "snapshot"]
 
 #: The refork hint: below this fraction of shared memory (shared / (shared + private
 #: dirty), over an app's workers), when their first samples after the fork were above it.
@@ -140,8 +141,6 @@ def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float
     worker = process.worker
     lost = worker.lost_threads
     sample = samples.get(worker.pid)
-    if sample is not None and sample.memory is not None and sample.memory_at is not None:
-        process.memory.add(sample.memory_at, sample.memory.shared, sample.memory.private_dirty)
     return ProcessStatus(
         pid=worker.pid,
         ppid=worker.ppid,
@@ -219,12 +218,6 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float, mono: floa
     processes = tuple(_process(p, samples, now, mono, requests) for p in group.processes)
     preloader = _preloader(group, samples, now)
     smart = group.spawn_method == "smart"
-    memory = memory_summary([p.memory for p in processes],
-                            preloader.memory if preloader else None, smart)
-    taken = [s.memory_at for p in group.processes
-             if (s := samples.get(p.pid)) is not None and s.memory_at is not None]
-    if taken:
-        group.memory.add(max(taken), memory.pss, memory.saving)
     error = group.last_error
     return AppStatus(
         name=group.name,
@@ -254,15 +247,43 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float, mono: floa
         reforks=group.spawner.reforks,
         refork_next=group.refork_next,
         processes=processes,
-        memory=memory,
+        memory=memory_summary([p.memory for p in processes],
+                              preloader.memory if preloader else None, smart),
         memory_history=group.memory.history(),
         refork_hint=refork_hint(group.name, processes) if smart else None,
     )
 
 
+def record_memory(server: Server) -> None:
+    """Add the sampler's new memory samples to each worker's and app's history (a sample
+    once: by its time). The server calls it every second; each status read too."""
+    if server.sampler is None:
+        return
+    samples = server.sampler.latest
+    for group in server.pool.groups.values():
+        usages: list[MemoryUsage | None] = []
+        newest = 0.0
+        for process in group.processes:
+            sample = samples.get(process.pid)
+            if sample is None or sample.memory is None or sample.memory_at is None:
+                continue
+            memory = sample.memory
+            process.memory.add(sample.memory_at, memory.shared, memory.private_dirty)
+            usages.append(memory)
+            newest = max(newest, sample.memory_at)
+        if newest > group.memory.last_at:
+            preloader = group.spawner.preloader
+            pid = preloader.pid if preloader is not None and preloader.live else None
+            sample = samples.get(pid) if pid is not None else None
+            totals = memory_summary(usages, sample.memory if sample is not None else None,
+                                    group.spawn_method == "smart")
+            group.memory.add(newest, totals.pss, totals.saving)
+
+
 def snapshot(server: Server) -> Snapshot:
     """The whole state, typed (``.to_json()`` gives the schema above)."""
     now, mono = time.time(), time.monotonic()
+    record_memory(server)
     samples = server.sampler.latest if server.sampler is not None else {}
     requests = in_flight(server)
     apps = tuple(_app(g, samples, now, mono, requests) for g in server.pool.groups.values())

@@ -101,7 +101,7 @@ class Group:
         self._make_spawner = spawner_factory
         self.spawner: Spawner = spawner_factory(app, socket_dir, on_output=on_output)
         self.processes: list[PoolProcess] = []
-        #: The app's PSS and saving vs direct over time (fed by the status).
+        #: The app's PSS and saving vs direct over time (status.record_memory).
         self.memory = MemoryRing()
         self.spawning = 0
         self.waiters: deque[Waiter] = deque()  # oldest first

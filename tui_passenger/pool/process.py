@@ -50,7 +50,7 @@ class PoolProcess:
         self.stop_reason = ""
         #: Set when a molding process has no session left (see LiveOperations.refork).
         self.idle: asyncio.Future[None] | None = None
-        #: Its shared and private dirty memory over its life (fed by the status).
+        #: Its shared and private dirty memory over its life (status.record_memory).
         self.memory = MemoryRing()
 
     @property

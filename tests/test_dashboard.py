@@ -239,12 +239,20 @@ def _mem(pss, uss, shared, private):
             "private_dirty": private, "swap": 0}
 
 
+def _history(first: str, second: str, a: list[float] = (), b: list[float] = (),
+             span: float = 0.0) -> dict[str, Any]:
+    return {first: list(a), second: list(b), "span": span}
+
+
 def _worker(pid, ppid, method, state, sessions, processed, uptime, cpu, mem, fds=(),
-            warnings=()):
+            warnings=(), requests=(), history=((), ())):
     return {"pid": pid, "ppid": ppid, "app": "", "state": state, "spawn_method": method,
             "spawn_ms": 12.0, "sessions": sessions, "concurrency": 1, "processed": processed,
             "max_requests": 0, "started": T0 + 1000 - uptime, "uptime": uptime,
-            "last_used": 1.0, "lost_threads": [], "cpu": cpu, "threads": 1, "memory": mem,
+            "last_used": 1.0, "lost_threads": [], "requests": list(requests),
+            "memory_history": _history("shared_mib", "private_mib", *history,
+                                       span=uptime if history[0] else 0.0),
+            "cpu": cpu, "threads": 1, "memory": mem,
             "fds": list(fds), "warnings": list(warnings), "generation": 0,
             "notes": [f"fd {fd['fd']}: {fd['warning']}" for fd in fds if fd["level"] == "info"]}
 
@@ -254,7 +262,13 @@ APP_SETTINGS = {"queue_time_limit": 10.0, "queue_oldest": 0.0,
                 "max_request_time": 0.0, "memory_limit_mb": 0, "pipeline_window": 0.01,
                 "pipelined": 0, "reclaimed": 0, "pipelining": True,
                 "worker_scheduling": "batch", "generation": 0, "mold": None, "reforks": 0,
-                "refork_next": 0}
+                "refork_next": 0, "refork_hint": None,
+                "memory_history": _history("pss_mib", "saving_mib")}
+SLOW_REQUEST = {"id": "c0ffee-1", "method": "GET", "path": "/reports/yearly?year=2024",
+                "age": 7.25}
+#: Worker 1101's shared and private memory (MiB) since it started: copy-on-write drift.
+W1_HISTORY = ([40.0, 40.0, 39.5, 39.0, 38.5, 38.0, 38.0, 38.0],
+              [1.0, 1.5, 2.0, 2.2, 2.5, 2.8, 3.0, 3.0])
 INFO_NOTE = "socket shared with pid 1: one connection open in several processes"
 FD_WARNING = ("connected to 127.0.0.1:11211, inherited from the preloader and shared with "
               "2 other worker(s): reconnect it in a starting_worker_process hook")
@@ -273,7 +287,7 @@ def fake_snapshot() -> dict[str, Any]:
                  "notes": [], "generation": 0, "mold": False}
     w1 = _worker(1101, 1100, "smart", "busy", 1, 1234, 3500.0, 12.5,
                  _mem(14 * MB, 3 * MB, 38 * MB, 3 * MB), [info_fd, shared_fd],
-                 [f"fd 5: {FD_WARNING}"])
+                 [f"fd 5: {FD_WARNING}"], [SLOW_REQUEST], W1_HISTORY)
     w2 = _worker(1102, 1100, "smart", "ready", 0, 987, 3400.0, 3.2,
                  _mem(13 * MB, 2 * MB, 38 * MB, 2 * MB), [info_fd])
     w3 = _worker(1200, 1000, "direct", "ready", 0, 55, 125.0, 0.4,
@@ -283,6 +297,9 @@ def fake_snapshot() -> dict[str, Any]:
              "queue_limit": 100,
              "spawning": 0, "spawned": 2, "restarts": 0, "crashes": 0, "requests": 2221,
              "last_spawn_error": None, "preloader": preloader, "processes": [w1, w2],
+             "memory_history": _history("pss_mib", "saving_mib",
+                                        [40.0, 42.0, 44.0, 45.0, 46.0, 47.0],
+                                        [110.0, 108.0, 106.0, 105.0, 104.0, 103.0], 3500.0),
              "memory": {**_mem(47 * MB, 7 * MB, 116 * MB, 7 * MB),
                         "direct_estimate": 150 * MB, "saving": 103 * MB}}
     api = {**APP_SETTINGS, "name": "api", "spawn_method": "direct",
@@ -310,6 +327,10 @@ def fake_snapshot() -> dict[str, Any]:
         "sampling": True,
     }
 
+
+FAKE_STACK = ("Current thread 0x00007f0000000001 (most recent call first):\n"
+              '  File "/srv/hello/reports.py", line 42 in yearly_report\n'
+              '  File "/srv/hello/app.py", line 9 in application\n')
 
 FAKE_EVENTS = [
     {"seq": 1, "time": T0, "kind": "event", "level": "info", "app": "hello", "pid": 1101,
@@ -353,6 +374,12 @@ class FakeCore(Core):
     async def kill(self, pid: int, force: bool = False) -> Done:
         self.calls.append(("kill", pid))
         return Done(Action.KILL, {"pid": pid, "app": "hello", "exit": "exit status 0"})
+
+    async def stack(self, pid: int) -> Done:
+        self.calls.append(("stack", pid))
+        return Done(Action.STACK, {"pid": pid, "app": "hello", "role": "worker",
+                                   "source": "faulthandler", "whole": True,
+                                   "stack": FAKE_STACK})
 
     async def restart(self, app: str) -> Done:
         self.calls.append(("restart", app))

@@ -118,7 +118,7 @@ async def test_the_admin_api_answers_a_refusal_with_its_kind_as_status():
             status, data = await asyncio.to_thread(client.request, "POST", url, body)
             refused = reply_error(status, json.loads(data))
             assert isinstance(refused, Refused) and refused.kind.value == status, (url, data)
-        assert [k.value for k in RefusalKind] == [400, 403, 404, 409]
+        assert [k.value for k in RefusalKind] == [400, 403, 404, 409, 504]
         assert isinstance(reply_error(500, {"error": "boom"}), RuntimeError)
         assert str(reply_error(502, "not an object")) == "HTTP 502"
 

@@ -33,12 +33,13 @@ APP = {"name", "spawn_method", "environment", "min_instances", "max_instances", 
        "restarts", "crashes", "requests", "pipeline_window", "pipelined", "reclaimed",
        "pipelining",
        "worker_scheduling", "last_spawn_error", "preloader", "generation", "mold", "reforks",
-       "refork_next", "processes", "memory", "websockets", "max_websockets"}
+       "refork_next", "processes", "memory", "websockets", "max_websockets",
+       "memory_history", "refork_hint"}
 PRELOADER = {"pid", "ppid", "state", "started", "uptime", "load_ms", "threads_at_load",
              "generation", "mold", *SAMPLED}
 PROCESS = {"pid", "ppid", "app", "state", "spawn_method", "generation", "spawn_ms", "sessions",
            "concurrency", "processed", "max_requests", "started", "uptime", "last_used",
-           "lost_threads", "websockets", *SAMPLED}
+           "lost_threads", "websockets", "requests", "memory_history", *SAMPLED}
 MEMORY = {"rss", "pss", "uss", "shared", "private_dirty", "swap"}
 TOTALS = {*MEMORY, "direct_estimate", "saving"}
 FD = {"fd", "kind", "target", "inode", "cloexec", "shared_with", "warning", "level", "own"}

@@ -113,6 +113,7 @@ def parse_config(text: str, *, path: str | os.PathLike[str] = _STRING_SOURCE,
 KEY_ACTIONS = frozenset({
     "scale_up", "scale_down", "kill", "spawn_method", "restart", "refork", "pause", "filter",
     "sort", "detail_tab", "theme", "help", "quit",
+    "stack",
 })
 
 

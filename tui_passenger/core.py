@@ -49,6 +49,10 @@ class Core(abc.ABC):
         """Stop one worker (the pool replaces it if below the minimum)."""
 
     @abc.abstractmethod
+    async def stack(self, pid: int) -> Done:
+        """The Python stack of every thread of a live worker or preloader (reply "stack")."""
+
+    @abc.abstractmethod
     async def restart(self, app: str) -> Done:
         """Rolling restart of ``app``."""
 

@@ -49,6 +49,9 @@ class EmbeddedCore(Core):
     async def kill(self, pid: int, force: bool = False) -> Done:
         return await self.operations.kill(pid, force)
 
+    async def stack(self, pid: int) -> Done:
+        return await self.operations.stack(pid)
+
     async def restart(self, app: str) -> Done:
         return await self.operations.restart(app)
 
@@ -119,6 +122,9 @@ class AttachedCore(Core):
 
     async def kill(self, pid: int, force: bool = False) -> Done:
         return await self._act(Action.KILL, pid, {"force": force})
+
+    async def stack(self, pid: int) -> Done:
+        return await self._act(Action.STACK, pid)
 
     async def restart(self, app: str) -> Done:
         return await self._act(Action.RESTART, app)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tui_passenger.config_model import ConfigError
+from tui_passenger.inspect.stacks import read_stacks
 from tui_passenger.reload import ReloadError
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class Action(enum.Enum):
     REFORK = "refork"
     SAMPLING = "sampling"
     RELOAD = "reload"
+    STACK = "stack"
 
 
 class RefusalKind(enum.IntEnum):
@@ -53,6 +56,7 @@ class RefusalKind(enum.IntEnum):
     FORBIDDEN = 403  #: the caller may not ask (another user on the admin socket)
     NOT_FOUND = 404  #: no such app or worker
     CONFLICT = 409  #: not possible in the instance's present state
+    TIMEOUT = 504  #: a process did not answer in time
 
 
 class Refused(Exception):
@@ -120,10 +124,17 @@ def _reloaded(reply: Reply) -> str:
     return f"reloaded {reply['config']}: {'; '.join(parts) or 'nothing changed'}"
 
 
+def _stacks(reply: Reply) -> str:
+    note = "" if reply["whole"] else (" (the main thread did not finish the dump: it may be "
+                                      "stuck in C code)")
+    return (f"{reply['role']} {reply['pid']} of {reply['app']}: every thread, most recent "
+            f"call first ({reply['source']}){note}\n{reply['stack']}")
+
+
 _MESSAGES: dict[Action, Callable[[Reply], str]] = {
     Action.SCALE: _scaled, Action.KILL: _killed, Action.RESTART: _restarted,
     Action.SPAWN_METHOD: _switched, Action.REFORK: _reforked, Action.SAMPLING: _sampling,
-    Action.RELOAD: _reloaded,
+    Action.RELOAD: _reloaded, Action.STACK: _stacks,
 }
 
 
@@ -206,6 +217,48 @@ class Operations:
         status = await process.worker.exited
         return Done(Action.KILL, {"pid": pid, "app": process.group.name,
                                   "exit": status.describe()})
+
+    async def stack(self, pid: int) -> Done:
+        """The Python stack of every thread of worker (or preloader) ``pid``, read while it
+        runs: Refused not found (no such process), invalid (a process that is not one of
+        our workers or preloaders), timeout (it did not answer: stuck in C code, or its app
+        took the stack signal)."""
+        role, app, socket_dir = self._stack_target(pid)
+        try:
+            stacks = await read_stacks(pid, socket_dir)
+        except ProcessLookupError:
+            raise Refused(RefusalKind.NOT_FOUND, f"{role} {pid} has exited") from None
+        if stacks is None:
+            raise Refused(RefusalKind.TIMEOUT,
+                          f"{role} {pid} did not answer the stack signal within 2 s (stuck "
+                          "in C code, or its app handles SIGUSR2 itself); py-spy dump --pid "
+                          f"{pid} can read it from outside")
+        return Done(Action.STACK, {"pid": pid, "app": app, "role": role,
+                                   "source": stacks.source, "whole": stacks.whole,
+                                   "stack": stacks.text})
+
+    def _stack_target(self, pid: int) -> tuple[str, str, str]:
+        """(role, app, socket directory) of a worker or preloader; Refused otherwise."""
+        pool = self.server.pool
+        process = pool.find(pid)
+        if process is not None and process.worker.socket_path:
+            return ("worker", process.group.name,
+                    os.path.dirname(process.worker.socket_path))
+        for group in pool.groups.values():
+            for preloader in group.spawner.preloaders():
+                if preloader.pid == pid:
+                    return preloader.role, group.name, str(group.spawner.socket_dir)
+        if pid == os.getpid():
+            raise Refused(RefusalKind.INVALID, f"pid {pid} is the manager, not a worker "
+                                               "(its stacks: py-spy dump --pid)")
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise Refused(RefusalKind.NOT_FOUND, f"no process {pid}") from None
+        except PermissionError:
+            pass  # it exists: another user's
+        raise Refused(RefusalKind.INVALID,
+                      f"pid {pid} is not a worker or preloader of this instance")
 
     async def restart(self, app: str) -> Done:
         """Load ``app`` afresh (new code) and replace every worker from it, one at a time;

@@ -33,6 +33,7 @@ from tui_passenger.pool import Pool
 from tui_passenger.pool.events import EventSink, PoolEvent, Spawned
 from tui_passenger.proxy import FrontServer
 from tui_passenger.service import ServiceState
+from tui_passenger.status import record_memory
 from tui_passenger.systemd import Notifier
 
 log = logging.getLogger("tui_passenger")
@@ -217,6 +218,7 @@ class Server:
             # Preloaders come and go outside the pool's events (idle exit, restart).
             self.refresh_targets()
             self.enforce_memory_limits()
+            record_memory(self)  # the memory histories, whether or not anyone looks
 
     def enforce_memory_limits(self) -> None:
         """Recycle (drain, then stop) workers whose private memory is above memory_limit."""

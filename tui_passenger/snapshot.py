@@ -19,25 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tui_passenger.activity import MemoryHistory, RequestStatus
 from tui_passenger.inspect.fds import FdEntry
 from tui_passenger.inspect.memory import MemoryUsage
 
 __all__ = [
-    "MEMORY_KEYS",
-    "SCHEMA",
-    "TOTAL_KEYS",
-    "AppStatus",
-    "FdEntry",
-    "ManagerInfo",
-    "MemoryTotals",
-    "MemoryUsage",
-    "PreloaderStatus",
-    "ProcessStatus",
-    "Sampled",
-    "ServerInfo",
-    "Snapshot",
-    "SpawnError",
-    "TrafficHistory",
+    "MEMORY_KEYS", "SCHEMA", "TOTAL_KEYS", "AppStatus", "FdEntry", "ManagerInfo",
+    "MemoryHistory", "MemoryTotals", "MemoryUsage", "PreloaderStatus", "ProcessStatus",
+    "RequestStatus", "Sampled", "ServerInfo", "Snapshot", "SpawnError", "TrafficHistory"
 ]
 
 #: The version of the JSON schema (new keys may be added, none removed or renamed).
@@ -208,10 +197,15 @@ class ProcessStatus(Sampled):
     uptime: float
     #: Seconds ago.
     last_used: float
-    #: Threads of the preloader that did not survive the fork into this worker.
+    #: Threads of the preloader that did not survive the fork into this worker (and that
+    #: its starting_worker_process hooks did not start again).
     lost_threads: tuple[str, ...]
     #: Open WebSockets (and upgrades on their way to it); they hold no session.
     websockets: int = 0
+    #: The requests it is serving, oldest first.
+    requests: tuple[RequestStatus, ...] = ()
+    #: Shared (``first``) and private dirty (``second``) memory since it started.
+    memory_history: MemoryHistory = MemoryHistory()
 
     def to_json(self) -> JSON:
         """The schema's process object."""
@@ -232,6 +226,8 @@ class ProcessStatus(Sampled):
             "last_used": self.last_used,
             "lost_threads": list(self.lost_threads),
             "websockets": self.websockets,
+            "requests": [request.to_json() for request in self.requests],
+            "memory_history": self.memory_history.to_json("shared_mib", "private_mib"),
             **self.sampled_json(),
         }
 
@@ -245,7 +241,11 @@ class ProcessStatus(Sampled):
                    max_requests=data["max_requests"], started=data["started"],
                    uptime=data["uptime"], last_used=data["last_used"],
                    lost_threads=tuple(data["lost_threads"]),
-                   websockets=data.get("websockets", 0), **cls.sampled_fields(data))
+                   websockets=data.get("websockets", 0),
+                   requests=tuple(map(RequestStatus.from_json, data.get("requests", ()))),
+                   memory_history=MemoryHistory.from_json(data.get("memory_history"),
+                                                          "shared_mib", "private_mib"),
+                   **cls.sampled_fields(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +304,10 @@ class AppStatus:
     #: Open WebSockets over all its workers, and the max_websockets setting (0 = no cap).
     websockets: int = 0
     max_websockets: int = 0
+    #: PSS (``first``) and saving vs direct (``second``) since the app's first sample.
+    memory_history: MemoryHistory = MemoryHistory()
+    #: Why a refork would pay now (its workers' shared fraction fell), else None.
+    refork_hint: str | None = None
 
     @property
     def mold(self) -> int | None:
@@ -347,6 +351,8 @@ class AppStatus:
             "memory": memory_json(self.memory),
             "websockets": self.websockets,
             "max_websockets": self.max_websockets,
+            "memory_history": self.memory_history.to_json("pss_mib", "saving_mib"),
+            "refork_hint": self.refork_hint,
         }
 
     @classmethod
@@ -374,7 +380,10 @@ class AppStatus:
             processes=tuple(ProcessStatus.from_json(p) for p in data["processes"]),
             memory=MemoryTotals.from_json(data["memory"]),
             websockets=data.get("websockets", 0),
-            max_websockets=data.get("max_websockets", 0))
+            max_websockets=data.get("max_websockets", 0),
+            memory_history=MemoryHistory.from_json(data.get("memory_history"), "pss_mib",
+                                                   "saving_mib"),
+            refork_hint=data.get("refork_hint"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,7 +28,11 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   ``generation`` (the one new workers are forked in), ``mold`` (pid of the preloader when it
   is a promoted worker, else null), ``reforks``, ``refork_next`` (the next refork_after
   count, 0 = none), ``processes`` (process objects), ``memory``, ``websockets`` (open
-  WebSockets over its workers), ``max_websockets`` (the cap; 0 = none).
+  WebSockets over its workers), ``max_websockets`` (the cap; 0 = none), ``memory_history``
+  {``pss_mib``, ``saving_mib``, ``span``: as a process's, for the app's ``memory``},
+  ``refork_hint`` (null, or why a refork would pay now: smart spawning, and the share of
+  its workers' memory still shared with the preloader has fallen below
+  :data:`REFORK_HINT_SHARED_FRACTION`).
 - process objects: ``pid``, ``ppid``, ``app``, ``state`` (ready | busy | draining | stopping |
   molding: becoming the next preloader), ``generation`` (of the preloader that forked it),
   ``spawn_method``, ``spawn_ms``, ``sessions``, ``concurrency``, ``processed``, ``max_requests``,
@@ -36,7 +40,9 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   ``threads``, ``memory`` {``rss``, ``pss``, ``uss``, ``shared``, ``private_dirty``,
   ``swap``} in bytes (null until first sampled), ``fds`` [{``fd``, ``kind``, ``target``,
   ``inode``, ``cloexec``, ``shared_with``, ``level`` (null | info | warning), ``warning``
-  (the text for either level), ``own``}], ``lost_threads``, ``warnings`` [text: fds at level
+  (the text for either level), ``own``}], ``lost_threads`` (the preloader's threads
+  that did not survive the fork, less those the starting_worker_process hooks started
+  again: a thread of that name runs after them), ``warnings`` [text: fds at level
   warning, lost threads], ``notes`` [text: fds at level info], ``websockets`` (open
   WebSockets on it, and upgrades sent to it not answered yet; they hold no session).
 - ``memory`` (per app and ``totals``): ``rss``, ``pss``, ``uss``, ``shared``,
@@ -66,6 +72,7 @@ from tui_passenger.snapshot import (
     MemoryTotals,
     PreloaderStatus,
     ProcessStatus,
+    RequestStatus,
     ServerInfo,
     Snapshot,
     SpawnError,
@@ -77,7 +84,12 @@ if TYPE_CHECKING:
     from tui_passenger.pool import Group, PoolProcess
     from tui_passenger.server import Server
 
-__all__ = ["MEMORY_KEYS", "SCHEMA", "memory_summary", "process_state", "snapshot"]
+__all__ = ["MEMORY_KEYS", "SCHEMA", "memory_summary", "process_state", "record_memory",
+           "snapshot"]
+
+#: The refork hint: below this fraction of shared memory (shared / (shared + private
+#: dirty), over an app's workers), when their first samples after the fork were above it.
+REFORK_HINT_SHARED_FRACTION = 0.5
 
 LOST_THREADS = ("threads started while the app was loading did not survive the fork: {} — "
                 "start them again in a starting_worker_process hook")
@@ -107,10 +119,30 @@ def process_state(process: PoolProcess) -> str:
     return process.state
 
 
+def in_flight(server: Server) -> dict[int, list[RequestStatus]]:
+    """The requests on each worker now, by pid, oldest first: the client connections'
+    current exchanges that hold a worker. Found when the status is read, so that nothing is
+    kept per request on the proxy's hot path."""
+    found: dict[int, list[RequestStatus]] = {}
+    perf = time.perf_counter()
+    for connection in server.proxy.connections:
+        exchange = connection.current
+        if exchange is None or exchange.process is None:
+            continue
+        request = exchange.request
+        found.setdefault(exchange.process.pid, []).append(RequestStatus(
+            id=exchange.request_id.decode("latin-1"), method=request.method,
+            path=request.url.decode("latin-1"), age=round(perf - request.received, 3)))
+    for requests in found.values():
+        requests.sort(key=lambda r: -r.age)
+    return found
+
+
 def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float,
-             mono: float) -> ProcessStatus:
+             mono: float, requests: dict[int, list[RequestStatus]]) -> ProcessStatus:
     worker = process.worker
     lost = worker.lost_threads
+    sample = samples.get(worker.pid)
     return ProcessStatus(
         pid=worker.pid,
         ppid=worker.ppid,
@@ -128,7 +160,9 @@ def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float
         last_used=round(mono - process.last_used, 1),
         lost_threads=tuple(lost),
         websockets=process.websockets,
-        **_sampled(samples.get(worker.pid),
+        requests=tuple(requests.get(worker.pid, ())),
+        memory_history=process.memory.history(),
+        **_sampled(sample,
                    *((LOST_THREADS.format(", ".join(lost)),) if lost else ())),
     )
 
@@ -165,11 +199,28 @@ def memory_summary(workers: list[MemoryUsage | None], preloader: MemoryUsage | N
                         saving=max(0, estimate - total["pss"]))
 
 
-def _app(group: Group, samples: dict[int, ProcessSample], now: float,
-         mono: float) -> AppStatus:
+def refork_hint(app: str, processes: tuple[ProcessStatus, ...]) -> str | None:
+    """Why a refork would pay now, or None: the share of memory the workers of ``app``
+    (smart) still share has fallen below REFORK_HINT_SHARED_FRACTION since their fork."""
+    now = [p.memory for p in processes if p.memory is not None and p.memory_history.first]
+    if not now:
+        return None
+    fraction = sum(m.shared for m in now) / (sum(m.shared + m.private_dirty for m in now) or 1)
+    first = [(p.memory_history.first[0], p.memory_history.second[0]) for p in processes
+             if p.memory_history.first]
+    at_fork = sum(s for s, _ in first) / (sum(s + d for s, d in first) or 1)
+    if fraction >= REFORK_HINT_SHARED_FRACTION or at_fork < REFORK_HINT_SHARED_FRACTION:
+        return None
+    return (f"{app}: its workers share {fraction:.0%} of their memory with the preloader "
+            f"now ({at_fork:.0%} after the fork): a refork would share it again")
+
+
+def _app(group: Group, samples: dict[int, ProcessSample], now: float, mono: float,
+         requests: dict[int, list[RequestStatus]]) -> AppStatus:
     app = group.app
-    processes = tuple(_process(p, samples, now, mono) for p in group.processes)
+    processes = tuple(_process(p, samples, now, mono, requests) for p in group.processes)
     preloader = _preloader(group, samples, now)
+    smart = group.spawn_method == "smart"
     error = group.last_error
     return AppStatus(
         name=group.name,
@@ -202,16 +253,45 @@ def _app(group: Group, samples: dict[int, ProcessSample], now: float,
         websockets=sum(p.websockets for p in group.processes),
         max_websockets=app.max_websockets,
         memory=memory_summary([p.memory for p in processes],
-                              preloader.memory if preloader else None,
-                              group.spawn_method == "smart"),
+                              preloader.memory if preloader else None, smart),
+        memory_history=group.memory.history(),
+        refork_hint=refork_hint(group.name, processes) if smart else None,
     )
+
+
+def record_memory(server: Server) -> None:
+    """Add the sampler's new memory samples to each worker's and app's history (a sample
+    once: by its time). The server calls it every second; each status read too."""
+    if server.sampler is None:
+        return
+    samples = server.sampler.latest
+    for group in server.pool.groups.values():
+        usages: list[MemoryUsage | None] = []
+        newest = 0.0
+        for process in group.processes:
+            sample = samples.get(process.pid)
+            if sample is None or sample.memory is None or sample.memory_at is None:
+                continue
+            memory = sample.memory
+            process.memory.add(sample.memory_at, memory.shared, memory.private_dirty)
+            usages.append(memory)
+            newest = max(newest, sample.memory_at)
+        if newest > group.memory.last_at:
+            preloader = group.spawner.preloader
+            pid = preloader.pid if preloader is not None and preloader.live else None
+            sample = samples.get(pid) if pid is not None else None
+            totals = memory_summary(usages, sample.memory if sample is not None else None,
+                                    group.spawn_method == "smart")
+            group.memory.add(newest, totals.pss, totals.saving)
 
 
 def snapshot(server: Server) -> Snapshot:
     """The whole state, typed (``.to_json()`` gives the schema above)."""
     now, mono = time.time(), time.monotonic()
+    record_memory(server)
     samples = server.sampler.latest if server.sampler is not None else {}
-    apps = tuple(_app(g, samples, now, mono) for g in server.pool.groups.values())
+    requests = in_flight(server)
+    apps = tuple(_app(g, samples, now, mono, requests) for g in server.pool.groups.values())
     stats = server.proxy.stats
     traffic = server.traffic
     return Snapshot(

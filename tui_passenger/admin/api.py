@@ -4,7 +4,8 @@ GET ``/status`` (the :mod:`tui_passenger.status` snapshot), GET ``/metrics`` (Pr
 text), GET ``/events?since=N`` (log entries); POST ``/sampling`` {"paused": bool},
 ``/apps/{app}/scale`` {"count": N}, ``/apps/{app}/restart``, ``/apps/{app}/spawn-method``
 {"method": "smart"|"direct"}, ``/apps/{app}/refork``, ``/processes/{pid}/kill``
-{"force": false}, ``/reload`` (read passenger.toml again). The operations are
+{"force": false}, ``/processes/{pid}/stack`` (the Python stacks of a live worker or
+preloader), ``/reload`` (read passenger.toml again). The operations are
 :mod:`tui_passenger.operations`; these handlers only translate HTTP to them and their
 results back. Errors are JSON ``{"error": reason}`` with a 4xx status.
 """
@@ -96,6 +97,7 @@ class AdminServer:
             web.post("/apps/{app}/spawn-method", self.spawn_method),
             web.post("/apps/{app}/refork", self.refork),
             web.post("/processes/{pid}/kill", self.kill),
+            web.post("/processes/{pid}/stack", self.stack),
             web.get("/events", self.get_events),
             web.post("/sampling", self.sampling),
             web.post("/reload", self.reload),
@@ -183,12 +185,18 @@ class AdminServer:
         return _reply(await self.operations.refork(request.match_info["app"]))
 
     async def kill(self, request: web.Request) -> web.Response:
-        try:
-            pid = int(request.match_info["pid"])
-        except ValueError:
-            raise Refused(RefusalKind.INVALID, "pid must be a number") from None
         force = bool((await self._body(request)).get("force", False))
-        return _reply(await self.operations.kill(pid, force=force))
+        return _reply(await self.operations.kill(_pid(request), force=force))
+
+    async def stack(self, request: web.Request) -> web.Response:
+        return _reply(await self.operations.stack(_pid(request)))
+
+
+def _pid(request: web.Request) -> int:
+    try:
+        return int(request.match_info["pid"])
+    except ValueError:
+        raise Refused(RefusalKind.INVALID, "pid must be a number") from None
 
 
 def _reply(done: Done) -> web.Response:

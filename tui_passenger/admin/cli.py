@@ -62,6 +62,8 @@ def add_ctl_actions(ctl: argparse.ArgumentParser, where: argparse.ArgumentParser
                         help=" or ".join(SPAWN_METHODS))
     action(Action.REFORK, "promote a warmed worker of APP to preloader and replace the "
                           "others from it (smart only)").add_argument("app", metavar="APP")
+    action(Action.STACK, "show the Python stack of every thread of worker (or preloader) PID, "
+                         "without stopping it").add_argument("pid", metavar="PID", type=int)
     action(Action.RELOAD, "read the configuration file again: new apps start, removed ones "
                           "stop, changed ones restart (rolling) or update in place")
 
@@ -119,6 +121,6 @@ def run_command(args: argparse.Namespace) -> int:
 def ctl(client: AdminClient, args: argparse.Namespace) -> str:
     """Perform one ``ctl`` action; the message for the operator. Refused if refused."""
     action = Action(args.action)
-    target = args.pid if action is Action.KILL else getattr(args, "app", None)
+    target = args.pid if action in (Action.KILL, Action.STACK) else getattr(args, "app", None)
     body = {field: getattr(args, field) for field in args.fields} or None
     return client.act(action, target, body).message

@@ -14,12 +14,12 @@ from tui_passenger.operations import Action, Done, reply_error
 
 
 def action_url(action: Action, target: str | int | None = None) -> str:
-    """The admin API path that performs ``action`` on an app (by name), for a kill on a
-    worker (by pid), for sampling and reload on the instance (no target)."""
+    """The admin API path that performs ``action`` on an app (by name), for a kill or a
+    stack on a worker (by pid), for sampling and reload on the instance (no target)."""
     if action is Action.SAMPLING or action is Action.RELOAD:
         return f"/{action.value}"
-    if action is Action.KILL:
-        return f"/processes/{target}/kill"
+    if action is Action.KILL or action is Action.STACK:
+        return f"/processes/{target}/{action.value}"
     return f"/apps/{quote(str(target), safe='')}/{action.value}"
 
 

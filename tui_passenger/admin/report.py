@@ -99,6 +99,10 @@ def status_text(state: Snapshot | Mapping[str, Any]) -> str:
                 f"PSS {_pss(p.memory):<10} Private {private:<10} "
                 f"Last used {duration(p.last_used)} ago")
             lines.extend(f"      ! {warning}" for warning in p.warnings)
+            lines.extend(f"      > {r.method} {r.path}  running {r.age:.1f} s  (id {r.id})"
+                         for r in p.requests)
+        if app.refork_hint:
+            lines.append(f"  Hint: {app.refork_hint} (tui-passenger ctl refork {app.name})")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

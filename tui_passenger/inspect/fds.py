@@ -39,7 +39,7 @@ __all__ = [
 O_CLOEXEC = 0o2000000
 SOCKET_KINDS = frozenset({"tcp", "tcp6", "udp", "udp6", "unix"})
 FORKED_ROLES = frozenset({"preloader", "mold", "worker"})
-REMEDY = "reconnect it in a starting_worker_process hook (see sample_apps/memcache_shared)"
+REMEDY = "reconnect it in a starting_worker_process hook (see sample_apps/memcache_fixed)"
 #: When a mold (a worker promoted by refork) holds it too: it was opened during a request.
 MOLD_REMEDY = ("it was opened during a request and handed on by refork: close it in a "
                "starting_mold hook, or reconnect it in a starting_worker_process hook")

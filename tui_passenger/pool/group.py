@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from tui_passenger.activity import MemoryRing
 from tui_passenger.config import AppConfig
 from tui_passenger.engine import OutputSink, Spawner, SpawnError, make_spawner
 from tui_passenger.pool.live import Rollout
@@ -100,6 +101,8 @@ class Group:
         self._make_spawner = spawner_factory
         self.spawner: Spawner = spawner_factory(app, socket_dir, on_output=on_output)
         self.processes: list[PoolProcess] = []
+        #: The app's PSS and saving vs direct over time (status.record_memory).
+        self.memory = MemoryRing()
         self.spawning = 0
         self.waiters: deque[Waiter] = deque()  # oldest first
         #: Fails the waiters past max_request_queue_time: one timer for the whole queue,

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from tui_passenger.activity import MemoryRing
 from tui_passenger.engine import WorkerProcess
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ class PoolProcess:
 
     __slots__ = ("worker", "group", "state", "sessions", "processed", "last_used",
                  "busy_since", "queued", "max_requests", "connections", "stop_reason", "idle",
-                 "websockets")
+                 "websockets", "memory")
 
     def __init__(self, worker: WorkerProcess, group: Group) -> None:
         self.worker = worker
@@ -53,6 +54,8 @@ class PoolProcess:
         #: Set when a molding process has no session left (see LiveOperations.refork), or
         #: when a draining one with open WebSockets stops (LiveOperations._retired).
         self.idle: asyncio.Future[None] | None = None
+        #: Its shared and private dirty memory over its life (status.record_memory).
+        self.memory = MemoryRing()
 
     @property
     def pid(self) -> int:

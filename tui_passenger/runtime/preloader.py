@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tui_passenger.runtime import forkprep, proctitle, protocol
+from tui_passenger.runtime import forkprep, proctitle, protocol, stacks
 from tui_passenger.runtime.loader import detect_interface, load_app
 from tui_passenger.runtime.protocol import ExitCode
 from tui_passenger.runtime.worker import (
@@ -98,7 +98,8 @@ class ForkServer:
         protocol.send(self.control, protocol.PreloaderReady(
             load_seconds=seconds,
             threads=tuple(forkprep.live_thread_names()),
-            own_fds=(0, 1, 2, self.control.fileno(), self._wake_r, self._wake_w),
+            own_fds=(0, 1, 2, self.control.fileno(), self._wake_r, self._wake_w,
+                     *stacks.stack_fd()),
         ))
 
     def serve(self) -> ForkedChild | int:

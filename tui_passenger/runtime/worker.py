@@ -16,13 +16,14 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from tui_passenger.hooks import run_hooks
-from tui_passenger.runtime import proctitle, protocol
+from tui_passenger.runtime import proctitle, protocol, stacks
 from tui_passenger.runtime.loader import detect_interface, enter_root, load_app
 from tui_passenger.runtime.protocol import ExitCode
 
@@ -132,6 +133,8 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         interface = detect_interface(app, spec.interface)
     except BaseException as exc:  # noqa: BLE001 - any import failure is a spawn error
         return _fail(control, "import", exc, ExitCode.APP_LOAD_ERROR)
+    if fork is not None:  # a stack file of its own, not the preloader's
+        enable_stacks(spec.socket_dir)
     try:
         run_hooks("starting_worker_process", forked=fork is not None)
     except BaseException as exc:  # noqa: BLE001
@@ -173,8 +176,8 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         ppid=os.getppid(),
         interface=interface,
         concurrency=server.concurrency,
-        lost_threads=fork.lost_threads if fork else (),
-        own_fds=(0, 1, 2, control.fileno(), listener.fileno()),
+        lost_threads=still_lost(fork.lost_threads) if fork else (),
+        own_fds=(0, 1, 2, control.fileno(), listener.fileno(), *stacks.stack_fd()),
     ))
     try:
         server.serve_forever()
@@ -183,6 +186,8 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         listener.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
+        if mold is None:
+            stacks.disable(spec.socket_dir)
     if mold is not None:
         set_scheduling("normal")  # a preloader now, like the first one
         proctitle.name_preloader(spec.app, mold)
@@ -194,6 +199,22 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
 
         traceback.print_exc()
     return ExitCode.OK
+
+
+def still_lost(lost: tuple[str, ...]) -> tuple[str, ...]:
+    """The threads lost in the fork that the starting_worker_process hooks have not started
+    again (a thread of the same name is running now)."""
+    running = {thread.name for thread in threading.enumerate()}
+    return tuple(name for name in lost if name not in running)
+
+
+def enable_stacks(socket_dir: str) -> None:
+    """Answer the manager's stack signal (see runtime/stacks.py); a process that cannot
+    create its stack file still runs (the manager then says it did not answer)."""
+    try:
+        stacks.enable(socket_dir)
+    except OSError as exc:
+        print(f"stack dumps unavailable: {exc}", file=sys.stderr)
 
 
 def set_scheduling(policy: str) -> None:
@@ -250,6 +271,7 @@ def enter_child(argv: Sequence[str] | None, prog: str) -> tuple[WorkerSpec, sock
     close_inherited_fds(args.control_fd)
     spec = WorkerSpec.from_json(args.spec)
     become(spec.run_as)
+    enable_stacks(spec.socket_dir)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(control.fileno(), False)
     enter_root(spec.root)

@@ -28,6 +28,7 @@ from tui_passenger.tui.commands import DashboardCommands
 from tui_passenger.tui.rows import SORTS, Selection, build_rows, select
 from tui_passenger.tui.screens.confirm import Confirm
 from tui_passenger.tui.screens.help import HelpScreen
+from tui_passenger.tui.screens.stack import StackScreen
 from tui_passenger.tui.theme_picker import ThemePicker
 from tui_passenger.tui.themes import APP_VARIABLES, DEFAULT_THEME, fallback_theme, load_themes
 from tui_passenger.tui.widgets.detail import DetailPanel
@@ -69,6 +70,8 @@ class Dashboard(App[None]):
     # Not annotated ClassVar: Textual declares it as an instance variable.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
+        # Help first: the footer keeps it however narrow the terminal.
+        Binding("question_mark", "help", "Help", id="help"),
         Binding("plus,equals_sign", "scale_up", "Scale+", id="scale_up"),
         Binding("minus", "scale_down", "Scale-", id="scale_down"),
         Binding("k,f9", "kill", "Kill", id="kill"),
@@ -81,7 +84,8 @@ class Dashboard(App[None]):
         Binding("s", "sort", "Sort", id="sort"),
         Binding("f", "detail_tab", "Mem/fds", id="detail_tab"),
         Binding("t", "theme", "Theme", id="theme", show=False),
-        Binding("question_mark", "help", "Help", id="help"),
+        Binding("w", "stack", "Stack", id="stack"),
+        Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False),
         Binding("q", "quit", "Quit", id="quit"),
     ]
 
@@ -330,6 +334,30 @@ class Dashboard(App[None]):
                 return
             self.notify(f"{name}: reforking from its most used worker…")
             self._intent(f"refork {name}", lambda: self.core.refork(name))
+
+    def action_stack(self) -> None:
+        """Show the Python stack of every thread of the selected worker or preloader."""
+        selection = self.selection()
+        if selection is None or selection.process is None:
+            self.notify("select a worker or preloader row first", severity="warning")
+            return
+        pid = selection.process.pid
+
+        async def run() -> None:
+            try:
+                done = await self.core.stack(pid)
+            except INTENT_ERRORS as exc:
+                self.notify(f"stack {pid}: {exc}", severity="error", markup=False)
+                return
+            title, _, stacks = done.message.partition("\n")
+            self.push_screen(StackScreen(title, stacks))
+
+        self.run_worker(run(), exclusive=False, group="intents", exit_on_error=False)
+
+    def action_clear_filter(self) -> None:
+        """Clear the row filter."""
+        if self.filter_input.value:
+            self.filter_input.value = ""
 
     def action_pause(self) -> None:
         """Pause or resume reading /proc."""

@@ -18,6 +18,8 @@ COMMANDS = (
     ("Reload configuration", "Read passenger.toml again: new apps start, removed ones stop, "
      "changed ones restart or update", "reload"),
     ("Pause/resume sampling", "Stop or resume reading /proc", "pause"),
+    ("Show stacks", "The Python stack of every thread of the selected worker or preloader",
+     "stack"),
     ("Filter", "Show only apps or pids containing some text", "filter"),
     ("Sort", "Cycle the sort order: tree, CPU, PSS, processed", "sort"),
     ("Theme", "Pick a colour theme", "theme"),

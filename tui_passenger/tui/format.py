@@ -39,6 +39,15 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def short_duration(seconds: float) -> str:
+    """Seconds as at most three characters: ``7s``, ``59s``, ``5m``, ``2h``, ``3d``."""
+    s = int(seconds)
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= span:
+            return f"{min(s // span, 99)}{unit}"
+    return f"{s}s"
+
+
 def long_duration(seconds: float | None) -> str:
     """Seconds as ``1h 02m 03s`` (for the header)."""
     if seconds is None:

@@ -8,16 +8,29 @@ forked, then the app's other workers (direct, or forked by a preloader that has 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from tui_passenger.snapshot import AppStatus, MemoryUsage, PreloaderStatus, ProcessStatus, Snapshot
+from tui_passenger.snapshot import (
+    AppStatus,
+    MemoryUsage,
+    PreloaderStatus,
+    ProcessStatus,
+    RequestStatus,
+    Snapshot,
+)
 from tui_passenger.tui import format as fmt
 
 #: Sort orders the ``s`` key cycles through (within each app).
 SORTS = ("tree", "cpu", "pss", "processed")
 
-#: Column keys after the name column, in display order.
-COLUMNS = ("state", "sessions", "processed", "age", "spawn", "cpu", "pss", "private")
+#: Column keys after the name column, in display order ("request": shown where the table
+#: has the width for it).
+COLUMNS = ("state", "sessions", "processed", "age", "spawn", "cpu", "pss", "private",
+           "request")
+#: A request running this long shows its age in the state column.
+SHOW_AGE_AFTER = 1.0
+#: A request is long (highlighted) past this many seconds, or half of max_request_time.
+LONG_REQUEST = 5.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,10 @@ class TreeRow:
     values: tuple[str, ...]  # one per COLUMNS
     warning: bool = False
     dim: bool = False
+    #: Its oldest request in flight is long (see long_request()).
+    slow: bool = False
+    #: The label where the name column is wide enough ("" = the label).
+    wide_label: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,30 +95,50 @@ def _ordered(processes: Iterable[ProcessStatus], sort: str) -> list[ProcessStatu
     return sorted(processes, key=lambda p: (-_sort_value(p, sort), p.pid))
 
 
-def _preloader_row(preloader: PreloaderStatus, app: str) -> TreeRow:
+def long_request(age: float, max_request_time: float) -> bool:
+    """Whether a request running for ``age`` seconds is long: past LONG_REQUEST, or past
+    half of the app's max_request_time when that is shorter."""
+    limit = min(LONG_REQUEST, max_request_time / 2) if max_request_time else LONG_REQUEST
+    return age >= limit
+
+
+def _preloader_row(preloader: PreloaderStatus, app: AppStatus) -> TreeRow:
     generation = preloader.generation
-    label = f"{preloader.pid} {'mold' if preloader.mold else 'pre'}"
-    return _row(preloader, app, "preloader", 1, label, "", "",
-                f"gen {generation}" if generation else "")
+    role = "mold" if preloader.mold else "pre"
+    row = _row(preloader, app, "preloader", 1, f"{preloader.pid} {role}", "", "",
+               f"gen {generation}" if generation else "")
+    if preloader.mold:
+        return row
+    return replace(row, wide_label=f"{preloader.pid} preloader")
 
 
-def _worker_row(process: ProcessStatus, app: str, depth: int) -> TreeRow:
+def _worker_row(process: ProcessStatus, app: AppStatus, depth: int) -> TreeRow:
     # The generation says more than "smart" once a refork happened.
     spawn = f"gen {process.generation}" if process.generation else process.spawn_method
     sessions = f"{process.sessions}/{process.concurrency}"
     if process.websockets:  # open WebSockets hold no session: shown beside them
         sessions += f" +{process.websockets}ws"
     return _row(process, app, "worker", depth, str(process.pid), sessions,
-                fmt.count(process.processed), spawn)
+                fmt.count(process.processed), spawn, process.requests)
 
 
-def _row(process: ProcessStatus | PreloaderStatus, app: str, kind: str, depth: int,
-         label: str, sessions: str, processed: str, spawn: str) -> TreeRow:
+def _row(process: ProcessStatus | PreloaderStatus, app: AppStatus, kind: str, depth: int,
+         label: str, sessions: str, processed: str, spawn: str,
+         requests: tuple[RequestStatus, ...] = ()) -> TreeRow:
     state = process.state
+    request, slow = "", False
+    if requests:  # the oldest: what the worker is stuck on, if anything
+        oldest = requests[0]
+        request = f"{fmt.duration(oldest.age)} {oldest.method} {oldest.path}"
+        if oldest.age >= SHOW_AGE_AFTER:
+            state = f"{state} {fmt.short_duration(oldest.age)}"
+        slow = long_request(oldest.age, app.max_request_time)
     values = (state, sessions, processed, fmt.duration(process.uptime), spawn,
-              fmt.percent(process.cpu), _pss(process.memory), _private(process.memory))
-    return TreeRow(pid_key(process.pid), kind, app, process.pid, depth, label, values,
-                   bool(process.warnings), dim=state in ("draining", "stopping", "molding"))
+              fmt.percent(process.cpu), _pss(process.memory), _private(process.memory),
+              request)
+    return TreeRow(pid_key(process.pid), kind, app.name, process.pid, depth, label, values,
+                   bool(process.warnings), dim=process.state in ("draining", "stopping",
+                                                                 "molding"), slow=slow)
 
 
 def _app_row(app: AppStatus) -> TreeRow:
@@ -121,7 +158,7 @@ def _app_row(app: AppStatus) -> TreeRow:
         sessions = fmt.NONE
         memory = None
     values = (state, sessions, fmt.count(app.requests), "", app.spawn_method,
-              fmt.percent(sum(cpus)) if cpus else fmt.NONE, _pss(memory), _private(memory))
+              fmt.percent(sum(cpus)) if cpus else fmt.NONE, _pss(memory), _private(memory), "")
     warning = app.last_spawn_error is not None or any(p.warnings for p in processes)
     return TreeRow(app_key(app.name), "app", app.name, None, 0, app.name, values, warning)
 
@@ -144,11 +181,11 @@ def build_rows(snapshot: Snapshot | None, sort: str = "tree",
         preloader = app.preloader
         if preloader is not None:
             forked = [p for p in app.processes if p.ppid == preloader.pid]
-            children.append(_preloader_row(preloader, name))
-            children += [_worker_row(p, name, 2) for p in _ordered(forked, sort)]
+            children.append(_preloader_row(preloader, app))
+            children += [_worker_row(p, app, 2) for p in _ordered(forked, sort)]
         parent = preloader.pid if preloader is not None else None
         others = [p for p in app.processes if p.ppid != parent]
-        children += [_worker_row(p, name, 1) for p in _ordered(others, sort)]
+        children += [_worker_row(p, app, 1) for p in _ordered(others, sort)]
         if not app_hit:
             children = [c for c in children if _matches(str(c.pid), needle)]
             if not children:
@@ -158,8 +195,9 @@ def build_rows(snapshot: Snapshot | None, sort: str = "tree",
     return rows
 
 
-def tree_labels(rows: Iterable[TreeRow]) -> dict[str, str]:
-    """The first-column text of each row: the label indented with tree guides."""
+def tree_labels(rows: Iterable[TreeRow], width: int = 0) -> dict[str, str]:
+    """The first-column text of each row: the label indented with tree guides (a row's
+    wide label where it fits in ``width`` with a warning sign)."""
     rows = list(rows)
     labels: dict[str, str] = {}
     for index, row in enumerate(rows):
@@ -177,7 +215,9 @@ def tree_labels(rows: Iterable[TreeRow]) -> dict[str, str]:
                 break
         guide = "└ " if last else "├ "
         prefix = "  " if row.depth == 1 else "  │ " if _has_next_sibling(rows, index) else "    "
-        labels[row.key] = prefix + guide + row.label
+        wide = prefix + guide + row.wide_label
+        fits = row.wide_label and len(wide) + (2 if row.warning else 0) <= width
+        labels[row.key] = wide if fits else prefix + guide + row.label
     return labels
 
 

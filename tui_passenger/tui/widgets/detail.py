@@ -1,4 +1,5 @@
-"""The panel for the selected row: memory (numbers and a shared/private bar) and fds."""
+"""The panel for the selected row: its requests in flight, memory (numbers, a shared/private
+bar, sparklines over time) and fds."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from tui_passenger.snapshot import AppStatus, FdEntry, MemoryUsage
 from tui_passenger.tui import format as fmt
 from tui_passenger.tui.rows import Selection
+from tui_passenger.tui.widgets.trends import MemoryTrend, requests_text
 
 MEMORY_ROWS = (("PSS", "pss"), ("USS", "uss"), ("shared", "shared"),
                ("private dirty", "private_dirty"), ("swap", "swap"))
@@ -74,6 +76,8 @@ def _saving_text(app: AppStatus) -> Text:
     memory = app.memory
     text = Text()
     text.append(f"app {app.name}: PSS {fmt.mebibytes(memory.pss)}\n", style="bold")
+    if app.refork_hint:
+        text.append(f"⚠ {app.refork_hint} (g: refork)\n", style="bold")
     if app.spawn_method == "smart":
         text.append(f"saving vs direct: {fmt.mebibytes(memory.saving)}\n")
         text.append("(estimated: a direct worker would hold its RSS privately)", style="dim")
@@ -91,6 +95,7 @@ class MemoryView(Widget):
         self._numbers = Static(id="memory-numbers")
         self._legend = Static(id="memory-legend")
         self._bar = MemoryBar(id="memory-bar")
+        self._trend = MemoryTrend(id="memory-trend")
         self._app = Static(id="memory-app")
 
     def compose(self) -> ComposeResult:
@@ -98,6 +103,7 @@ class MemoryView(Widget):
         with Vertical(id="memory-side"):
             yield self._legend
             yield self._bar
+            yield self._trend
             yield self._app
 
     def show(self, selection: Selection | None) -> None:
@@ -118,6 +124,7 @@ class MemoryView(Widget):
             bar.set_parts(0, 0)
         else:
             bar.set_parts(memory.shared, memory.private_dirty)
+        self._trend.show(selection)
         self._app.update(_saving_text(selection.app))
 
 
@@ -127,12 +134,21 @@ class FdTable(DataTable[Text]):
     COMPONENT_CLASSES: ClassVar[set[str]] = {"fd-table--warning", "fd-table--info"}
 
 
+#: The fd table's columns and their widths; the target column takes the width left.
+FD_COLUMNS = (("fd", "fd", 3), ("kind", "kind", 4), ("target", "target", 0),
+              ("shared", "shared", 9))
+MIN_TARGET = 12
+
+
 class FdView(Widget):
     """The fd table and, below it, the warning texts with their remedies."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._shown: tuple[tuple[FdEntry, ...], tuple[str, ...]] | None = None
+        self._selection: Selection | None = None
+        #: The target column's width as laid out.
+        self.target_width = 0
         #: What is shown: (fd, level) per row, and the warning texts.
         self.levels: list[tuple[int, str]] = []
         self.notes: list[str] = []
@@ -144,13 +160,27 @@ class FdView(Widget):
         yield self._notes
 
     def on_mount(self) -> None:
+        self._lay_out(MIN_TARGET)  # until the tab is first shown and has a size
+
+    def on_resize(self) -> None:
+        # Each column has a cell padding of 1 on both sides; 1 for the vertical scrollbar.
+        others = sum(width + 2 for _, _, width in FD_COLUMNS if width) + 2 + 1
+        target = max(MIN_TARGET, self.size.width - others)
+        if target != self.target_width:
+            self._lay_out(target)
+            self._shown = None
+            self.show(self._selection)
+
+    def _lay_out(self, target: int) -> None:
+        self.target_width = target
         table = self._table
-        for key, label, width in (("fd", "fd", 3), ("kind", "kind", 4), ("target", "target", 12),
-                                  ("shared", "shared", 7)):
-            table.add_column(label, key=key, width=width)
+        table.clear(columns=True)
+        for key, label, width in FD_COLUMNS:
+            table.add_column(label, key=key, width=width or target)
 
     def show(self, selection: Selection | None) -> None:
         """Render the selection's fds (rebuilt only when they change; the list is short)."""
+        self._selection = selection
         process = selection.process if selection is not None else None
         fds = process.fds if process is not None else ()
         warnings = process.warnings if process is not None else ()
@@ -180,14 +210,19 @@ class FdView(Widget):
 
 
 class DetailPanel(Vertical):
-    """Tabs for the selection: Memory and fds."""
+    """The selected worker's requests in flight, then tabs: Memory and fds."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"detail-panel--long-request"}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._requests = Static(id="detail-requests")
+        self._shown_requests: Text | None = None
         self._memory = MemoryView(id="memory-view")
         self._fds = FdView(id="fd-view")
 
     def compose(self) -> ComposeResult:
+        yield self._requests
         with TabbedContent(initial="memory-tab", id="detail-tabs"):
             with TabPane("Memory", id="memory-tab"):
                 yield self._memory
@@ -195,11 +230,20 @@ class DetailPanel(Vertical):
                 yield self._fds
 
     def show(self, selection: Selection | None) -> None:
-        """Render the selection in both tabs."""
+        """Render the selection: its requests, and both tabs."""
+        requests = requests_text(selection, self.get_component_rich_style(
+            "detail-panel--long-request", partial=True))
+        if requests != self._shown_requests:
+            self._shown_requests = requests
+            self._requests.update(requests)
+            self._requests.display = bool(requests)
         self._memory.show(selection)
         self._fds.show(selection)
 
     def toggle(self) -> None:
-        """Switch between the two tabs."""
+        """Switch between the two tabs (the fds tab takes more width where there is)."""
         tabs = self.query_one(TabbedContent)
         tabs.active = "fds-tab" if tabs.active == "memory-tab" else "memory-tab"
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.set_class(event.pane.id == "fds-tab", "-fds")

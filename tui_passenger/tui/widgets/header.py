@@ -35,6 +35,10 @@ class SparkRow(Horizontal):
         yield self._text
         yield self._spark
 
+    def relabel(self, label: str) -> None:
+        """Name what the row shows (from the next show())."""
+        self._label = label
+
     def show(self, values: Sequence[float]) -> None:
         """Show the last :data:`HISTORY` values."""
         values = list(values[-HISTORY:])

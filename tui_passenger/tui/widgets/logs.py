@@ -21,6 +21,8 @@ class LogPanel(RichLog):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_lines=2000, wrap=True, markup=False, highlight=False, **kwargs)
         self._warned: set[tuple[int, str]] = set()
+        #: Apps whose refork hint is shown (each once while it holds).
+        self._hinted: set[str] = set()
 
     def _colour(self, name: str | None) -> Style:
         if name is None:
@@ -50,9 +52,15 @@ class LogPanel(RichLog):
             self.write(text)
 
     def add_warnings(self, snap: Snapshot) -> None:
-        """Append the per-process warnings not shown before."""
-        style = self._colour("warning")
+        """Append the per-process warnings not shown before, and an app's refork hint when
+        it appears (again after it has gone)."""
+        style: Style | None = None  # looked up once there is something new: it is not cheap
         for app in snap.apps:
+            if not app.refork_hint:
+                self._hinted.discard(app.name)
+            elif app.name not in self._hinted:
+                self._hinted.add(app.name)
+                self.write(Text(f"hint: {app.refork_hint} (g: refork)", style="bold"))
             processes = (*app.processes, *((app.preloader,) if app.preloader else ()))
             for process in processes:
                 for warning in process.warnings:
@@ -60,6 +68,8 @@ class LogPanel(RichLog):
                     if seen in self._warned:
                         continue
                     self._warned.add(seen)
+                    if style is None:
+                        style = self._colour("warning")
                     text = Text()
                     text.append(f"⚠ {app.name}[{process.pid}] ", style="bold")
                     text.append(warning, style=style)

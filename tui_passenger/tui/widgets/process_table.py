@@ -1,4 +1,10 @@
-"""The process tree table, updated by diffing rows by key (never cleared and rebuilt)."""
+"""The process tree table, updated by diffing rows by key (cleared and rebuilt only when a
+resize changes its columns).
+
+The columns of :data:`LAYOUT` always show; width beyond them goes to the name column first
+(up to :data:`WIDE_NAME`: room for ``preloader``), then to a request column (the oldest
+request in flight on each worker) once it can be at least :data:`MIN_REQUEST` wide.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,11 @@ LAYOUT = (
     ("pss", "pss", 6),
     ("private", "priv", 6),
 )
+#: The name column's width when the table has room for it.
+WIDE_NAME = 20
+MIN_REQUEST = 16
+#: Every column's cell padding, left and right.
+PADDING = 2
 
 
 @dataclass(frozen=True)
@@ -44,18 +55,55 @@ class ProcessTable(DataTable["NameCell | Text"]):
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "process-table--app", "process-table--warning", "process-table--dim",
+        "process-table--slow",
     }
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         #: Row key → (cell texts, style) as shown, to update only what changed.
-        self._shown: dict[str, tuple[tuple[str, ...], Style]] = {}
+        self._shown: dict[str, tuple[tuple[str, ...], Style, bool]] = {}
         self._order: dict[str, int] = {}
         self._app_of: dict[str, str] = {}
+        #: (column key, width) as laid out now.
+        self.layout_widths: tuple[tuple[str, int], ...] = ()
+        self._rows: list[TreeRow] = []
+        #: The row the cursor was on before the columns were rebuilt.
+        self._reselect: str | None = None
 
     def on_mount(self) -> None:
-        for key, label, width in LAYOUT:
-            self.add_column(label, width=width, key=key)
+        self._lay_out()
+
+    def on_resize(self) -> None:
+        if self._lay_out():
+            self.show(self._rows)
+
+    def _widths(self) -> tuple[tuple[str, int], ...]:
+        """The columns for the present width (see the module docstring)."""
+        widths = [(key, width) for key, _, width in LAYOUT]
+        spare = self.scrollable_content_region.width - 1 - sum(
+            width + PADDING for _, width in widths)  # 1: the vertical scrollbar
+        name = min(WIDE_NAME, widths[0][1] + max(0, spare))
+        spare -= name - widths[0][1]
+        widths[0] = ("name", name)
+        if spare >= MIN_REQUEST + PADDING:
+            widths.append(("request", spare - PADDING))
+        return tuple(widths)
+
+    def _lay_out(self) -> bool:
+        """Set the columns up for the present width; True if they changed."""
+        widths = self._widths()
+        if widths == self.layout_widths:
+            return False
+        keep = self.selected_key
+        self.clear(columns=True)
+        self._shown.clear()
+        self._order = {}
+        headers = {key: label for key, label, _ in LAYOUT}
+        for key, width in widths:
+            self.add_column(headers.get(key, key), width=width, key=key)
+        self.layout_widths = widths
+        self._reselect = self._reselect or keep
+        return True
 
     @property
     def selected_key(self) -> str | None:
@@ -85,12 +133,21 @@ class ProcessTable(DataTable["NameCell | Text"]):
 
     def _cells(self, row: TreeRow, label: str) -> tuple[tuple[str, ...], Style]:
         name = label + (" ⚠" if row.warning else "")
-        return (name, *row.values), self._style(row)
+        shown = len(self.layout_widths) - 1  # the request column is last, maybe not shown
+        return (name, *row.values[:shown]), self._style(row)
+
+    def _cell(self, column: str, value: str, style: Style, slow: bool) -> Text:
+        if slow and column in ("state", "request"):
+            style = style + self.get_component_rich_style("process-table--slow", partial=True)
+        return Text(value, style=style, no_wrap=True, overflow="ellipsis",
+                    justify=self._justify(column))
 
     def show(self, rows: list[TreeRow]) -> None:
         """Make the table show ``rows`` in this order, touching only what changed."""
-        keep = self.selected_key
-        labels = tree_labels(rows)
+        self._rows = rows
+        keep = self._reselect or self.selected_key
+        self._reselect = None
+        labels = tree_labels(rows, self.layout_widths[0][1] if self.layout_widths else 0)
         wanted = {row.key for row in rows}
         for gone in [key for key in self._shown if key not in wanted]:
             self.remove_row(gone)
@@ -99,21 +156,22 @@ class ProcessTable(DataTable["NameCell | Text"]):
         for row in rows:
             plain, style = self._cells(row, labels[row.key])
             shown = self._shown.get(row.key)
-            if shown == (plain, style):
+            if shown == (plain, style, row.slow):
                 continue
             cells: list[NameCell | Text] = [
                 NameCell(row.key, Text(plain[0], style=style, no_wrap=True))]
-            cells += [Text(value, style=style, no_wrap=True, justify=self._justify(column))
-                      for column, value in zip(COLUMNS, plain[1:], strict=True)]
+            cells += [self._cell(column, value, style, row.slow)
+                      for column, value in zip(COLUMNS, plain[1:], strict=False)]
             if shown is None:
                 self.add_row(*cells, key=row.key)
                 added = True
             else:
-                old_plain, old_style = shown
-                for index, (column, _, _) in enumerate(LAYOUT):
-                    if old_plain[index] != plain[index] or old_style != style:
+                old_plain, old_style, old_slow = shown
+                for index, (column, _) in enumerate(self.layout_widths):
+                    if old_plain[index] != plain[index] or (old_style, old_slow) != (style,
+                                                                                     row.slow):
                         self.update_cell(row.key, column, cells[index])
-            self._shown[row.key] = (plain, style)
+            self._shown[row.key] = (plain, style, row.slow)
         order = {row.key: index for index, row in enumerate(rows)}
         if added or order != self._order:
             self._order = order

@@ -1,9 +1,12 @@
-"""The two kinds of :class:`~tui_passenger.core.Core`: embedded and attached."""
+"""The kinds of :class:`~tui_passenger.core.Core`: a running instance attached over its
+admin socket, the same started by the dashboard as its own process (the default), and the
+server embedded in the dashboard's process (``--embedded``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import aiohttp
 from tui_passenger.admin.client import action_url
 from tui_passenger.config import Config
 from tui_passenger.core import Core
-from tui_passenger.operations import Action, Done, Operations, reply_error
+from tui_passenger.operations import Action, Done, Operations, Refused, reply_error
 from tui_passenger.server import Server
 from tui_passenger.snapshot import Snapshot
 from tui_passenger.status import snapshot
@@ -22,6 +25,7 @@ class EmbeddedCore(Core):
     """The server runs in this process, on the dashboard's event loop."""
 
     embedded = True
+    owned = True
 
     def __init__(self, config: Config, **server_options: Any) -> None:
         self.server = Server(config, **server_options)
@@ -69,6 +73,7 @@ class AttachedCore(Core):
     """A running instance, reached over its admin socket."""
 
     embedded = False
+    owned = False
 
     def __init__(self, socket_path: Path) -> None:
         self.path = socket_path
@@ -82,8 +87,9 @@ class AttachedCore(Core):
         await self.snapshot()  # fail early with a clear error if nobody answers
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
         """One admin API request; its JSON reply. Refused (as the instance said) on a 4xx."""
@@ -134,3 +140,38 @@ class AttachedCore(Core):
 
     async def reload(self) -> Done:
         return await self._act(Action.RELOAD)
+
+
+class SpawnedCore(AttachedCore):
+    """A core this dashboard started as its own process (``tui-passenger --headless``),
+    attached over its admin socket like any running instance. Quitting asks it to stop
+    (the ``stop`` operation) and waits until it has exited; detaching leaves it serving."""
+
+    owned = True
+
+    def __init__(self, socket_path: Path, process: subprocess.Popen[bytes],
+                 log_file: Path) -> None:
+        super().__init__(socket_path)
+        self.process = process
+        self.log_file = log_file
+        self.description = f"core pid {process.pid} on {socket_path}"
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:  # it does not answer: do not leave it behind
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if not self.detached and self.process.poll() is None:
+            try:
+                if self._session is None:
+                    raise ConnectionError("not connected")
+                await self._act(Action.STOP)
+            except Refused:
+                pass  # it is stopping already
+            except (ConnectionError, RuntimeError):
+                self.process.terminate()  # no answer: SIGTERM stops it the same way
+            await asyncio.to_thread(self.process.wait)
+        await super().stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ class Action(enum.Enum):
     REFORK = "refork"
     SAMPLING = "sampling"
     RELOAD = "reload"
+    STOP = "stop"
 
 
 class RefusalKind(enum.IntEnum):
@@ -120,10 +122,15 @@ def _reloaded(reply: Reply) -> str:
     return f"reloaded {reply['config']}: {'; '.join(parts) or 'nothing changed'}"
 
 
+def _stopping(reply: Reply) -> str:
+    return (f"instance {reply['pid']} stopping: in-flight requests get up to "
+            f"{reply['shutdown_timeout']:g} s")
+
+
 _MESSAGES: dict[Action, Callable[[Reply], str]] = {
     Action.SCALE: _scaled, Action.KILL: _killed, Action.RESTART: _restarted,
     Action.SPAWN_METHOD: _switched, Action.REFORK: _reforked, Action.SAMPLING: _sampling,
-    Action.RELOAD: _reloaded,
+    Action.RELOAD: _reloaded, Action.STOP: _stopping,
 }
 
 
@@ -275,3 +282,14 @@ class Operations:
         server.events.add("reload", done.message,
                           level="warning" if plan.restart_needed else "info")
         return done
+
+    async def stop(self) -> Done:
+        """Shut the instance down gracefully, as SIGTERM does: it stops accepting, lets
+        in-flight requests finish (up to shutdown_timeout) and stops every process. Answers
+        at once; the instance exits afterwards. Refused (conflict) if it is stopping already."""
+        server = self.server
+        if server.stopping or server.stop_requested.is_set():
+            raise Refused(RefusalKind.CONFLICT, "the instance is shutting down already")
+        server.request_stop()
+        return Done(Action.STOP, {"pid": os.getpid(),
+                                  "shutdown_timeout": server.config.server.shutdown_timeout})

@@ -76,6 +76,9 @@ class Server:
         self.listeners: list[Listener] = []
         self.service = ServiceState(self.pool, self.traffic)
         self.stopped = asyncio.Event()
+        #: Set by request_stop() (the ``stop`` operation, SIGTERM): whoever runs the server
+        #: (the headless runner, the embedded dashboard) then stops it.
+        self.stop_requested = asyncio.Event()
 
     async def start(self) -> None:
         """Listen on the public addresses and the admin socket, start each app's minimum.
@@ -162,6 +165,10 @@ class Server:
         await self._release()
         self.stopped.set()
         log.info("stopped")
+
+    def request_stop(self) -> None:
+        """Ask whoever runs this server to stop it (gracefully, with stop())."""
+        self.stop_requested.set()
 
     def loop_problem(self) -> str | None:
         """Why the manager's periodic work is not running (liveness), or None if it is."""

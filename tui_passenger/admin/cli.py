@@ -64,6 +64,7 @@ def add_ctl_actions(ctl: argparse.ArgumentParser, where: argparse.ArgumentParser
                           "others from it (smart only)").add_argument("app", metavar="APP")
     action(Action.RELOAD, "read the configuration file again: new apps start, removed ones "
                           "stop, changed ones restart (rolling) or update in place")
+    action(Action.STOP, "shut the instance down gracefully, as SIGTERM does")
 
 
 def add_commands(commands: Any, where: argparse.ArgumentParser) -> list[str]:

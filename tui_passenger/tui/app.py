@@ -25,7 +25,8 @@ from tui_passenger.core import Core
 from tui_passenger.operations import Done, Refused
 from tui_passenger.snapshot import AppStatus, Snapshot
 from tui_passenger.tui.commands import DashboardCommands
-from tui_passenger.tui.rows import SORTS, Selection, build_rows, select
+from tui_passenger.tui.folding import ProcessTree, fold
+from tui_passenger.tui.rows import SORTS, Selection, app_key, build_rows, select
 from tui_passenger.tui.screens.confirm import Confirm
 from tui_passenger.tui.screens.help import HelpScreen
 from tui_passenger.tui.theme_picker import ThemePicker
@@ -39,7 +40,8 @@ from tui_passenger.tui.widgets.process_table import ProcessTable
 #: words the CLI and the admin API give), an instance that does not answer, a server fault.
 INTENT_ERRORS = (Refused, OSError, RuntimeError)
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
-             "question_mark": "?", "escape": "Esc", "enter": "Enter"}
+             "question_mark": "?", "escape": "Esc", "enter": "Enter", "left": "←",
+             "right": "→"}
 
 
 class FilterInput(Input):
@@ -83,6 +85,7 @@ class Dashboard(App[None]):
         Binding("t", "theme", "Theme", id="theme", show=False),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
+        Binding("d", "detach", "Detach", id="detach", show=False),
     ]
 
     class Refreshed(Message):
@@ -114,6 +117,8 @@ class Dashboard(App[None]):
         self._own_reloads = 0
         self._quitting = False
         self._timer: Timer | None = None
+        #: The apps whose processes are folded away (left/right on the process tree).
+        self.folded: set[str] = set()
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
@@ -125,7 +130,7 @@ class Dashboard(App[None]):
         self.header = DashboardHeader(self.core.description, id="header")
         self.filter_input = FilterInput(
             placeholder="filter: app name or pid  (Enter keeps, Esc clears)", id="filter")
-        self.table = ProcessTable(id="processes")
+        self.table = ProcessTree(id="processes")
         self.detail = DetailPanel(id="detail")
         self.log_panel = LogPanel(id="log")
         yield self.header
@@ -216,7 +221,7 @@ class Dashboard(App[None]):
 
     def _show_rows(self) -> None:
         needle = self.filter_input.value
-        self.table.show(build_rows(self.snapshot, self.sort_mode, needle))
+        self.table.show(fold(build_rows(self.snapshot, self.sort_mode, needle), self.folded))
 
     def _show_detail(self) -> None:
         self.detail.show(self.selection())
@@ -367,6 +372,26 @@ class Dashboard(App[None]):
         self.table.border_subtitle = f"sort: {self.sort_mode}"
         self._show_rows()
 
+    def _fold(self, folded: bool) -> None:
+        selection = self.selection()
+        if selection is None:
+            return
+        name = selection.app.name
+        if folded:
+            self.folded.add(name)
+        else:
+            self.folded.discard(name)
+        self._show_rows()
+        self.table.select_key(app_key(name))
+
+    def action_fold(self) -> None:
+        """Fold the selected app's processes into its row."""
+        self._fold(True)
+
+    def action_unfold(self) -> None:
+        """Show the selected app's processes again."""
+        self._fold(False)
+
     def action_detail_tab(self) -> None:
         """Switch the detail panel between memory and fds."""
         self.detail.toggle()
@@ -383,28 +408,36 @@ class Dashboard(App[None]):
     def key_help(self) -> list[tuple[str, str]]:
         """(keys, description) for every binding, as currently mapped."""
         rows = []
-        for binding in self.BINDINGS:
+        for binding in (*self.BINDINGS, *ProcessTree.BINDINGS):
             assert isinstance(binding, Binding)
             keys = self.keymap.get(binding.id or "", binding.key)
             shown = ", ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
-            action = getattr(self, f"action_{binding.action}", None)
+            action = getattr(self, f"action_{binding.action.removeprefix('app.')}", None)
             doc = (action.__doc__ or binding.description).strip().splitlines()[0]
             rows.append((shown, doc))
         rows.append(("Ctrl+P", "Command palette: every action by name"))
+        if self.core.log_file is not None:
+            rows.append(("log", str(self.core.log_file)))
         return rows
 
     def action_help(self) -> None:
         """Show every key and what it does."""
         self.push_screen(HelpScreen(self.key_help()))
 
-    async def action_quit(self) -> None:
-        """Quit; an embedded server first shuts down gracefully."""
+    def _begin_closing(self) -> bool:
+        """Begin closing (False if already begun): no more ticks."""
         if self._quitting:
-            return
+            return False
         self._quitting = True
         if self._timer is not None:
             self._timer.stop()
-        if not self.core.embedded:
+        return True
+
+    async def action_quit(self) -> None:
+        """Quit; a server started with the dashboard first shuts down gracefully."""
+        if not self._begin_closing():
+            return
+        if not self.core.owned:
             self.exit()
             return
         self.notify("shutting down… (in-flight requests may finish)", timeout=60)
@@ -417,24 +450,35 @@ class Dashboard(App[None]):
 
         self.run_worker(shutdown(), group="quit", exit_on_error=False)
 
+    async def action_detach(self) -> None:
+        """Leave the server running without the dashboard (see it again with attach)."""
+        if not self.core.detachable:
+            self.notify("the server runs inside this dashboard (--embedded): it cannot be "
+                        "left running; q quits", severity="warning")
+            return
+        if self._begin_closing():
+            await self.core.detach()
+            self.exit()
+
 
 async def run_dashboard(core: Core, *, keymap: dict[str, str] | None = None,
-                        theme_dir: Path | None = None,
-                        stop: asyncio.Event | None = None) -> None:
+                        theme_dir: Path | None = None, stop: asyncio.Event | None = None,
+                        detach: asyncio.Event | None = None) -> None:
     """Start the core, run the dashboard until the operator quits (or ``stop`` is set, e.g.
-    on SIGTERM: the same as the quit key), then stop the core."""
+    on SIGTERM: the same as the quit key; ``detach``: as the detach key), then stop the
+    core (a detached one keeps running)."""
     await core.start()
     app = Dashboard(core, keymap=keymap, theme_dir=theme_dir)
-    watcher = None
-    if stop is not None:
-        async def quit_on_stop() -> None:
-            await stop.wait()
-            await app.run_action("quit")
 
-        watcher = asyncio.ensure_future(quit_on_stop())
+    async def act_on(event: asyncio.Event, action: str) -> None:
+        await event.wait()
+        await app.run_action(action)
+
+    watchers = [asyncio.ensure_future(act_on(event, action))
+                for event, action in ((stop, "quit"), (detach, "detach")) if event is not None]
     try:
         await app.run_async()
     finally:
-        if watcher is not None:
+        for watcher in watchers:
             watcher.cancel()
         await core.stop()

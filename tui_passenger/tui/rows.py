@@ -33,6 +33,7 @@ class TreeRow:
     values: tuple[str, ...]  # one per COLUMNS
     warning: bool = False
     dim: bool = False
+    folded: bool = False  # an app row whose processes are hidden (tui.folding)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def tree_labels(rows: Iterable[TreeRow]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for index, row in enumerate(rows):
         if row.kind == "app":
-            labels[row.key] = f"▾ {row.label}"
+            labels[row.key] = f"{'▸' if row.folded else '▾'} {row.label}"
             continue
         # Last among its siblings when no later row of the same app sits at the same depth
         # before the app's rows end or the depth drops below it.

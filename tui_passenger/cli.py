@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tui-passenger {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND",
                                      title="commands for a running instance")
-    attach_help = "show the dashboard of a running instance; quitting leaves it running"
+    attach_help = ("show the dashboard of a running instance; quitting leaves it running "
+                   "(one a dashboard started and left: quitting stops it, d leaves it again)")
     commands.add_parser("attach", parents=[where], help=attach_help, description=attach_help)
     actions = add_commands(commands, where)
     parser.epilog = (f"ctl actions: {', '.join(actions)} (see tui-passenger ctl --help). "
@@ -167,7 +168,8 @@ def serve(args: argparse.Namespace) -> int:
 
         started = None if ready_fd is None else lambda problem: report_start(ready_fd, problem)
         try:
-            return run(run_headless(config, load, started))
+            log_file = None if args.log_file is None else os.path.abspath(args.log_file)
+            return run(run_headless(config, load, started, log_file))
         except KeyboardInterrupt:
             return 130
     from tui_passenger.admin.paths import admin_socket_path, private_directory
@@ -184,8 +186,8 @@ def serve(args: argparse.Namespace) -> int:
         from tui_passenger.cores import EmbeddedCore
 
         setup_logging(level, log_file)
-        core: Any = EmbeddedCore(config, reload_config=load)
-        core.log_file = log_file
+        core = EmbeddedCore(config, reload_config=load)
+        core.log_file, core.server.log_file = log_file, os.fspath(log_file)
         return run(dashboard(core, config.keys))
     return launch(args, os.fspath(config_path), admin_socket_path(config), log_file,
                   dict(config.keys))
@@ -210,7 +212,7 @@ def launch(args: argparse.Namespace, config: str, socket: Path, log_file: Path,
     core = SpawnedCore(socket, process, log_file)
     status = run(dashboard(core, keys))
     if core.detached:
-        print(detached_message(shlex.quote(config), process.pid, log_file))
+        print(detached_message(f"-c {shlex.quote(config)}", process.pid, log_file))
     return status
 
 
@@ -235,16 +237,25 @@ def attach(args: argparse.Namespace) -> int:
     try:
         if hasattr(args, "admin_socket"):
             path: Path = args.admin_socket
+            where = f"--admin-socket {shlex.quote(os.fspath(path))}"
         else:  # the instance's config also gives the dashboard its key bindings
-            config = load_config(getattr(args, "config", DEFAULT_CONFIG))
+            config_path = getattr(args, "config", DEFAULT_CONFIG)
+            config = load_config(config_path)
             path, keys = admin_socket_path(config), dict(config.keys)
+            where = f"-c {shlex.quote(os.fspath(config_path))}"
     except ConfigError as exc:
         return fail(exc, 2)
     if not path.exists():
         return fail(f"no tui-passenger instance answers on {path}; is it running with this "
                     "config?", 3)
     logging.getLogger().addHandler(logging.NullHandler())
-    return run(dashboard(AttachedCore(path), keys))
+    core = AttachedCore(path)
+    status = run(dashboard(core, keys))
+    if core.detached and core.owned:  # a dashboard's server, left running again
+        from tui_passenger.launch import detached_message
+
+        print(detached_message(where, core.pid, core.log_file))
+    return status
 
 
 async def dashboard(core: Any, keys: dict[str, str] | Any) -> int:

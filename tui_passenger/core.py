@@ -20,7 +20,7 @@ class Core(abc.ABC):
     #: True when the server runs in this process, on the dashboard's event loop.
     embedded: bool
     #: True when quitting the dashboard shuts the server down (it was started for it).
-    owned: bool
+    owned: bool = False
     #: One line for the header: what the dashboard is showing.
     description: str
     #: Where the server logs, when the dashboard knows (shown in the help screen).

@@ -31,13 +31,17 @@ def reload_on_sighup(server: Server) -> None:
 
 async def run_headless(config: Config,
                        reload_config: Callable[[], Config] | None = None,
-                       started: Callable[[str], None] | None = None) -> int:
+                       started: Callable[[str], None] | None = None,
+                       log_file: str | None = None) -> int:
     """Serve until SIGINT, SIGTERM or the ``stop`` operation, then shut down gracefully;
     returns the exit status. SIGHUP reloads the configuration (``reload_config`` reads it,
     see Server). ``started`` is told how the start went: "" once listening, else the
-    problem (the dashboard that launched this process waits for it)."""
+    problem (a dashboard launched this process, waits for it and owns it); ``log_file``
+    says where the log goes (None: stderr)."""
     loop = asyncio.get_running_loop()
     server = Server(config, reload_config=reload_config)
+    server.log_file = log_file
+    server.dashboard_owned = started is not None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_stop)
     reload_on_sighup(server)

@@ -84,10 +84,10 @@ def _read_all(fd: int) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def detached_message(config: str, pid: int, log_file: Path) -> str:
-    """What the terminal says after the dashboard left its server running."""
-    where = f"-c {config}"
+def detached_message(where: str, pid: int | None, log_file: Path | None) -> str:
+    """What the terminal says after the dashboard left its server running; ``where`` is
+    how the commands find it (``-c FILE`` or ``--admin-socket PATH``)."""
     return (f"tui-passenger keeps running in the background (pid {pid}), logging to "
-            f"{log_file}\n"
+            f"{log_file or 'its log'}\n"
             f"  see it again:  tui-passenger attach {where}\n"
             f"  stop it:       tui-passenger ctl stop {where}   (or kill -TERM {pid})")

@@ -79,6 +79,10 @@ class Server:
         #: Set by request_stop() (the ``stop`` operation, SIGTERM): whoever runs the server
         #: (the headless runner, the embedded dashboard) then stops it.
         self.stop_requested = asyncio.Event()
+        #: Where this process logs (None: stderr), for the status and the dashboard.
+        self.log_file: str | None = None
+        #: Started by a dashboard (tui_passenger.launch): one attached stops it on quit.
+        self.dashboard_owned = False
 
     async def start(self) -> None:
         """Listen on the public addresses and the admin socket, start each app's minimum.

@@ -112,6 +112,9 @@ class Dashboard(App[None]):
         #: app → (min_instances asked for, when): presses faster than the refresh add up.
         self._scale_targets: dict[str, tuple[int, float]] = {}
         self._fetching = False
+        #: A refresh was asked for while one was under way (after an intent): it runs
+        #: again at once, so the intent's effect does not wait for the next tick.
+        self._refetch = False
         #: Reloads asked for here whose outcome was notified already (from their answer):
         #: their entries in the log are not notified again. Others (SIGHUP, ctl reload) are.
         self._own_reloads = 0
@@ -165,11 +168,16 @@ class Dashboard(App[None]):
 
     # -- the tick ---------------------------------------------------------------------
 
-    async def tick(self) -> None:
-        """Fetch one snapshot and the new log entries, and post them as one message."""
-        if self._fetching or self._quitting:
+    async def tick(self, urgent: bool = False) -> None:
+        """Fetch one snapshot and the new log entries, and post them as one message.
+        ``urgent`` (after an intent): if a fetch is under way, fetch again after it."""
+        if self._quitting:
+            return
+        if self._fetching:
+            self._refetch = self._refetch or urgent
             return
         self._fetching = True
+        self._refetch = False
         try:
             snap = await self.core.snapshot()
             instance = (snap.server.pid, snap.server.started)
@@ -188,6 +196,8 @@ class Dashboard(App[None]):
         self._instance = instance
         self._seq = seq
         self.post_message(self.Refreshed(snap, entries))
+        if self._refetch:  # what was fetched may predate an intent's answer
+            self.call_later(self.tick, True)
 
     def on_dashboard_refreshed(self, message: Refreshed) -> None:
         """Render one snapshot into every widget, in one batch."""
@@ -251,7 +261,7 @@ class Dashboard(App[None]):
                 self.notify(f"{label}: {exc}", severity="error", markup=False)
                 return
             self.notify(done.message, markup=False)
-            await self.tick()
+            await self.tick(urgent=True)
 
         self.run_worker(run(), exclusive=False, group="intents", exit_on_error=False)
 

@@ -261,7 +261,7 @@ def attach(args: argparse.Namespace) -> int:
 async def dashboard(core: Any, keys: dict[str, str] | Any) -> int:
     """Run the dashboard over ``core``; SIGTERM quits it like the quit key does, SIGHUP
     reloads the embedded server's configuration, and detaches from any other."""
-    from tui_passenger.tui.app import run_dashboard
+    from tui_passenger.tui.session import run_dashboard
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

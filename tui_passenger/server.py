@@ -43,7 +43,7 @@ class Server:
 
     def __init__(self, config: Config, *, on_output: OutputSink | None = None,
                  on_event: EventSink | None = None, admin: bool = True,
-                 sample_interval: float = 1.0, smaps_interval: float = 5.0,
+                 sample_interval: float = 1.0, smaps_interval: float = 10.0,
                  reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
         #: Reads the configuration again for reload() (the command line's overrides
@@ -233,7 +233,7 @@ class Server:
         """Recycle (drain, then stop) workers whose private memory is above memory_limit."""
         if self.sampler is None:
             return
-        samples = self.sampler.latest
+        samples = self.sampler.current  # the server's own reading: not someone looking
         for group in self.pool.groups.values():
             limit = group.app.memory_limit * 1024 * 1024
             if not limit:

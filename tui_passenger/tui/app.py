@@ -7,7 +7,6 @@ Only this App touches the terminal. It renders the typed snapshot of
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,6 +38,10 @@ from tui_passenger.tui.widgets.process_table import ProcessTable
 #: What a call to the core may raise with a reason for the operator: a refusal (the same
 #: words the CLI and the admin API give), an instance that does not answer, a server fault.
 INTENT_ERRORS = (Refused, OSError, RuntimeError)
+#: The share of a core the periodic refreshes may take; above it they come less often...
+REFRESH_BUDGET = 0.05
+#: ...but at least every this many seconds.
+MAX_INTERVAL = 5.0
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
              "question_mark": "?", "escape": "Esc", "enter": "Enter", "left": "←",
              "right": "→"}
@@ -120,6 +123,8 @@ class Dashboard(App[None]):
         self._own_reloads = 0
         self._quitting = False
         self._timer: Timer | None = None
+        #: (process CPU time, monotonic time) at the last periodic refresh.
+        self._cpu_mark = (time.process_time(), time.monotonic())
         #: The apps whose processes are folded away (left/right on the process tree).
         self.folded: set[str] = set()
 
@@ -153,8 +158,7 @@ class Dashboard(App[None]):
         table.border_subtitle = f"sort: {self.sort_mode}"
         self.log_panel.border_title = "log"
         table.focus()
-        self._timer = self.set_interval(self.interval, self.tick)
-        self.call_later(self.tick)
+        self.call_later(self._periodic)
 
     def _load_themes(self) -> None:
         themes, errors = load_themes(self.theme_dir)
@@ -167,6 +171,20 @@ class Dashboard(App[None]):
         self.theme = DEFAULT_THEME
 
     # -- the tick ---------------------------------------------------------------------
+
+    async def _periodic(self) -> None:
+        await self.tick()
+        if not self._quitting:
+            self._timer = self.set_timer(self._next_delay(), self._periodic)
+
+    def _next_delay(self) -> float:
+        """Seconds to the next periodic refresh: ``interval``, or longer while a refresh
+        costs this process more than REFRESH_BUDGET of a core (a tree of hundreds of
+        workers): watching must stay cheap. An intent still refreshes at once."""
+        cpu, now = time.process_time(), time.monotonic()
+        used = cpu - self._cpu_mark[0]
+        self._cpu_mark = (cpu, now)
+        return min(MAX_INTERVAL, max(self.interval, used / REFRESH_BUDGET))
 
     async def tick(self, urgent: bool = False) -> None:
         """Fetch one snapshot and the new log entries, and post them as one message.
@@ -470,25 +488,3 @@ class Dashboard(App[None]):
             await self.core.detach()
             self.exit()
 
-
-async def run_dashboard(core: Core, *, keymap: dict[str, str] | None = None,
-                        theme_dir: Path | None = None, stop: asyncio.Event | None = None,
-                        detach: asyncio.Event | None = None) -> None:
-    """Start the core, run the dashboard until the operator quits (or ``stop`` is set, e.g.
-    on SIGTERM: the same as the quit key; ``detach``: as the detach key), then stop the
-    core (a detached one keeps running)."""
-    await core.start()
-    app = Dashboard(core, keymap=keymap, theme_dir=theme_dir)
-
-    async def act_on(event: asyncio.Event, action: str) -> None:
-        await event.wait()
-        await app.run_action(action)
-
-    watchers = [asyncio.ensure_future(act_on(event, action))
-                for event, action in ((stop, "quit"), (detach, "detach")) if event is not None]
-    try:
-        await app.run_async()
-    finally:
-        for watcher in watchers:
-            watcher.cancel()
-        await core.stop()

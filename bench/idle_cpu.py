@@ -24,6 +24,8 @@ import os
 import shlex
 import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,6 +99,24 @@ def wait_ready(proc: subprocess.Popen[bytes], admin: Path, total: int, log: Path
     sys.exit(f"not all {total} workers ready in time")
 
 
+def status_times(admin: Path, count: int) -> list[float]:
+    """Milliseconds each of ``count`` GET /status took over the admin socket (what a
+    dashboard's refresh asks of the core, one a second): the round trip bounds how long
+    the core's event loop is held."""
+    times = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(admin))
+        started = time.perf_counter()
+        sock.sendall(b"GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        while sock.recv(1 << 16):
+            pass
+        times.append((time.perf_counter() - started) * 1000)
+        sock.close()
+        time.sleep(0.2)
+    return times
+
+
 def dashboard_pid(tmux: list[str]) -> int:
     """The pid of the process running in the tmux pane, once the dashboard is on screen."""
     deadline = time.monotonic() + 60
@@ -139,6 +159,9 @@ def main() -> int:
             headless = measure({"manager": manager}, args.duration)
             print(f"{label}, idle, headless: manager {headless['manager']:.2f}% of a core "
                   f"over {args.duration:g} s")
+            times = status_times(admin, 20)
+            print(f"{label}: GET /status took median {statistics.median(times):.1f} ms, "
+                  f"max {max(times):.1f} ms (20 requests)")
             if args.dashboard:
                 if shutil.which("tmux") is None:
                     sys.exit("--dashboard needs tmux")

@@ -49,7 +49,7 @@ async def test_left_folds_the_selected_app_and_right_unfolds_it():
         await pilot.press("right")
         assert hello <= set(row_keys(app))
         assert table.get_cell("app:hello", "name").text.plain.startswith("▾ hello")
-        assert ("fold", "Fold app") in [(b.id, b.description) for b in table.BINDINGS]
+        assert ("←", "Fold the selected app's processes into its row") in app.key_help()
 
 
 @pytest.mark.parametrize("key", ["q", "d"])

@@ -24,8 +24,8 @@ from tui_passenger.core import Core
 from tui_passenger.operations import Done, Refused
 from tui_passenger.snapshot import AppStatus, Snapshot
 from tui_passenger.tui.commands import DashboardCommands
-from tui_passenger.tui.folding import ProcessTree, fold
-from tui_passenger.tui.rows import SORTS, Selection, app_key, build_rows, select
+from tui_passenger.tui.folding import ProcessTree
+from tui_passenger.tui.rows import SORTS, Selection, build_rows, select
 from tui_passenger.tui.screens.confirm import Confirm
 from tui_passenger.tui.screens.help import HelpScreen
 from tui_passenger.tui.theme_picker import ThemePicker
@@ -125,8 +125,7 @@ class Dashboard(App[None]):
         self._timer: Timer | None = None
         #: (process CPU time, monotonic time) at the last periodic refresh.
         self._cpu_mark = (time.process_time(), time.monotonic())
-        #: The apps whose processes are folded away (left/right on the process tree).
-        self.folded: set[str] = set()
+        self._slowed = False
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
@@ -155,7 +154,7 @@ class Dashboard(App[None]):
             self.set_keymap(self.keymap)
         table = self.table
         table.border_title = "processes"
-        table.border_subtitle = f"sort: {self.sort_mode}"
+        table.border_subtitle = self._subtitle()
         self.log_panel.border_title = "log"
         table.focus()
         self.call_later(self._periodic)
@@ -184,7 +183,16 @@ class Dashboard(App[None]):
         cpu, now = time.process_time(), time.monotonic()
         used = cpu - self._cpu_mark[0]
         self._cpu_mark = (cpu, now)
-        return min(MAX_INTERVAL, max(self.interval, used / REFRESH_BUDGET))
+        delay = min(MAX_INTERVAL, max(self.interval, used / REFRESH_BUDGET))
+        slowed = delay > 1.5 * self.interval
+        if slowed != self._slowed:  # say so: the numbers are that old at most
+            self._slowed = slowed
+            self.table.border_subtitle = self._subtitle(delay if slowed else None)
+        return delay
+
+    def _subtitle(self, every: float | None = None) -> str:
+        """The process table's subtitle: the sort order, and the refresh when slowed."""
+        return f"sort: {self.sort_mode}" + (f" · refresh {every:.0f} s" if every else "")
 
     async def tick(self, urgent: bool = False) -> None:
         """Fetch one snapshot and the new log entries, and post them as one message.
@@ -249,7 +257,7 @@ class Dashboard(App[None]):
 
     def _show_rows(self) -> None:
         needle = self.filter_input.value
-        self.table.show(fold(build_rows(self.snapshot, self.sort_mode, needle), self.folded))
+        self.table.show(build_rows(self.snapshot, self.sort_mode, needle))
 
     def _show_detail(self) -> None:
         self.detail.show(self.selection())
@@ -397,28 +405,8 @@ class Dashboard(App[None]):
     def action_sort(self) -> None:
         """Cycle the sort order within each app."""
         self.sort_mode = SORTS[(SORTS.index(self.sort_mode) + 1) % len(SORTS)]
-        self.table.border_subtitle = f"sort: {self.sort_mode}"
+        self.table.border_subtitle = self._subtitle()
         self._show_rows()
-
-    def _fold(self, folded: bool) -> None:
-        selection = self.selection()
-        if selection is None:
-            return
-        name = selection.app.name
-        if folded:
-            self.folded.add(name)
-        else:
-            self.folded.discard(name)
-        self._show_rows()
-        self.table.select_key(app_key(name))
-
-    def action_fold(self) -> None:
-        """Fold the selected app's processes into its row."""
-        self._fold(True)
-
-    def action_unfold(self) -> None:
-        """Show the selected app's processes again."""
-        self._fold(False)
 
     def action_detail_tab(self) -> None:
         """Switch the detail panel between memory and fds."""
@@ -440,7 +428,7 @@ class Dashboard(App[None]):
             assert isinstance(binding, Binding)
             keys = self.keymap.get(binding.id or "", binding.key)
             shown = ", ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
-            action = getattr(self, f"action_{binding.action.removeprefix('app.')}", None)
+            action = getattr(self, f"action_{binding.action}", None)
             doc = (action.__doc__ or binding.description).strip().splitlines()[0]
             rows.append((shown, doc))
         rows.append(("Ctrl+P", "Command palette: every action by name"))

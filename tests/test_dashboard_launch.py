@@ -16,6 +16,7 @@ from tests.test_dashboard import FakeCore, row_keys, select, until, worker_keys
 from tui_passenger.cli import build_parser
 from tui_passenger.cores import AttachedCore, SpawnedCore
 from tui_passenger.launch import start_core
+from tui_passenger.operations import Done
 from tui_passenger.tui.app import Dashboard
 from tui_passenger.tui.widgets.process_table import ProcessTable
 
@@ -138,3 +139,26 @@ async def test_a_server_that_cannot_start_says_why_and_its_exit_status(tmp_path)
     assert problem is not None and "in use" in problem and "--port" in problem, problem
     assert process.returncode == 1
     assert_no_children()
+
+
+class ScalingCore(FakeCore):
+    """A fake whose snapshot takes a scale at once, as the pool does."""
+
+    async def scale(self, app: str, count: int) -> Done:
+        done = await super().scale(app, count)
+        self.snap["apps"][0]["min_instances"] = count
+        return done
+
+
+async def test_a_key_s_effect_is_on_screen_without_waiting_for_the_next_refresh():
+    core = ScalingCore()
+    app = Dashboard(core, interval=30)  # only the refresh an intent asks for can show it
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select(pilot, app, "app:hello")
+        before = app.snapshot.apps[0].min_instances
+        started = time.monotonic()
+        await pilot.press("plus")
+        await until(pilot, lambda: app.snapshot.apps[0].min_instances == before + 1,
+                    timeout=5, what="the scaled app in a refreshed snapshot")
+        # 200 ms on an idle machine; the bound leaves room for a loaded test box.
+        assert time.monotonic() - started < 3

@@ -275,7 +275,14 @@ async def dashboard(core: Any, keys: dict[str, str] | Any) -> int:
         relay.add_done_callback(lambda _: stop.set())
     detach = asyncio.Event()
     if core.detachable:  # the terminal hung up: leave the server running, as tmux does
-        loop.add_signal_handler(signal.SIGHUP, detach.set)
+
+        def hang_up() -> None:
+            # At once: the dashboard may end (its terminal gone) before the detach key's
+            # action runs, and then the server must not be stopped.
+            core.detached = True
+            detach.set()
+
+        loop.add_signal_handler(signal.SIGHUP, hang_up)
     try:
         await run_dashboard(core, keymap=dict(keys), stop=stop, detach=detach)
     except ConnectionError as exc:

@@ -7,6 +7,7 @@ Only this App touches the terminal. It renders the typed snapshot of
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -205,12 +206,15 @@ class Dashboard(App[None]):
         self._fetching = True
         self._refetch = False
         try:
-            snap = await self.core.snapshot()
+            since = self._seq  # both at once: one round trip's wait, not two
+            snap, (seq, entries) = await asyncio.gather(self.core.snapshot(),
+                                                        self.core.events(since))
             instance = (snap.server.pid, snap.server.started)
-            # Another instance (restarted, maybe with more log than we had read): its log
-            # is read from the start.
-            since = self._seq if instance == self._instance else 0
-            seq, entries = await self.core.events(since)
+            if since and instance != self._instance:
+                # Another instance (restarted, maybe with more log than we had read): its
+                # log is read from the start.
+                since = 0
+                seq, entries = await self.core.events(since)
         except (*INTENT_ERRORS, ValueError) as exc:  # ValueError: not a status snapshot
             self.header.set_class(True, "-disconnected")
             self.notify(f"no snapshot: {exc}", severity="error", markup=False)

@@ -34,8 +34,8 @@ async def test_left_folds_the_selected_app_and_right_unfolds_it():
     core = FakeCore()
     app = Dashboard(core, interval=0.05)
     async with app.run_test(size=(120, 40)) as pilot:
-        table = app.query_one(ProcessTable)
         await select(pilot, app, "pid:1102")
+        table = app.query_one(ProcessTable)
         hello = worker_keys(app, "hello")
         api = worker_keys(app, "api")
         assert hello and api
@@ -162,3 +162,22 @@ async def test_a_key_s_effect_is_on_screen_without_waiting_for_the_next_refresh(
                     timeout=5, what="the scaled app in a refreshed snapshot")
         # 200 ms on an idle machine; the bound leaves room for a loaded test box.
         assert time.monotonic() - started < 3
+
+
+def test_the_log_file_is_rotated_at_10_mib_keeping_3(tmp_path):
+    import logging
+    import logging.handlers
+
+    from tui_passenger.cli import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("info", tmp_path / "core.log")
+        (handler,) = root.handlers
+        assert isinstance(handler, logging.handlers.RotatingFileHandler)
+        assert (handler.maxBytes, handler.backupCount) == (10 * 1024 * 1024, 3)
+        handler.close()
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

@@ -11,8 +11,8 @@ Prints percentages of one core.
 
     python3 bench/idle_cpu.py [--workers 150] [--apps 1] [--duration 30] [--dashboard]
 
-Run it with PYTHONPATH pointing at another checkout to measure that one (the preloaders and
-workers inherit it).
+The package measured is the one of the checkout holding this script (the servers run with
+that checkout as their working directory): to measure another revision, run its copy.
 """
 
 from __future__ import annotations

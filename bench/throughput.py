@@ -216,8 +216,9 @@ class Server:
 class TmuxServer(Server):
     """tui-passenger with its dashboard open: run in a detached session of a private tmux
     server (without a terminal it would fall back to headless). ``proc`` is the tmux client
-    that creates the session; the dashboard's processes are found by ``marker`` (the TOML
-    path, in the manager's cmdline) and their descendants."""
+    that creates the session; the dashboard starts the server as a process of its own, and
+    both are found by ``marker`` (the TOML path, in the titles of the dashboard and the
+    manager), with their descendants: their CPU counts together."""
 
     tmux_socket: str = ""
     session: str = "bench"
@@ -303,8 +304,8 @@ class TmuxServer(Server):
                 or self.pane("#{pane_dead}") == "1")
 
     def stop(self) -> None:
-        """``q`` (the dashboard stops the embedded server gracefully), up to 20 s for it to
-        exit, then kill the tmux server and whatever of ours is still alive."""
+        """``q`` (the dashboard stops its server gracefully and waits for it), up to 20 s
+        for it to exit, then kill the tmux server and whatever of ours is still alive."""
         if self.proc is None:
             return
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -398,3 +398,50 @@ def test_same_description_without_kcmp(tmp_path: Path, monkeypatch: pytest.Monke
     finally:
         for fd in (first, second, dup):
             os.close(fd)
+
+
+GROW = """
+import sys, json
+blocks = []
+print(json.dumps({}), flush=True)
+for line in sys.stdin:
+    blocks.append(b"x" * (16 << 20))
+    print(json.dumps({}), flush=True)
+"""
+
+
+def test_sampler_reads_smaps_again_when_rss_moved_or_someone_looks(
+        children: Children, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tui_passenger.inspect import sampler as sampler_module
+
+    grower, _ = children.spawn(GROW)
+    reads: list[int] = []
+
+    def counted(pid: int) -> Any:
+        reads.append(pid)
+        return read_smaps_rollup(pid)
+
+    monkeypatch.setattr(sampler_module, "read_smaps_rollup", counted)
+    sampler = Sampler(lambda: {grower.pid: ProcessInfo("worker", "app", STDIO)},
+                      interval=0.01, smaps_interval=0.05, idle_age=60)
+    sampler._sample(full=False)  # one tick (the thread's), synchronously
+    assert reads == [grower.pid]  # a new pid: read at once
+    time.sleep(0.1)  # older than smaps_interval
+    for _ in range(3):
+        sampler._sample(full=False)
+    assert len(reads) == 1  # nobody looks and its RSS did not move: not read again
+
+    assert grower.stdin is not None and grower.stdout is not None
+    grower.stdin.write("\n")
+    grower.stdin.flush()
+    grower.stdout.readline()  # it holds 16 MiB more
+    sample = sampler._sample(full=False)[grower.pid]
+    assert len(reads) == 2  # RSS moved: read again
+    assert sample.memory is not None and sample.memory.uss >= 16 << 20
+
+    assert not sampler.watched
+    _ = sampler.latest  # someone looks (the status, a dashboard): old ones are read again
+    assert sampler.watched
+    time.sleep(0.1)
+    sampler._sample(full=False)
+    assert len(reads) == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -196,3 +197,15 @@ async def test_the_dashboard_shows_the_refusal_and_counts_on_from_the_pool():
         await pilot.press("minus")
         await until(pilot, lambda: "app: keeping 0 worker(s) warm" in said, what="scale to 0")
         assert group.min_instances == 0
+
+
+async def test_stop_asks_the_runner_to_stop_once_and_answers_at_once():
+    async with both_cores() as (embedded, attached):
+        client = AdminClient(embedded.server.admin.path)
+        done = await asyncio.to_thread(client.act, Action.STOP)
+        assert done.reply["pid"] == os.getpid()  # the embedded server runs here
+        assert done.message.startswith(f"instance {done.reply['pid']} stopping")
+        assert embedded.server.stop_requested.is_set() and not embedded.server.stopped.is_set()
+        with pytest.raises(Refused) as refused:
+            await embedded.operations.stop()
+        assert refused.value.kind is RefusalKind.CONFLICT

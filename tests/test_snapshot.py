@@ -24,7 +24,7 @@ from tui_passenger.tui import format as fmt
 
 TOP = {"schema", "server", "manager", "apps", "totals", "traffic", "events_seq", "sampling"}
 SERVER = {"pid", "url", "addresses", "started", "uptime", "max_pool_size", "processes", "requests",
-          "responses", "retries", "errors_502", "errors_503"}
+          "responses", "retries", "errors_502", "errors_503", "log_file", "dashboard_owned"}
 SAMPLED = {"cpu", "threads", "memory", "fds", "warnings", "notes"}
 MANAGER = {"pid", *SAMPLED}
 APP = {"name", "spawn_method", "environment", "min_instances", "max_instances", "queue",

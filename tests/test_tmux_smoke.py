@@ -162,6 +162,21 @@ def write_config(tmp_path: Path, admin_socket: Path) -> Path:
     return config
 
 
+def clean_up(tmux: Tmux, seen: set[int], children_before: set[int],
+             tmux_pid: int | None) -> None:
+    """Kill the tmux server and, on a failure, whatever the test started that is still
+    running (conftest makes this process a subreaper: escapees are re-parented here)."""
+    tmux.kill()
+    adopted = [child for child in psutil.Process().children()
+               if child.pid not in children_before]
+    for pid in seen | {child.pid for child in adopted} - {tmux_pid}:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+    for child in adopted:  # reap, rather than leave zombies behind
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
+            child.wait(timeout=5)
+
+
 def test_dashboard_scales_up_and_quits_cleanly(tmp_path: Path) -> None:
     admin_socket = tmp_path / "admin.sock"
     config = write_config(tmp_path, admin_socket)
@@ -237,13 +252,58 @@ def test_dashboard_scales_up_and_quits_cleanly(tmp_path: Path) -> None:
                      str(pid) for pid in sorted(seen) if not gone(pid)))
         assert not admin_socket.exists(), "the admin socket was not removed"
     finally:
+        clean_up(tmux, seen, children_before, tmux_pid)
+
+
+def test_detach_then_attach_again_and_quit_stops_the_server(tmp_path: Path) -> None:
+    admin_socket = tmp_path / "admin.sock"
+    config = write_config(tmp_path, admin_socket)
+    tmux = Tmux(tmp_path / "tmux.sock", f"tp-detach-{uuid.uuid4().hex[:8]}")
+    seen: set[int] = set()
+    children_before = {child.pid for child in psutil.Process().children()}
+    tmux_pid: int | None = None
+
+    def screen() -> str:
+        return "last screen:\n" + tmux.screen()
+
+    def ready_worker() -> dict | None:
+        state = status(admin_socket)
+        app = app_state(state)
+        if state is None or not app or not any(p["state"] == "ready" for p in app["processes"]):
+            return None
+        seen.update(pids_of(state))
+        return state
+
+    def on_screen(text: str) -> Callable[[], bool]:
+        return lambda: text in tmux.screen()
+
+    try:
+        # 1. The dashboard starts the server (a process of its own) and shows it.
+        tmux.start([sys.executable, "-m", "tui_passenger", "-c", str(config)], cwd=REPO)
+        tmux_pid = tmux.server_pid()
+        state = wait_for(ready_worker, 20, "a ready worker", screen)
+        manager = state["server"]["pid"]
+        wait_for(on_screen(APP_NAME), 20, "the dashboard", screen)
+
+        # 2. "d" detaches: the dashboard exits 0 and says how to come back; it serves on.
+        tmux.send("d")
+        wait_for(on_screen("keeps running in the background"), 20, "the detach message",
+                 screen)
+        assert f"tui-passenger attach -c {config}" in tmux.screen().replace("\n", "")
+        assert f"ctl stop -c {config}" in tmux.screen().replace("\n", "")
+        assert status(admin_socket)["server"]["pid"] == manager
+
+        # 3. attach shows it again; "q" there stops it, as the first dashboard would have.
         tmux.kill()
-        # On a failure, stop whatever this test started that is still running.
-        adopted = [child for child in psutil.Process().children()
-                   if child.pid not in children_before]
-        for pid in seen | {child.pid for child in adopted} - {tmux_pid}:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pid).kill()
-        for child in adopted:  # reap, rather than leave zombies behind
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
-                child.wait(timeout=5)
+        tmux.start([sys.executable, "-m", "tui_passenger", "attach", "-c", str(config)],
+                   cwd=REPO)
+        tmux_pid = tmux.server_pid()
+        wait_for(on_screen(APP_NAME), 20, "the attached dashboard", screen)
+        tmux.send("q")
+        wait_for(tmux.pane_dead, 20, "the dashboard to exit after 'q'", screen)
+        wait_for(lambda: all(gone(pid) for pid in seen), 15, "every process to have exited",
+                 lambda: "still alive: " + ", ".join(
+                     str(pid) for pid in sorted(seen) if not gone(pid)))
+        assert not admin_socket.exists(), "the admin socket was not removed"
+    finally:
+        clean_up(tmux, seen, children_before, tmux_pid)

@@ -1,7 +1,8 @@
 """The ``tui-passenger`` command line.
 
-``tui-passenger`` starts the dashboard with the core embedded; ``--headless`` runs the core
-alone, logging to stderr; ``attach`` shows the dashboard of a running instance;
+``tui-passenger`` starts the core as a process of its own and opens the dashboard on it
+(``--embedded``: both in one process); ``--headless`` runs the core alone, logging to
+stderr; ``attach`` shows the dashboard of a running instance;
 ``status``, ``memory`` and ``ctl`` ask a running instance (see :mod:`.admin.cli`). The
 options that say which instance (``-c``, ``--admin-socket``) go before or after a command.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -33,7 +36,11 @@ def fail(problem: object, status: int) -> int:
 
 
 #: The options for running the server, which the other commands do not take.
-RUN_OPTIONS = ("port", "address", "spawn_method", "headless", "log_level", "log_file")
+RUN_OPTIONS = ("port", "address", "spawn_method", "headless", "embedded", "log_level",
+               "log_file", "ready_fd")
+#: The log file is rotated at this size, keeping this many old ones (.1 … .3).
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,15 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="spawn method for every app (overrides spawn_method)")
     parser.add_argument("--headless", action="store_true", default=None,
                         help="run without the dashboard, logging to stderr")
+    parser.add_argument("--embedded", action="store_true", default=None,
+                        help="run the server inside the dashboard's process (by default it "
+                             "is a process of its own, which the dashboard can leave running)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                         help="default: info")
     parser.add_argument("--log-file", type=Path,
-                        help="with the dashboard: where the log goes (default: next to the "
-                             "admin socket)")
+                        help="where the log goes, rotated at 10 MiB, 3 kept (default: "
+                             "stderr when headless; with the dashboard, next to the admin "
+                             "socket)")
+    # The launched server's side of the start handshake (see tui_passenger.launch).
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"tui-passenger {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND",
                                      title="commands for a running instance")
-    attach_help = "show the dashboard of a running instance; quitting leaves it running"
+    attach_help = ("show the dashboard of a running instance; quitting leaves it running "
+                   "(one a dashboard started and left: quitting stops it, d leaves it again)")
     commands.add_parser("attach", parents=[where], help=attach_help, description=attach_help)
     actions = add_commands(commands, where)
     parser.epilog = (f"ctl actions: {', '.join(actions)} (see tui-passenger ctl --help). "
@@ -70,9 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(level: str, file: Path | None = None) -> None:
-    """Log lines with a timestamp, to stderr or (under the dashboard) to a file."""
-    handler: logging.Handler = (logging.FileHandler(file) if file is not None
-                                else logging.StreamHandler(sys.stderr))
+    """Log lines with a timestamp, to stderr or to a file (rotated: a busy server under
+    the dashboard must not fill the disk)."""
+    handler: logging.Handler = (
+        logging.handlers.RotatingFileHandler(file, maxBytes=LOG_MAX_BYTES,
+                                             backupCount=LOG_BACKUPS)
+        if file is not None else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -113,39 +130,49 @@ def serve(args: argparse.Namespace) -> int:
     """Run the server: with the dashboard on a terminal, else headless."""
     from tui_passenger.admin.cli import DEFAULT_CONFIG
     from tui_passenger.config import ConfigError, apply_overrides, load_config
-    from tui_passenger.runtime.proctitle import name_manager
+    from tui_passenger.launch import report_start
+    from tui_passenger.runtime.proctitle import name_manager, set_title
 
     config_path = getattr(args, "config", DEFAULT_CONFIG)
+    ready_fd: int | None = args.ready_fd
 
     def load() -> Config:  # at start, and again on each reload (the same overrides)
         return apply_overrides(load_config(config_path), port=args.port,
                                address=args.address, spawn_method=args.spawn_method)
 
+    def refuse(problem: object, status: int) -> int:  # the dashboard waiting hears it too
+        report_start(ready_fd, str(problem))
+        return fail(problem, status)
+
     try:
         config = load()
     except ConfigError as exc:
-        return fail(exc, 2)
+        return refuse(exc, 2)
     problem = already_running(config)
     if problem is not None:  # before any log file or directory of ours is made
-        return fail(problem, 1)
-    # Now, before any thread starts: setproctitle moves the environment on its first call.
-    name_manager(os.fspath(config_path))
+        return refuse(problem, 1)
     level = args.log_level or "info"
     headless = bool(args.headless)
     if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("tui-passenger: no terminal for the dashboard; running headless "
               "(use --headless to say so)", file=sys.stderr)
         headless = True
+    # Now, before any thread starts: setproctitle moves the environment on its first call.
+    if headless or args.embedded:
+        name_manager(os.fspath(config_path))
+    else:
+        set_title(f"dashboard {config_path}", "tp-dashboard")
     if headless:
-        setup_logging(level)
+        setup_logging(level, args.log_file)
         from tui_passenger.headless import run_headless
 
+        started = None if ready_fd is None else lambda problem: report_start(ready_fd, problem)
         try:
-            return run(run_headless(config, load))
+            log_file = None if args.log_file is None else os.path.abspath(args.log_file)
+            return run(run_headless(config, load, started, log_file))
         except KeyboardInterrupt:
             return 130
     from tui_passenger.admin.paths import admin_socket_path, private_directory
-    from tui_passenger.cores import EmbeddedCore
 
     log_file = args.log_file or admin_socket_path(config).with_suffix(".log")
     try:
@@ -155,8 +182,38 @@ def serve(args: argparse.Namespace) -> int:
             raise OSError(f"refusing to log to {log_file}: it is a symbolic link")
     except OSError as exc:
         return fail(exc, 1)
-    setup_logging(level, log_file)
-    return run(dashboard(EmbeddedCore(config, reload_config=load), config.keys))
+    if args.embedded:
+        from tui_passenger.cores import EmbeddedCore
+
+        setup_logging(level, log_file)
+        core = EmbeddedCore(config, reload_config=load)
+        core.log_file, core.server.log_file = log_file, os.fspath(log_file)
+        return run(dashboard(core, config.keys))
+    return launch(args, os.fspath(config_path), admin_socket_path(config), log_file,
+                  dict(config.keys))
+
+
+def launch(args: argparse.Namespace, config: str, socket: Path, log_file: Path,
+           keys: dict[str, str]) -> int:
+    """Start the server as a process of its own, then run the dashboard attached to it;
+    after a detach, say how to see it again and how to stop it."""
+    from tui_passenger.cores import SpawnedCore
+    from tui_passenger.launch import detached_message, start_core
+
+    try:
+        process, problem = start_core(args, config, log_file)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        return fail(exc, 1)
+    if problem is not None:
+        return fail(problem, process.returncode or 1)
+    logging.getLogger().addHandler(logging.NullHandler())
+    core = SpawnedCore(socket, process, log_file)
+    status = run(dashboard(core, keys))
+    if core.detached:
+        print(detached_message(f"-c {shlex.quote(config)}", process.pid, log_file))
+    return status
 
 
 def already_running(config: Config) -> str | None:
@@ -180,22 +237,31 @@ def attach(args: argparse.Namespace) -> int:
     try:
         if hasattr(args, "admin_socket"):
             path: Path = args.admin_socket
+            where = f"--admin-socket {shlex.quote(os.fspath(path))}"
         else:  # the instance's config also gives the dashboard its key bindings
-            config = load_config(getattr(args, "config", DEFAULT_CONFIG))
+            config_path = getattr(args, "config", DEFAULT_CONFIG)
+            config = load_config(config_path)
             path, keys = admin_socket_path(config), dict(config.keys)
+            where = f"-c {shlex.quote(os.fspath(config_path))}"
     except ConfigError as exc:
         return fail(exc, 2)
     if not path.exists():
         return fail(f"no tui-passenger instance answers on {path}; is it running with this "
                     "config?", 3)
     logging.getLogger().addHandler(logging.NullHandler())
-    return run(dashboard(AttachedCore(path), keys))
+    core = AttachedCore(path)
+    status = run(dashboard(core, keys))
+    if core.detached and core.owned:  # a dashboard's server, left running again
+        from tui_passenger.launch import detached_message
+
+        print(detached_message(where, core.pid, core.log_file))
+    return status
 
 
 async def dashboard(core: Any, keys: dict[str, str] | Any) -> int:
     """Run the dashboard over ``core``; SIGTERM quits it like the quit key does, SIGHUP
-    reloads the embedded server's configuration."""
-    from tui_passenger.tui.app import run_dashboard
+    reloads the embedded server's configuration, and detaches from any other."""
+    from tui_passenger.tui.session import run_dashboard
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -204,8 +270,21 @@ async def dashboard(core: Any, keys: dict[str, str] | Any) -> int:
         from tui_passenger.headless import reload_on_sighup
 
         reload_on_sighup(core.server)
+        # ``ctl stop`` (the stop operation) quits the dashboard like the quit key.
+        relay = loop.create_task(core.server.stop_requested.wait())
+        relay.add_done_callback(lambda _: stop.set())
+    detach = asyncio.Event()
+    if core.detachable:  # the terminal hung up: leave the server running, as tmux does
+
+        def hang_up() -> None:
+            # At once: the dashboard may end (its terminal gone) before the detach key's
+            # action runs, and then the server must not be stopped.
+            core.detached = True
+            detach.set()
+
+        loop.add_signal_handler(signal.SIGHUP, hang_up)
     try:
-        await run_dashboard(core, keymap=dict(keys), stop=stop)
+        await run_dashboard(core, keymap=dict(keys), stop=stop, detach=detach)
     except ConnectionError as exc:
         return fail(exc, 3)
     except OSError as exc:

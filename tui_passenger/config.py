@@ -112,7 +112,7 @@ def parse_config(text: str, *, path: str | os.PathLike[str] = _STRING_SOURCE,
 #: Dashboard actions whose key can be remapped in ``[keys]``.
 KEY_ACTIONS = frozenset({
     "scale_up", "scale_down", "kill", "spawn_method", "restart", "refork", "pause", "filter",
-    "sort", "detail_tab", "theme", "help", "quit",
+    "sort", "detail_tab", "theme", "help", "quit", "detach", "fold", "unfold",
     "stack",
 })
 

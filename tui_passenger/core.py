@@ -7,6 +7,7 @@ and take the same intents, answered with the typed results of :mod:`tui_passenge
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from typing import Any
 
 from tui_passenger.operations import Done
@@ -16,10 +17,16 @@ from tui_passenger.snapshot import Snapshot
 class Core(abc.ABC):
     """The dashboard's view of a tui-passenger instance."""
 
-    #: True when quitting the dashboard shuts the server down.
+    #: True when the server runs in this process, on the dashboard's event loop.
     embedded: bool
+    #: True when quitting the dashboard shuts the server down (it was started for it).
+    owned: bool = False
     #: One line for the header: what the dashboard is showing.
     description: str
+    #: Where the server logs, when the dashboard knows (shown in the help screen).
+    log_file: Path | None = None
+    #: True once the dashboard has left the server running on its own (the detach key).
+    detached: bool = False
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -27,7 +34,20 @@ class Core(abc.ABC):
 
     @abc.abstractmethod
     async def stop(self) -> None:
-        """Shut down gracefully (embedded) or just disconnect (attached)."""
+        """Shut down gracefully (an owned server) or just disconnect (attached)."""
+
+    async def detach(self) -> None:
+        """Leave the server running without this dashboard (it keeps serving, headless).
+        A server embedded in this process cannot be left: ``detachable`` says so."""
+        if not self.detachable:
+            raise RuntimeError("the server runs inside the dashboard: it cannot be left running")
+        self.detached = True
+        await self.stop()
+
+    @property
+    def detachable(self) -> bool:
+        """Whether :meth:`detach` can leave the server running (not when embedded)."""
+        return not self.embedded
 
     @abc.abstractmethod
     async def snapshot(self) -> Snapshot:

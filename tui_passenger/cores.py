@@ -1,9 +1,13 @@
-"""The two kinds of :class:`~tui_passenger.core.Core`: embedded and attached."""
+"""The kinds of :class:`~tui_passenger.core.Core`: a running instance attached over its
+admin socket, the same started by the dashboard as its own process (the default), and the
+server embedded in the dashboard's process (``--embedded``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,7 @@ import aiohttp
 from tui_passenger.admin.client import action_url
 from tui_passenger.config import Config
 from tui_passenger.core import Core
-from tui_passenger.operations import Action, Done, Operations, reply_error
+from tui_passenger.operations import Action, Done, Operations, Refused, reply_error
 from tui_passenger.server import Server
 from tui_passenger.snapshot import Snapshot
 from tui_passenger.status import snapshot
@@ -22,6 +26,7 @@ class EmbeddedCore(Core):
     """The server runs in this process, on the dashboard's event loop."""
 
     embedded = True
+    owned = True
 
     def __init__(self, config: Config, **server_options: Any) -> None:
         self.server = Server(config, **server_options)
@@ -69,7 +74,8 @@ class EmbeddedCore(Core):
 
 
 class AttachedCore(Core):
-    """A running instance, reached over its admin socket."""
+    """A running instance, reached over its admin socket. One a dashboard started (and left
+    running, detached) is owned again: quitting stops it. Others are only looked at."""
 
     embedded = False
 
@@ -77,16 +83,61 @@ class AttachedCore(Core):
         self.path = socket_path
         self.description = f"attached to {socket_path}"
         self._session: aiohttp.ClientSession | None = None
+        #: The instance's manager pid (from its first snapshot).
+        self.pid: int | None = None
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(self.path)),
             timeout=aiohttp.ClientTimeout(total=120))
-        await self.snapshot()  # fail early with a clear error if nobody answers
+        # Fail early with a clear error if nobody answers; learn whose it is.
+        server = (await self.snapshot()).server
+        self.pid = server.pid
+        self.owned = self.owned or server.dashboard_owned
+        if server.log_file is not None:
+            self.log_file = Path(server.log_file)
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self.owned and not self.detached and self._session is not None and self._running():
+            try:
+                await self._act(Action.STOP)
+            except Refused:
+                pass  # it is stopping already
+            except (ConnectionError, RuntimeError):
+                self._no_answer()
+            await self._ended()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _running(self) -> bool:
+        """Whether the instance may still be running (a stop is worth asking for)."""
+        return True
+
+    def _no_answer(self) -> None:
+        """The stop request got no answer: nothing more to do (it is gone or going)."""
+
+    async def _ended(self) -> None:
+        """Wait until the instance's process has exited (a pidfd: no polling)."""
+        if self.pid is None:
+            return
+        try:
+            fd = os.pidfd_open(self.pid)
+        except OSError:  # gone already (or not ours to watch)
+            return
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:  # called until the reader is removed: settle once
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
 
     async def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
         """One admin API request; its JSON reply. Refused (as the instance said) on a 4xx."""
@@ -140,3 +191,34 @@ class AttachedCore(Core):
 
     async def reload(self) -> Done:
         return await self._act(Action.RELOAD)
+
+
+class SpawnedCore(AttachedCore):
+    """A core this dashboard started as its own process (``tui-passenger --headless``),
+    attached over its admin socket like any running instance. Quitting asks it to stop
+    (the ``stop`` operation) and waits until it has exited; detaching leaves it serving."""
+
+    owned = True
+
+    def __init__(self, socket_path: Path, process: subprocess.Popen[bytes],
+                 log_file: Path) -> None:
+        super().__init__(socket_path)
+        self.process = process
+        self.log_file = log_file
+        self.description = f"core pid {process.pid} on {socket_path}"
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:  # it does not answer: do not leave it behind
+            await self.stop()
+            raise
+
+    def _running(self) -> bool:
+        return self.process.poll() is None
+
+    def _no_answer(self) -> None:
+        self.process.terminate()  # SIGTERM stops it as the stop operation does
+
+    async def _ended(self) -> None:
+        await asyncio.to_thread(self.process.wait)  # and reaps it

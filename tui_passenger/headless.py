@@ -30,23 +30,33 @@ def reload_on_sighup(server: Server) -> None:
 
 
 async def run_headless(config: Config,
-                       reload_config: Callable[[], Config] | None = None) -> int:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully; returns the exit status.
-    SIGHUP reloads the configuration (``reload_config`` reads it, see Server)."""
+                       reload_config: Callable[[], Config] | None = None,
+                       started: Callable[[str], None] | None = None,
+                       log_file: str | None = None) -> int:
+    """Serve until SIGINT, SIGTERM or the ``stop`` operation, then shut down gracefully;
+    returns the exit status. SIGHUP reloads the configuration (``reload_config`` reads it,
+    see Server). ``started`` is told how the start went: "" once listening, else the
+    problem (a dashboard launched this process, waits for it and owns it); ``log_file``
+    says where the log goes (None: stderr)."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     server = Server(config, reload_config=reload_config)
+    server.log_file = log_file
+    server.dashboard_owned = started is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_stop)
     reload_on_sighup(server)
     try:
         await server.start()
     except OSError as exc:  # StartError: a sentence with the fix; anything else as it is
         # The start undid itself: nothing of another instance was touched.
         log.error("%s", exc)
+        if started is not None:
+            started(str(exc))
         return 1
+    if started is not None:
+        started("")
     try:
-        await stop.wait()
+        await server.stop_requested.wait()
         log.info("shutting down (in-flight requests get up to %g s)",
                  config.server.shutdown_timeout)
     finally:

@@ -47,6 +47,7 @@ class Action(enum.Enum):
     SAMPLING = "sampling"
     RELOAD = "reload"
     STACK = "stack"
+    STOP = "stop"
 
 
 class RefusalKind(enum.IntEnum):
@@ -131,10 +132,15 @@ def _stacks(reply: Reply) -> str:
             f"call first ({reply['source']}){note}\n{reply['stack']}")
 
 
+def _stopping(reply: Reply) -> str:
+    return (f"instance {reply['pid']} stopping: in-flight requests get up to "
+            f"{reply['shutdown_timeout']:g} s")
+
+
 _MESSAGES: dict[Action, Callable[[Reply], str]] = {
     Action.SCALE: _scaled, Action.KILL: _killed, Action.RESTART: _restarted,
     Action.SPAWN_METHOD: _switched, Action.REFORK: _reforked, Action.SAMPLING: _sampling,
-    Action.RELOAD: _reloaded, Action.STACK: _stacks,
+    Action.RELOAD: _reloaded, Action.STACK: _stacks, Action.STOP: _stopping,
 }
 
 
@@ -328,3 +334,14 @@ class Operations:
         server.events.add("reload", done.message,
                           level="warning" if plan.restart_needed else "info")
         return done
+
+    async def stop(self) -> Done:
+        """Shut the instance down gracefully, as SIGTERM does: it stops accepting, lets
+        in-flight requests finish (up to shutdown_timeout) and stops every process. Answers
+        at once; the instance exits afterwards. Refused (conflict) if it is stopping already."""
+        server = self.server
+        if server.stopping or server.stop_requested.is_set():
+            raise Refused(RefusalKind.CONFLICT, "the instance is shutting down already")
+        server.request_stop()
+        return Done(Action.STOP, {"pid": os.getpid(),
+                                  "shutdown_timeout": server.config.server.shutdown_timeout})

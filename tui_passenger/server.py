@@ -44,7 +44,7 @@ class Server:
 
     def __init__(self, config: Config, *, on_output: OutputSink | None = None,
                  on_event: EventSink | None = None, admin: bool = True,
-                 sample_interval: float = 1.0, smaps_interval: float = 5.0,
+                 sample_interval: float = 1.0, smaps_interval: float = 10.0,
                  reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
         #: Reads the configuration again for reload() (the command line's overrides
@@ -77,6 +77,13 @@ class Server:
         self.listeners: list[Listener] = []
         self.service = ServiceState(self.pool, self.traffic)
         self.stopped = asyncio.Event()
+        #: Set by request_stop() (the ``stop`` operation, SIGTERM): whoever runs the server
+        #: (the headless runner, the embedded dashboard) then stops it.
+        self.stop_requested = asyncio.Event()
+        #: Where this process logs (None: stderr), for the status and the dashboard.
+        self.log_file: str | None = None
+        #: Started by a dashboard (tui_passenger.launch): one attached stops it on quit.
+        self.dashboard_owned = False
 
     async def start(self) -> None:
         """Listen on the public addresses and the admin socket, start each app's minimum.
@@ -164,6 +171,10 @@ class Server:
         self.stopped.set()
         log.info("stopped")
 
+    def request_stop(self) -> None:
+        """Ask whoever runs this server to stop it (gracefully, with stop())."""
+        self.stop_requested.set()
+
     def loop_problem(self) -> str | None:
         """Why the manager's periodic work is not running (liveness), or None if it is."""
         ticker = self._ticker
@@ -224,7 +235,7 @@ class Server:
         """Recycle (drain, then stop) workers whose private memory is above memory_limit."""
         if self.sampler is None:
             return
-        samples = self.sampler.latest
+        samples = self.sampler.current  # the server's own reading: not someone looking
         for group in self.pool.groups.values():
             limit = group.app.memory_limit * 1024 * 1024
             if not limit:

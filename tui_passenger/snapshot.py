@@ -406,6 +406,10 @@ class ServerInfo:
     retries: int
     errors_502: int
     errors_503: int
+    #: Where the instance logs (None: stderr).
+    log_file: str | None = None
+    #: Started by a dashboard: the dashboard attached to it stops it when quitting.
+    dashboard_owned: bool = False
 
     def to_json(self) -> JSON:
         """The schema's ``server`` object."""
@@ -422,6 +426,8 @@ class ServerInfo:
             "retries": self.retries,
             "errors_502": self.errors_502,
             "errors_503": self.errors_503,
+            "log_file": self.log_file,
+            "dashboard_owned": self.dashboard_owned,
         }
 
     @classmethod
@@ -434,7 +440,9 @@ class ServerInfo:
                    uptime=data["uptime"], max_pool_size=data["max_pool_size"],
                    processes=data["processes"], requests=data["requests"],
                    responses=dict(data["responses"]), retries=data["retries"],
-                   errors_502=data["errors_502"], errors_503=data["errors_503"])
+                   errors_502=data["errors_502"], errors_503=data["errors_503"],
+                   log_file=data.get("log_file"),
+                   dashboard_owned=bool(data.get("dashboard_owned")))
 
 
 @dataclass(frozen=True, slots=True)

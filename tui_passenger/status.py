@@ -7,7 +7,9 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
 - ``schema`` (1), ``server`` {``pid``, ``url`` (the first TCP address, else the first Unix
   socket), ``addresses`` (every public address: ``http://HOST:PORT``, ``unix:PATH``),
   ``started``, ``uptime``, ``max_pool_size``, ``processes``, ``requests``, ``responses``
-  {"1xx".."5xx"}, ``retries``, ``errors_502``, ``errors_503``}, ``manager`` {``pid``,
+  {"1xx".."5xx"}, ``retries``, ``errors_502``, ``errors_503``, ``log_file`` (null: stderr),
+  ``dashboard_owned`` (started by a dashboard, which stops it when quitting)}, ``manager``
+  {``pid``,
   ``cpu``, ``threads``, ``memory``}, ``totals`` (memory summed over every app, as per app
   below), ``traffic`` {``rps``, ``p50_ms``, ``p99_ms``: one value per second, oldest first},
   ``events_seq`` (the newest log entry, see ``/events``), ``sampling`` (false while paused).
@@ -308,6 +310,8 @@ def snapshot(server: Server) -> Snapshot:
             retries=stats.retries,
             errors_502=stats.errors_502,
             errors_503=stats.errors_503,
+            log_file=server.log_file,
+            dashboard_owned=server.dashboard_owned,
         ),
         manager=ManagerInfo(pid=os.getpid(), **_sampled(samples.get(os.getpid()))),
         apps=apps,

@@ -5,9 +5,9 @@ text), GET ``/events?since=N`` (log entries); POST ``/sampling`` {"paused": bool
 ``/apps/{app}/scale`` {"count": N}, ``/apps/{app}/restart``, ``/apps/{app}/spawn-method``
 {"method": "smart"|"direct"}, ``/apps/{app}/refork``, ``/processes/{pid}/kill``
 {"force": false}, ``/processes/{pid}/stack`` (the Python stacks of a live worker or
-preloader), ``/reload`` (read passenger.toml again). The operations are
-:mod:`tui_passenger.operations`; these handlers only translate HTTP to them and their
-results back. Errors are JSON ``{"error": reason}`` with a 4xx status.
+preloader), ``/reload`` (read passenger.toml again), ``/stop`` (shut down gracefully). The
+operations are :mod:`tui_passenger.operations`; these handlers only translate HTTP to them
+and their results back. Errors are JSON ``{"error": reason}`` with a 4xx status.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class AdminServer:
             web.get("/events", self.get_events),
             web.post("/sampling", self.sampling),
             web.post("/reload", self.reload),
+            web.post("/stop", self.stop_instance),
         ])
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is created 0600, no window where it is not
@@ -169,6 +170,9 @@ class AdminServer:
 
     async def reload(self, request: web.Request) -> web.Response:
         return _reply(await self.operations.reload())
+
+    async def stop_instance(self, request: web.Request) -> web.Response:
+        return _reply(await self.operations.stop())
 
     async def scale(self, request: web.Request) -> web.Response:
         count = (await self._body(request)).get("count")

@@ -66,6 +66,7 @@ def add_ctl_actions(ctl: argparse.ArgumentParser, where: argparse.ArgumentParser
                          "without stopping it").add_argument("pid", metavar="PID", type=int)
     action(Action.RELOAD, "read the configuration file again: new apps start, removed ones "
                           "stop, changed ones restart (rolling) or update in place")
+    action(Action.STOP, "shut the instance down gracefully, as SIGTERM does")
 
 
 def add_commands(commands: Any, where: argparse.ArgumentParser) -> list[str]:

@@ -15,8 +15,8 @@ from tui_passenger.operations import Action, Done, reply_error
 
 def action_url(action: Action, target: str | int | None = None) -> str:
     """The admin API path that performs ``action`` on an app (by name), for a kill or a
-    stack on a worker (by pid), for sampling and reload on the instance (no target)."""
-    if action is Action.SAMPLING or action is Action.RELOAD:
+    stack on a worker (by pid), for sampling, reload and stop on the instance (no target)."""
+    if action is Action.SAMPLING or action is Action.RELOAD or action is Action.STOP:
         return f"/{action.value}"
     if action is Action.KILL or action is Action.STACK:
         return f"/processes/{target}/{action.value}"

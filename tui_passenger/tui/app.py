@@ -25,6 +25,7 @@ from tui_passenger.core import Core
 from tui_passenger.operations import Done, Refused
 from tui_passenger.snapshot import AppStatus, Snapshot
 from tui_passenger.tui.commands import DashboardCommands
+from tui_passenger.tui.folding import ProcessTree
 from tui_passenger.tui.rows import SORTS, Selection, build_rows, select
 from tui_passenger.tui.screens.confirm import Confirm
 from tui_passenger.tui.screens.help import HelpScreen
@@ -39,8 +40,13 @@ from tui_passenger.tui.widgets.process_table import ProcessTable
 #: What a call to the core may raise with a reason for the operator: a refusal (the same
 #: words the CLI and the admin API give), an instance that does not answer, a server fault.
 INTENT_ERRORS = (Refused, OSError, RuntimeError)
+#: The share of a core the periodic refreshes may take; above it they come less often...
+REFRESH_BUDGET = 0.05
+#: ...but at least every this many seconds.
+MAX_INTERVAL = 5.0
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
-             "question_mark": "?", "escape": "Esc", "enter": "Enter"}
+             "question_mark": "?", "escape": "Esc", "enter": "Enter", "left": "←",
+             "right": "→"}
 
 
 class FilterInput(Input):
@@ -87,6 +93,7 @@ class Dashboard(App[None]):
         Binding("w", "stack", "Stack", id="stack"),
         Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False),
         Binding("q", "quit", "Quit", id="quit"),
+        Binding("d", "detach", "Detach", id="detach", show=False),
     ]
 
     class Refreshed(Message):
@@ -113,11 +120,17 @@ class Dashboard(App[None]):
         #: app → (min_instances asked for, when): presses faster than the refresh add up.
         self._scale_targets: dict[str, tuple[int, float]] = {}
         self._fetching = False
+        #: A refresh was asked for while one was under way (after an intent): it runs
+        #: again at once, so the intent's effect does not wait for the next tick.
+        self._refetch = False
         #: Reloads asked for here whose outcome was notified already (from their answer):
         #: their entries in the log are not notified again. Others (SIGHUP, ctl reload) are.
         self._own_reloads = 0
         self._quitting = False
         self._timer: Timer | None = None
+        #: (process CPU time, monotonic time) at the last periodic refresh.
+        self._cpu_mark = (time.process_time(), time.monotonic())
+        self._slowed = False
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
@@ -129,7 +142,7 @@ class Dashboard(App[None]):
         self.header = DashboardHeader(self.core.description, id="header")
         self.filter_input = FilterInput(
             placeholder="filter: app name or pid  (Enter keeps, Esc clears)", id="filter")
-        self.table = ProcessTable(id="processes")
+        self.table = ProcessTree(id="processes")
         self.detail = DetailPanel(id="detail")
         self.log_panel = LogPanel(id="log")
         yield self.header
@@ -146,11 +159,10 @@ class Dashboard(App[None]):
             self.set_keymap(self.keymap)
         table = self.table
         table.border_title = "processes"
-        table.border_subtitle = f"sort: {self.sort_mode}"
+        table.border_subtitle = self._subtitle()
         self.log_panel.border_title = "log"
         table.focus()
-        self._timer = self.set_interval(self.interval, self.tick)
-        self.call_later(self.tick)
+        self.call_later(self._periodic)
 
     def _load_themes(self) -> None:
         themes, errors = load_themes(self.theme_dir)
@@ -164,18 +176,49 @@ class Dashboard(App[None]):
 
     # -- the tick ---------------------------------------------------------------------
 
-    async def tick(self) -> None:
-        """Fetch one snapshot and the new log entries, and post them as one message."""
-        if self._fetching or self._quitting:
+    async def _periodic(self) -> None:
+        await self.tick()
+        if not self._quitting:
+            self._timer = self.set_timer(self._next_delay(), self._periodic)
+
+    def _next_delay(self) -> float:
+        """Seconds to the next periodic refresh: ``interval``, or longer while a refresh
+        costs this process more than REFRESH_BUDGET of a core (a tree of hundreds of
+        workers): watching must stay cheap. An intent still refreshes at once."""
+        cpu, now = time.process_time(), time.monotonic()
+        used = cpu - self._cpu_mark[0]
+        self._cpu_mark = (cpu, now)
+        delay = min(MAX_INTERVAL, max(self.interval, used / REFRESH_BUDGET))
+        slowed = delay > 1.5 * self.interval
+        if slowed != self._slowed:  # say so: the numbers are that old at most
+            self._slowed = slowed
+            self.table.border_subtitle = self._subtitle(delay if slowed else None)
+        return delay
+
+    def _subtitle(self, every: float | None = None) -> str:
+        """The process table's subtitle: the sort order, and the refresh when slowed."""
+        return f"sort: {self.sort_mode}" + (f" · refresh {every:.0f} s" if every else "")
+
+    async def tick(self, urgent: bool = False) -> None:
+        """Fetch one snapshot and the new log entries, and post them as one message.
+        ``urgent`` (after an intent): if a fetch is under way, fetch again after it."""
+        if self._quitting:
+            return
+        if self._fetching:
+            self._refetch = self._refetch or urgent
             return
         self._fetching = True
+        self._refetch = False
         try:
-            snap = await self.core.snapshot()
+            since = self._seq  # both at once: one round trip's wait, not two
+            snap, (seq, entries) = await asyncio.gather(self.core.snapshot(),
+                                                        self.core.events(since))
             instance = (snap.server.pid, snap.server.started)
-            # Another instance (restarted, maybe with more log than we had read): its log
-            # is read from the start.
-            since = self._seq if instance == self._instance else 0
-            seq, entries = await self.core.events(since)
+            if since and instance != self._instance:
+                # Another instance (restarted, maybe with more log than we had read): its
+                # log is read from the start.
+                since = 0
+                seq, entries = await self.core.events(since)
         except (*INTENT_ERRORS, ValueError) as exc:  # ValueError: not a status snapshot
             self.header.set_class(True, "-disconnected")
             self.notify(f"no snapshot: {exc}", severity="error", markup=False)
@@ -187,6 +230,8 @@ class Dashboard(App[None]):
         self._instance = instance
         self._seq = seq
         self.post_message(self.Refreshed(snap, entries))
+        if self._refetch:  # what was fetched may predate an intent's answer
+            self.call_later(self.tick, True)
 
     def on_dashboard_refreshed(self, message: Refreshed) -> None:
         """Render one snapshot into every widget, in one batch."""
@@ -250,7 +295,7 @@ class Dashboard(App[None]):
                 self.notify(f"{label}: {exc}", severity="error", markup=False)
                 return
             self.notify(done.message, markup=False)
-            await self.tick()
+            await self.tick(urgent=True)
 
         self.run_worker(run(), exclusive=False, group="intents", exit_on_error=False)
 
@@ -392,7 +437,7 @@ class Dashboard(App[None]):
     def action_sort(self) -> None:
         """Cycle the sort order within each app."""
         self.sort_mode = SORTS[(SORTS.index(self.sort_mode) + 1) % len(SORTS)]
-        self.table.border_subtitle = f"sort: {self.sort_mode}"
+        self.table.border_subtitle = self._subtitle()
         self._show_rows()
 
     def action_detail_tab(self) -> None:
@@ -411,7 +456,7 @@ class Dashboard(App[None]):
     def key_help(self) -> list[tuple[str, str]]:
         """(keys, description) for every binding, as currently mapped."""
         rows = []
-        for binding in self.BINDINGS:
+        for binding in (*self.BINDINGS, *ProcessTree.BINDINGS):
             assert isinstance(binding, Binding)
             keys = self.keymap.get(binding.id or "", binding.key)
             shown = ", ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
@@ -419,20 +464,28 @@ class Dashboard(App[None]):
             doc = (action.__doc__ or binding.description).strip().splitlines()[0]
             rows.append((shown, doc))
         rows.append(("Ctrl+P", "Command palette: every action by name"))
+        if self.core.log_file is not None:
+            rows.append(("log", str(self.core.log_file)))
         return rows
 
     def action_help(self) -> None:
         """Show every key and what it does."""
         self.push_screen(HelpScreen(self.key_help()))
 
-    async def action_quit(self) -> None:
-        """Quit; an embedded server first shuts down gracefully."""
+    def _begin_closing(self) -> bool:
+        """Begin closing (False if already begun): no more ticks."""
         if self._quitting:
-            return
+            return False
         self._quitting = True
         if self._timer is not None:
             self._timer.stop()
-        if not self.core.embedded:
+        return True
+
+    async def action_quit(self) -> None:
+        """Quit; a server started with the dashboard first shuts down gracefully."""
+        if not self._begin_closing():
+            return
+        if not self.core.owned:
             self.exit()
             return
         self.notify("shutting down… (in-flight requests may finish)", timeout=60)
@@ -445,24 +498,13 @@ class Dashboard(App[None]):
 
         self.run_worker(shutdown(), group="quit", exit_on_error=False)
 
+    async def action_detach(self) -> None:
+        """Leave the server running without the dashboard (see it again with attach)."""
+        if not self.core.detachable:
+            self.notify("the server runs inside this dashboard (--embedded): it cannot be "
+                        "left running; q quits", severity="warning")
+            return
+        if self._begin_closing():
+            await self.core.detach()
+            self.exit()
 
-async def run_dashboard(core: Core, *, keymap: dict[str, str] | None = None,
-                        theme_dir: Path | None = None,
-                        stop: asyncio.Event | None = None) -> None:
-    """Start the core, run the dashboard until the operator quits (or ``stop`` is set, e.g.
-    on SIGTERM: the same as the quit key), then stop the core."""
-    await core.start()
-    app = Dashboard(core, keymap=keymap, theme_dir=theme_dir)
-    watcher = None
-    if stop is not None:
-        async def quit_on_stop() -> None:
-            await stop.wait()
-            await app.run_action("quit")
-
-        watcher = asyncio.ensure_future(quit_on_stop())
-    try:
-        await app.run_async()
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-        await core.stop()

@@ -24,6 +24,7 @@ COMMANDS = (
     ("Sort", "Cycle the sort order: tree, CPU, PSS, processed", "sort"),
     ("Theme", "Pick a colour theme", "theme"),
     ("Help", "List every key", "help"),
+    ("Detach", "Leave the server running without the dashboard", "detach"),
 )
 
 

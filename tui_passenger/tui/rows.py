@@ -50,6 +50,8 @@ class TreeRow:
     slow: bool = False
     #: The label where the name column is wide enough ("" = the label).
     wide_label: str = ""
+    #: An app row whose processes are hidden (tui.folding).
+    folded: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def tree_labels(rows: Iterable[TreeRow], width: int = 0) -> dict[str, str]:
     labels: dict[str, str] = {}
     for index, row in enumerate(rows):
         if row.kind == "app":
-            labels[row.key] = f"▾ {row.label}"
+            labels[row.key] = f"{'▸' if row.folded else '▾'} {row.label}"
             continue
         # Last among its siblings when no later row of the same app sits at the same depth
         # before the app's rows end or the depth drops below it.

@@ -41,23 +41,23 @@ class ProcessTree(ProcessTable):
         super().__init__(**kwargs)
         #: The apps whose processes are folded away.
         self.folded: set[str] = set()
-        self._rows: list[TreeRow] = []
+        self._unfolded: list[TreeRow] = []
 
     def show(self, rows: list[TreeRow]) -> None:
         """Show ``rows``, those of folded apps folded."""
-        self._rows = rows
+        self._unfolded = rows
         super().show(fold(rows, self.folded))
 
     def _fold(self, folded: bool) -> None:
         key = self.selected_key
-        app = next((row.app for row in self._rows if row.key == key), None)
+        app = next((row.app for row in self._unfolded if row.key == key), None)
         if app is None:
             return
         if folded:
             self.folded.add(app)
         else:
             self.folded.discard(app)
-        self.show(self._rows)  # now, not at the next refresh
+        self.show(self._unfolded)  # now, not at the next refresh
         self.select_key(app_key(app))
 
     def action_fold(self) -> None:

@@ -493,6 +493,13 @@ BAD_VALUES: dict[str, list[Any]] = {
     "metrics_bind": ["9100", "unix:/tmp/m.sock", ["0.0.0.0:9100"], "host:99999", 5],
     "restart_check_interval": [-1, "2", math.nan, True],
     "watch": ["yes", 1],
+    "max_websockets": [-1, 1.5, "100", True],
+    "websocket_ping_interval": [-1, math.nan, "20", True],
+    "websocket_ping_timeout": [-0.5, math.inf, "20s"],
+    "websocket_max_message_size": [-1, 2.5, "16M"],
+    "limit_request_line": [0, 63, 65537, "4094", True],
+    "limit_request_field_size": [10, 100000, 8190.0],
+    "limit_request_fields": [0, 1001, "100"],
 }
 APP_ONLY = sorted(APP_KEYS - SERVER_KEYS)
 SERVER_ONLY = sorted(SERVER_KEYS - APP_KEYS)

@@ -27,7 +27,7 @@ from tui_passenger.proxy.chunked import (
     ChunkedDecoder,
     body_offset,
 )
-from tui_passenger.proxy.exchange import Exchange, Front
+from tui_passenger.proxy.exchange import Exchange
 from tui_passenger.proxy.headers import (
     CHECKED,
     FORBIDDEN_TRAILERS,
@@ -38,6 +38,7 @@ from tui_passenger.proxy.headers import (
     forwarding_headers,
 )
 from tui_passenger.proxy.request import Request
+from tui_passenger.proxy.sides import Front
 from tui_passenger.proxy.validation import codings_problem, head_problem
 from tui_passenger.proxy.websocket import WebSocketExchange, is_websocket_upgrade
 from tui_passenger.runtime.http_parser import HttpParserError

@@ -13,61 +13,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import tui_passenger.proxy.pages as pages
 from tui_passenger.engine import SpawnError
 from tui_passenger.pool import PoolClosed, PoolProcess, QueueFull
-from tui_passenger.proxy.headers import Peer, build_upstream_request
+from tui_passenger.proxy.headers import build_upstream_request
 from tui_passenger.proxy.relay import ResponseRelay
 from tui_passenger.proxy.routing import request_path
+from tui_passenger.proxy.sides import ClientSide, Front
 from tui_passenger.proxy.states import DONE, ON_WORKER, QUEUED, RELAYING, ROUTING
 from tui_passenger.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from tui_passenger.pool import Group, Pool
+    from tui_passenger.pool import Group
     from tui_passenger.pool.pool import Waiter
-    from tui_passenger.proxy.accesslog import AccessLog
-    from tui_passenger.proxy.request import Request, RequestObserver, Stats
-    from tui_passenger.proxy.routing import Router
+    from tui_passenger.proxy.request import Request
 
 log = logging.getLogger("tui_passenger.proxy")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-
-class ClientSide(Peer, Protocol):
-    """What an exchange needs of its client connection (besides who the peer is)."""
-
-    #: The connection is closed or closing: what is written is dropped.
-    closed: bool
-    #: The client is not keeping up: the worker's response is read no faster.
-    paused_writing: bool
-
-    def write(self, data: bytes) -> None:
-        """Send bytes to the client."""
-
-    def abort(self) -> None:
-        """Close at once: the response cannot be completed."""
-
-    def finished(self, keep_alive: bool) -> None:
-        """The exchange is over (answered or given up); the connection may go on."""
-
-
-class Front(Protocol):
-    """What an exchange needs of the front server."""
-
-    router: Router[Group]
-    pool: Pool
-    stats: Stats
-    #: Where an access log line per request goes (None: off).
-    access_log: AccessLog | None
-    #: Shutting down: responses go out with ``Connection: close``.
-    closing: bool
-    on_request: RequestObserver | None
-
-    def request_id(self, peer: Peer, request: Request) -> bytes:
-        """The request's X-Request-Id."""
 
 
 class Exchange(ResponseRelay):

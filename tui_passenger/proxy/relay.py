@@ -16,8 +16,8 @@ from tui_passenger.proxy.states import RELAYING, State
 
 if TYPE_CHECKING:
     from tui_passenger.pool import PoolProcess
-    from tui_passenger.proxy.exchange import ClientSide, Front
     from tui_passenger.proxy.request import Request
+    from tui_passenger.proxy.sides import ClientSide, Front
     from tui_passenger.proxy.upstream import UpstreamConnection
 
 NO_BODY_STATUS = frozenset({204, 304})

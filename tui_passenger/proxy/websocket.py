@@ -35,8 +35,8 @@ from tui_passenger.proxy.exchange import Exchange
 
 if TYPE_CHECKING:
     from tui_passenger.pool import Group, Pool, PoolProcess
-    from tui_passenger.proxy.exchange import ClientSide, Front
     from tui_passenger.proxy.request import Request
+    from tui_passenger.proxy.sides import ClientSide, Front
     from tui_passenger.proxy.upstream import UpstreamConnection
 
 #: Added to the request head for the worker (the proxy drops hop-by-hop fields).

@@ -167,6 +167,21 @@ async def test_message_size_ping_timeout_and_protocol_errors() -> None:
         assert b"\x88" in received and b"\x03\xef" in received
 
 
+async def test_idle_timeout_closes_a_quiet_websocket_with_1001_messages_keep_it_open() -> None:
+    app = {**RAW, "websocket_idle_timeout": 0.6}
+    async with running([app]) as srv, connect(ws_url(srv, "/raw/echo")) as ws:
+        for _ in range(6):  # 1.2 s of traffic, each gap well under the timeout
+            await ws.send("tick")
+            assert await ws.recv() == "tick"
+            await asyncio.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd.code == 1001
+        assert closed.value.rcvd.reason == "idle timeout"
+        assert time.monotonic() - started < 3
+
+
 async def raw_session(srv, frames: bytes) -> bytes:
     """Upgrade on a plain socket, send ``frames`` as they are, read until the server closes."""
     host, port = srv.url.removeprefix("http://").rsplit(":", 1)

@@ -383,6 +383,7 @@ _INHERITABLE: dict[str, Check] = {
     "websocket_ping_interval": _seconds(),
     "websocket_ping_timeout": _seconds(),
     "websocket_max_message_size": _int(),
+    "websocket_idle_timeout": _seconds(),
 }
 _APP_ONLY: dict[str, Check] = {"hosts": _hosts, "base_uri": _base_uri, "default": _bool,
                                "watch": _bool}

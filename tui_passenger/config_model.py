@@ -162,6 +162,9 @@ class AppConfig:
     websocket_ping_timeout: float = 20.0
     #: Largest WebSocket message (bytes) a worker takes; larger → close code 1009.
     websocket_max_message_size: int = 16 * 1024 * 1024
+    #: Seconds an open WebSocket may pass without a message either way; then the worker
+    #: closes it (1001). 0 = no limit (the pings still find peers that are gone).
+    websocket_idle_timeout: float = 0.0
     hosts: tuple[str, ...] = ()
     base_uri: str = "/"
     default: bool = False

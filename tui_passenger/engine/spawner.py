@@ -41,6 +41,7 @@ def worker_spec(app: AppConfig, socket_dir: Path, spawn_method: str,
         websocket_ping_interval=float(app.websocket_ping_interval),
         websocket_ping_timeout=float(app.websocket_ping_timeout),
         websocket_max_message_size=app.websocket_max_message_size,
+        websocket_idle_timeout=float(app.websocket_idle_timeout),
     )
 
 

@@ -250,7 +250,8 @@ class ASGIServer:
                  concurrency: int = 100, error_log: TextIO | None = None,
                  development: bool = False, lifespan: str = "auto",
                  websocket_ping_interval: float = 20.0, websocket_ping_timeout: float = 20.0,
-                 websocket_max_message_size: int = 16 * 1024 * 1024) -> None:
+                 websocket_max_message_size: int = 16 * 1024 * 1024,
+                 websocket_idle_timeout: float = 0.0) -> None:
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {lifespan!r}")
         self.app = app
@@ -263,6 +264,7 @@ class ASGIServer:
         self.websocket_ping_interval = websocket_ping_interval
         self.websocket_ping_timeout = websocket_ping_timeout
         self.websocket_max_message_size = websocket_max_message_size
+        self.websocket_idle_timeout = websocket_idle_timeout
         #: When stopping: seconds open WebSockets may go on, then the close code they get
         #: (1001 going away; the manager says 1012 when the worker is being replaced).
         self.websocket_grace = 0.0

@@ -83,6 +83,7 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
     __slots__ = ("server", "loop", "transport", "scope", "key", "state", "ws", "incoming",
                  "queued_bytes", "waiter", "parts", "part_size", "text", "read_paused",
                  "write_paused", "drain_waiter", "ping_timer", "pong_timer", "close_timer",
+                 "idle_timer", "active",
                  "task", "denial", "denial_body", "disconnect", "closed")
 
     def __init__(self, server: ASGIServer, cycle: Cycle) -> None:
@@ -106,6 +107,9 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
         self.ping_timer: asyncio.TimerHandle | None = None
         self.pong_timer: asyncio.TimerHandle | None = None
         self.close_timer: asyncio.TimerHandle | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+        #: When a message last went either way (the loop's clock), for the idle timeout.
+        self.active = 0.0
         self.task: asyncio.Task[None] | None = None
         #: The websocket.http.response being sent instead of accepting: (status, headers).
         self.denial: tuple[int, Any] | None = None
@@ -174,6 +178,7 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
                 raise hc.ClientDisconnected("the WebSocket is closed")
             text = message.get("text")
             data = message.get("bytes")
+            self.active = self.loop.time()
             if data is not None:
                 self._write(self.ws.send(BytesMessage(data=data)))
             elif text is not None:
@@ -223,6 +228,7 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
             self.data_received(early)
         self._maybe_resume()
         self._schedule_ping()
+        self._watch_idle()
 
     def _denial_response(self) -> bytes:
         assert self.denial is not None
@@ -296,6 +302,7 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
         self.queued_bytes += self.part_size
         self.parts, self.part_size = [], 0
         self.incoming.append(message)
+        self.active = self.loop.time()
         self._wake()
 
     def _peer_closed(self, event: Any) -> None:
@@ -372,7 +379,27 @@ class WebSocket(hc.WriteFlow, asyncio.Protocol):
         self.transport.close()
 
     def _stop_pinging(self) -> None:
-        for timer in (self.ping_timer, self.pong_timer):
+        for timer in (self.ping_timer, self.pong_timer, self.idle_timer):
             if timer is not None:
                 timer.cancel()
-        self.ping_timer = self.pong_timer = None
+        self.ping_timer = self.pong_timer = self.idle_timer = None
+
+    # -- idle timeout --------------------------------------------------------------------
+
+    def _watch_idle(self) -> None:
+        """Close the WebSocket once no message has gone either way for ``idle_timeout``
+        seconds (pings do not count: they only show that the peer is still there)."""
+        timeout = self.server.websocket_idle_timeout
+        if timeout > 0:
+            self.active = self.loop.time()
+            self.idle_timer = self.loop.call_later(timeout, self._idle)
+
+    def _idle(self) -> None:
+        self.idle_timer = None
+        if self.state != _OPEN:
+            return
+        left = self.active + self.server.websocket_idle_timeout - self.loop.time()
+        if left > 0:  # a message went by meanwhile: look again when it would be idle
+            self.idle_timer = self.loop.call_later(left, self._idle)
+        else:
+            self._close(1001, "idle timeout")

@@ -57,6 +57,8 @@ class WorkerSpec:
     websocket_ping_interval: float = 20.0
     websocket_ping_timeout: float = 20.0
     websocket_max_message_size: int = 16 * 1024 * 1024
+    #: Seconds an open WebSocket may pass without a message either way (0 = no limit).
+    websocket_idle_timeout: float = 0.0
 
     def to_json(self) -> str:
         """The spec as a compact JSON string."""
@@ -111,7 +113,8 @@ def _make_server(app: Callable[..., Any], interface: str, listener: socket.socke
                                  development=spec.development,
                                  websocket_ping_interval=spec.websocket_ping_interval,
                                  websocket_ping_timeout=spec.websocket_ping_timeout,
-                                 websocket_max_message_size=spec.websocket_max_message_size)
+                                 websocket_max_message_size=spec.websocket_max_message_size,
+                                 websocket_idle_timeout=spec.websocket_idle_timeout)
     return module.WSGIServer(app, listener, development=spec.development)
 
 

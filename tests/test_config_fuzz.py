@@ -497,6 +497,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "websocket_ping_interval": [-1, math.nan, "20", True],
     "websocket_ping_timeout": [-0.5, math.inf, "20s"],
     "websocket_max_message_size": [-1, 2.5, "16M"],
+    "websocket_idle_timeout": [-1, math.nan, "60", False],
     "limit_request_line": [0, 63, 65537, "4094", True],
     "limit_request_field_size": [10, 100000, 8190.0],
     "limit_request_fields": [0, 1001, "100"],

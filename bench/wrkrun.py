@@ -78,13 +78,15 @@ def parse_wrk(text: str) -> Run:
                requests, non_2xx, socket_errors, problem, ok_requests=good, rps_all=rps_all)
 
 
-def wrk(port: int, connections: int, duration: float) -> Run:
-    """One ``wrk --latency`` run against 127.0.0.1:port (bounded by a timeout)."""
+def wrk(port: int, connections: int, duration: float, timeout: float | None = None) -> Run:
+    """One ``wrk --latency`` run against 127.0.0.1:port (bounded by a timeout);
+    ``timeout``: wrk's per-request timeout (its default is 2 s)."""
     # one wrk thread (-t1 ≤ -c always holds): on a small box the servers need the cores more
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
-            "--latency", f"http://127.0.0.1:{port}/"]
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency",
+            *([f"--timeout={timeout:g}s"] if timeout else []), f"http://127.0.0.1:{port}/"]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
+        done = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=duration + (timeout or 2) + 30)
     except subprocess.TimeoutExpired:
         return Run(0, 0, 0, 0, 0, 0, "wrk did not finish in time")
     return parse_wrk(done.stdout + done.stderr)

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import Server, Skip  # noqa: E402
+from servers import Skip  # noqa: E402
 from soak import _interrupt, raise_open_files, start_tp  # noqa: E402
 from systems import PYTHON, ROOT, App  # noqa: E402
 from wrkrun import wrk  # noqa: E402

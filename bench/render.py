@@ -3,7 +3,8 @@
 ``render(data, out)`` takes what ``bench/report.py`` collected (``load(out / "data")``):
 
 - ``meta``: date, command, machine, versions, the steps run and how long they took;
-- ``spawn``, ``memory``, ``faults``: the ``--json`` output of those scripts;
+- ``spawn``, ``memory``, ``faults``, ``soak``, ``large_pool``: the ``--json`` output of those
+  scripts (the last two drawn by render_longrun.py);
 - ``throughput``: ``{workers: throughput.py --json output}`` (render_throughput.py);
 
 any section may instead be ``{"skipped": reason}`` or absent. Spawn and memory figures are
@@ -22,9 +23,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import render_longrun
 import render_throughput
 
-SECTIONS = ("spawn", "memory", "throughput", "faults")
+SECTIONS = ("spawn", "memory", "throughput", "faults", "soak", "large_pool")
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -108,7 +110,8 @@ def figures(data: dict[str, Any]) -> dict[str, Any]:
     """Every section's figures, or its skip reason (``{"skipped": ...}``)."""
     out: dict[str, Any] = {}
     makers = {"spawn": spawn_figures, "memory": memory_figures,
-              "throughput": render_throughput.throughput_figures, "faults": lambda d: d}
+              "throughput": render_throughput.throughput_figures, "faults": lambda d: d,
+              "soak": lambda d: d, "large_pool": lambda d: d}
     for name in SECTIONS:
         section = data.get(name)
         if not section:
@@ -240,7 +243,8 @@ def markdown(meta: dict[str, Any], figs: dict[str, Any], rows: list[dict[str, An
     parts += [machine_section(meta), spawn_section(figs["spawn"]),
               memory_section(figs["memory"]),
               render_throughput.throughput_section(figs["throughput"]),
-              faults_section(figs["faults"])]
+              faults_section(figs["faults"]), render_longrun.soak_section(figs["soak"]),
+              render_longrun.large_pool_section(figs["large_pool"])]
     steps = meta.get("steps", [])
     if steps:
         parts.append("## How it was run\n\n" + table(
@@ -269,6 +273,7 @@ def render(data: dict[str, Any], out: Path) -> dict[str, Any]:
     summary = {"date": meta.get("date"), "quick": meta.get("quick"), "rows": rows,
                "skipped": notes, "charts": sorted(made.values()),
                "faults": [{k: r[k] for k in ("scenario", "requests", "failures")}
-                          for r in figs["faults"].get("rows", [])]}
+                          for r in figs["faults"].get("rows", [])],
+               **render_longrun.verdicts(figs)}
     write_json(out / "summary.json", summary)
     return summary

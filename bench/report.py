@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""One-command benchmark report: spawn, memory, throughput and faults, charts included.
+"""One-command benchmark report: spawn, memory, throughput, faults, soak and large pool.
 
-Runs bench/spawn.py, memory.py, throughput.py (at each worker count of ``--throughput-workers``)
-and faults.py one after another as subprocesses, each with ``--json``, in one invocation, with
-every baseline measured in the same run; then writes REPORT.md, spawn.png, memory.png,
+Runs bench/spawn.py, memory.py, throughput.py (at each worker count of
+``--throughput-workers``), faults.py, soak.py and large_pool.py one after another as
+subprocesses, each with ``--json``, in one invocation, with every baseline measured in the
+same run; then writes REPORT.md, spawn.png, memory.png,
 throughput.png and summary.json into ``--out`` (``render.py``, ``charts.py``). The raw JSON
 stays in ``OUT/data/``: ``--render-only`` draws the report again from it.
 
@@ -62,6 +63,10 @@ PLANS = {
                    ["--rounds", "2", "--duration", "1", "--warmup", "0.5", "--no-c1",
                     "--apps", "hello,asgi", "--concurrency", "16"]),
     "faults": ("faults.py", [], ["--seconds", "2"]),
+    # 5 million requests: ~25 min at 3-4k req/s on a busy 2-core box
+    "soak": ("soak.py", [], ["--quick", "--max-seconds", "15", "--window", "3"]),
+    "large_pool": ("large_pool.py", [],
+                   ["--workers", "8", "--connections", "200", "--duration", "3"]),
 }
 
 

@@ -224,18 +224,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one minute, windows of 5 s")
     parser.add_argument("--requests", type=int, default=5_000_000)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--window", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--window", type=float, help="seconds per wrk run (10, --quick 5)")
     parser.add_argument("--sample", type=float, default=2.0,
                         help="seconds between RSS/fd samples of the manager")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--warmup-share", type=float, default=0.1,
                         help="the share of the requests that is the warm-up")
-    parser.add_argument("--max-seconds", type=float, default=3 * 3600)
+    parser.add_argument("--max-seconds", type=float,
+                        help="stop then even if --requests is not reached (3 h, --quick 60 s)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.quick:
-        args.window, args.max_seconds, args.requests = 5.0, 60.0, sys.maxsize
-        args.warmup_share = 0.25
+        args.requests, args.warmup_share = sys.maxsize, 0.25
+    args.window = args.window or (5.0 if args.quick else 10.0)
+    args.max_seconds = args.max_seconds or (60.0 if args.quick else 3 * 3600.0)
     raise_open_files()
     signal.signal(signal.SIGTERM, _interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="tp-soak-"))

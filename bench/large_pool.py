@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from servers import Skip  # noqa: E402
-from soak import _interrupt, raise_open_files, start_tp  # noqa: E402
+from soak import _interrupt, conclude, raise_open_files, start_tp  # noqa: E402
 from systems import PYTHON, ROOT, App  # noqa: E402
 from wrkrun import wrk  # noqa: E402
 
@@ -137,13 +137,7 @@ def main() -> int:
     except Skip as exc:
         print(f"large pool failed: {exc}")
         return 1
-    for name, ok in result["checks"].items():
-        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
-    print(f"verdict: {'PASS' if result['ok'] else 'FAIL'}")
-    if args.json:
-        args.json.write_text(json.dumps({"params": vars(args) | {"json": None}, **result},
-                                        indent=2, default=str))
-    return 0 if result["ok"] else 1
+    return conclude(result, args)
 
 
 if __name__ == "__main__":

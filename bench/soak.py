@@ -197,6 +197,7 @@ def verdict(windows: list[dict[str, Any]], samples: list[tuple[float, float, int
 
 
 def print_result(result: dict[str, Any], elapsed: float) -> None:
+    """The figures of the soak, for a reader."""
     print(f"\n{result['requests']:,} requests in {elapsed / 60:.1f} min "
           f"({result['warmup_windows']} warm-up windows)")
     print(f"manager RSS: {result['rss_start_mb']:.1f} MiB at start, "
@@ -210,9 +211,18 @@ def print_result(result: dict[str, Any], elapsed: float) -> None:
           f"{result['manager_cpu_first']:.2f} → {result['manager_cpu_last']:.2f} "
           f"(×{result['cpu_drift']:.2f}); socket errors {result['socket_errors']}, "
           f"non-2xx {result['non_2xx']}")
+
+
+def conclude(result: dict[str, Any], args: argparse.Namespace, **extra: Any) -> int:
+    """Print the checks and the verdict, write ``--json`` (the parameters, ``extra`` and
+    the result); the exit status: 0 when every check passed."""
     for name, ok in result["checks"].items():
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
     print(f"verdict: {'PASS' if result['ok'] else 'FAIL'}")
+    if args.json:
+        args.json.write_text(json.dumps({"params": vars(args) | {"json": None}, **extra,
+                                         **result}, indent=2, default=str))
+    return 0 if result["ok"] else 1
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -257,11 +267,7 @@ def main() -> int:
             server.stop()
     elapsed = time.monotonic() - started
     print_result(result, elapsed)
-    if args.json:
-        args.json.write_text(json.dumps({"params": vars(args) | {"json": None},
-                                         "elapsed_s": elapsed, **result}, indent=2,
-                                        default=str))
-    return 0 if result["ok"] else 1
+    return conclude(result, args, elapsed_s=elapsed)
 
 
 if __name__ == "__main__":

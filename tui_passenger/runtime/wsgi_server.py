@@ -140,6 +140,8 @@ class _Connection(hc.HeadCollector):
                 return
         if key:
             env = self.env
+            if env is _NO_ENV:
+                return  # a trailer of a chunked body: past the head, not in the environ
             if key in env:  # a repeated header becomes one value, as in CGI
                 sep = "; " if key == "HTTP_COOKIE" else ","
                 env[key] = f"{env[key]}{sep}{value.decode('latin-1')}"

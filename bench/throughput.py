@@ -125,14 +125,17 @@ def ratio(results: dict[str, list[Run | None]], top: str, bottom: str) -> dict[s
     measured, then the median and the min–max of the per-round ratios; {} when no round
     has both."""
     pairs = [(a, b) for a, b in zip(results.get(top, []), results.get(bottom, []),
-                                    strict=False) if a and b and a.ok and b.ok]
+                                    strict=False) if a and b and a.ok and b.ok and b.rps]
     if not pairs:
         return {}
     rps = [a.rps / b.rps for a, b in pairs]
     cpu = [a.cpu_total / b.cpu_total for a, b in pairs if b.cpu_total and a.cpu_total]
+    # wrk prints 0 latency when almost nothing came back: no ratio from such a round
+    p50 = [a.p50_ms / b.p50_ms for a, b in pairs if b.p50_ms]
+    p99 = [a.p99_ms / b.p99_ms for a, b in pairs if b.p99_ms]
     out = {"rps": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
-           "p50": statistics.median(a.p50_ms / b.p50_ms for a, b in pairs),
-           "p99": statistics.median(a.p99_ms / b.p99_ms for a, b in pairs),
+           "p50": statistics.median(p50) if p50 else 0.0,
+           "p99": statistics.median(p99) if p99 else 0.0,
            "rounds": len(pairs), "of": top}
     if cpu:
         out.update(cpu_total=statistics.median(cpu), cpu_min=min(cpu), cpu_max=max(cpu))
@@ -274,6 +277,17 @@ def run_app(app_key: str, keys: list[str], args: argparse.Namespace, tmp: Path,
     return scenarios, c1
 
 
+def write_json(args: argparse.Namespace, machine: dict[str, str],
+               scenarios: list[dict[str, Any]], c1: dict[str, Any]) -> None:
+    """The ``--json`` file: machine, parameters, every scenario so far, the c=1 figures."""
+    args.json.write_text(json.dumps({
+        "machine": machine, "workers": args.workers,
+        "params": {k: str(v) for k, v in vars(args).items() if k != "json"},
+        "systems": {k: SYSTEMS[k][0] for k in args.keys},
+        "apps": {k: APPS[k].name for k in args.app_keys},
+        "scenarios": scenarios, "latency_c1": c1}, indent=2))
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="worker processes per system")
@@ -334,18 +348,14 @@ def main() -> int:
             found, app_c1 = run_app(app_key, args.keys, args, tmp, base)
             scenarios += found
             c1 = c1 or app_c1
+            if args.json:  # after each app: a later failure keeps what was measured
+                write_json(args, machine, scenarios, c1)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         drop_base_tree(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
-        args.json.write_text(json.dumps({
-            "machine": machine, "workers": args.workers,
-            "params": {k: str(v) for k, v in vars(args).items() if k != "json"},
-            "systems": {k: SYSTEMS[k][0] for k in args.keys},
-            "apps": {k: APPS[k].name for k in args.app_keys},
-            "scenarios": scenarios, "latency_c1": c1}, indent=2))
         print(f"\nresults written to {args.json}")
     return 0 if any(s["ok_rounds"] for sc in scenarios for s in sc["summary"].values()) else 1
 

@@ -187,7 +187,7 @@ def measure(servers: dict[str, Server], running: list[str], connections: int,
                 results[key].append(None)
                 continue
             first, total = server.cpu_seconds()
-            run = wrk(server.port, connections, args.duration)
+            run = wrk(server.port, connections, args.duration, timeout=args.wrk_timeout)
             if run.ok_requests:
                 first_after, total_after = server.cpu_seconds()
                 run.cpu_first = (first_after - first) * 10_000 / run.ok_requests
@@ -303,6 +303,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of wrk on each system before the rounds")
+    parser.add_argument("--wrk-timeout", type=float, default=30.0,
+                        help="wrk's request timeout (its own default, 2 s, would count a "
+                             "Django page queued behind 1,000 clients as an error)")
     parser.add_argument("--no-c1", action="store_true",
                         help="skip the c=1 proxy-vs-worker latency test after the rounds")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")

@@ -31,10 +31,20 @@ def soak_section(s: dict[str, Any]) -> str:
         ("manager CPU-s/10k, first → last windows",
          f"{s['manager_cpu_first']:.2f} → {s['manager_cpu_last']:.2f} (×{s['cpu_drift']:.2f})"),
         ("socket errors / non-2xx answers", f"{s['socket_errors']} / {s['non_2xx']}"),
+        ("manager RSS per million requests (median of the windows)", _rss_by_million(s)),
     ]
     table = "| figure | value |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
     verdict = f"Verdict: **{'PASS' if s['ok'] else 'FAIL'}**\n\n{_checks(s['checks'])}"
     return "\n\n".join([head, table, verdict])
+
+
+def _rss_by_million(s: dict[str, Any]) -> str:
+    """'0–1M 48.5, 1–2M 50.0, …' MiB: a leak climbs, an allocator's high-water mark levels."""
+    buckets: dict[int, list[float]] = {}
+    for w in s.get("windows", []):
+        buckets.setdefault(int(w["total"] // 1_000_000), []).append(w["rss_mb"])
+    return ", ".join(f"{m}–{m + 1}M {sorted(v)[len(v) // 2]:.1f}"
+                     for m, v in sorted(buckets.items())) + " MiB" if buckets else "—"
 
 
 def large_pool_section(s: dict[str, Any]) -> str:

@@ -72,45 +72,47 @@ def memory_chart(s: dict[str, Any], path: Path) -> Path:
 
 
 def throughput_chart(s: dict[str, Any], path: Path) -> Path | None:
-    """req/s and p99 per system, one bar per worker count, min–max as error bars."""
-    runs = {w: r for w, r in s["runs"].items() if "summary" in r}
-    keys = [k for k in s["systems"]
-            if any(r["summary"].get(k, {}).get("ok_rounds") for r in runs.values())]
-    if not keys:
+    """Per app (a row of panels): 2xx req/s on the left and CPU-s per 10k 2xx answers on the
+    right, one bar group per system, a bar per worker count and concurrency (medians, min–max
+    as error bars)."""
+    apps: dict[str, list[dict[str, Any]]] = {}
+    for scenario in s.get("scenarios", []):
+        apps.setdefault(scenario["app_name"], []).append(scenario)
+    if not apps:
         return None
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(keys) + 2), 8),
-                                      sharex=True)
-    width = 0.8 / len(runs)
-    tallest = {top: 0.0, bottom: 0.0}
-    for i, (workers, run) in enumerate(runs.items()):
-        rows = [run["summary"].get(k, {}) for k in keys]
-        xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(keys))]
-        colour = WORKER_COLOURS[i % len(WORKER_COLOURS)]
-        for ax, field, low, high in ((top, "rps_median", "rps_min", "rps_max"),
-                                     (bottom, "p99_ms", "p99_min", "p99_max")):
-            med = [r.get(field, 0.0) if r.get("ok_rounds") else 0.0 for r in rows]
-            lows = [r.get(low, m) if r.get("ok_rounds") else 0.0 for r, m in zip(rows, med,
-                                                                                 strict=True)]
-            highs = [r.get(high, m) if r.get("ok_rounds") else 0.0 for r, m in zip(rows, med,
-                                                                                   strict=True)]
-            ax.bar(xs, med, width, yerr=_errors(med, lows, highs), capsize=3, color=colour,
-                   label=f"{workers} workers")
-            tallest[ax] = max(tallest[ax], *highs)
-    top.set_ylabel("req/s (median)")
-    top.set_title("Hello world: throughput (higher is better)")
-    bottom.set_ylabel("p99 latency, ms (median)")
-    bottom.set_title("p99 latency (lower is better)")
-    bottom.set_xticks(range(len(keys)), [s["systems"][k] for k in keys], rotation=20,
-                      ha="right")
-    asgi = [i for i, k in enumerate(keys) if k in s.get("asgi", ())]
-    for ax in (top, bottom):
-        ax.set_ylim(0, tallest[ax] * 1.3)  # room for the legend above the bars
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(loc="upper left")
-        if asgi and len(asgi) < len(keys):  # the ASGI systems come last: a line before them
-            ax.axvline(min(asgi) - 0.5, color="grey", linestyle="--", linewidth=1)
-            ax.annotate("ASGI →", (min(asgi) - 0.5, 1), xycoords=("data", "axes fraction"),
-                        xytext=(4, -14), textcoords="offset points", color="grey")
+    tallest = max(len(scenario["systems"]) for group in apps.values() for scenario in group)
+    fig, axes = plt.subplots(len(apps), 2, squeeze=False,
+                             figsize=(14, max(4.0, 0.9 * tallest) * len(apps)))
+    for (app, group), (left, right) in zip(apps.items(), axes, strict=True):
+        keys = list(dict.fromkeys(k for sc in group for k in sc["systems"]))
+        names = {k: n for sc in group for k, n in sc["systems"].items()}
+        height = 0.8 / len(group)
+        for i, scenario in enumerate(group):
+            ys = [j + (i - (len(group) - 1) / 2) * height for j in range(len(keys))]
+            rows = [scenario["summary"].get(k, {}) for k in keys]
+            label = f"{scenario['workers']} workers, c={scenario['connections']}"
+            colour = plt.get_cmap("tab10")(i % 10)
+            for ax, field in ((left, "rps"), (right, "cpu")):
+                med = [r.get(f"{field}_median", 0.0) if r.get("ok_rounds") else 0.0
+                       for r in rows]
+                lows = [r.get(f"{field}_min", m) if r.get("ok_rounds") else 0.0
+                        for r, m in zip(rows, med, strict=True)]
+                highs = [r.get(f"{field}_max", m) if r.get("ok_rounds") else 0.0
+                         for r, m in zip(rows, med, strict=True)]
+                ax.barh(ys, med, height, xerr=_errors(med, lows, highs), capsize=2,
+                        color=colour, label=label)
+        for ax, what in ((left, "2xx req/s (higher is better)"),
+                         (right, "CPU-s per 10k 2xx answers (lower is better)")):
+            ax.set_yticks(range(len(keys)), [names[k] for k in keys])
+            ax.invert_yaxis()
+            ax.set_title(f"{app}: {what}")
+            ax.grid(axis="x", alpha=0.3)
+        right.set_yticklabels([])
+        left.legend(loc="lower right", fontsize="small")
+        cpu_top = sorted(r.get("cpu_median", 0.0) for sc in group
+                         for r in sc["summary"].values() if r.get("ok_rounds"))
+        if cpu_top and cpu_top[-1] > 4 * cpu_top[len(cpu_top) // 2]:
+            right.set_xlim(0, 4 * cpu_top[len(cpu_top) // 2])  # one collapse would hide all
     return _save(fig, path)
 
 

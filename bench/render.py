@@ -3,8 +3,9 @@
 ``render(data, out)`` takes what ``bench/report.py`` collected (``load(out / "data")``):
 
 - ``meta``: date, command, machine, versions, the steps run and how long they took;
-- ``spawn``, ``memory``, ``faults``: the ``--json`` output of those scripts;
-- ``throughput``: ``{workers: throughput.py --json output}``;
+- ``spawn``, ``memory``, ``faults``, ``soak``, ``large_pool``: the ``--json`` output of those
+  scripts (the last two drawn by render_longrun.py);
+- ``throughput``: ``{workers: throughput.py --json output}`` (render_throughput.py);
 
 any section may instead be ``{"skipped": reason}`` or absent. Spawn and memory figures are
 computed here, for whatever modes the JSON holds: medians, min–max, and ratios taken round by
@@ -22,7 +23,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("spawn", "memory", "throughput", "faults")
+import render_longrun
+import render_throughput
+
+SECTIONS = ("spawn", "memory", "throughput", "faults", "soak", "large_pool")
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -102,25 +106,12 @@ def memory_figures(memory: dict[str, Any]) -> dict[str, Any]:
             "requests": memory.get("requests")}
 
 
-def throughput_figures(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``{workers: the throughput.py JSON}``, in worker order, with the system names and
-    the skip reasons gathered."""
-    ordered = dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
-    systems: dict[str, str] = {}
-    asgi: set[str] = set()
-    for run in ordered.values():
-        asgi.update(run.get("asgi", []))
-        run.setdefault("systems", {k: k for k in [*run.get("status", {}),
-                                                  *run.get("summary", {})]})
-        systems.update(run["systems"])
-    return {"runs": ordered, "systems": systems, "asgi": sorted(asgi)}
-
-
 def figures(data: dict[str, Any]) -> dict[str, Any]:
     """Every section's figures, or its skip reason (``{"skipped": ...}``)."""
     out: dict[str, Any] = {}
     makers = {"spawn": spawn_figures, "memory": memory_figures,
-              "throughput": throughput_figures, "faults": lambda d: d}
+              "throughput": render_throughput.throughput_figures, "faults": lambda d: d,
+              "soak": lambda d: d, "large_pool": lambda d: d}
     for name in SECTIONS:
         section = data.get(name)
         if not section:
@@ -145,21 +136,7 @@ def summary_rows(figs: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"section": "memory", "label": f"PSS of {memory['workers']} workers, "
                          f"{mode} / {memory['baseline']}", **r})
     if "skipped" not in tput:
-        names = tput["systems"]
-        for workers, run in tput["runs"].items():
-            if "skipped" in run:
-                continue
-            for base, r in run.get("ratios_vs_tp", {}).items():
-                rows.append({"section": "throughput", "label": f"req/s at {workers} workers, "
-                             f"{names.get(r['of'], r['of'])} / {names.get(base, base)}",
-                             "median": r["rps"], "min": r.get("rps_min", r["rps"]),
-                             "max": r.get("rps_max", r["rps"]), "rounds": r["rounds"]})
-            dash = run.get("ratio_dashboard_vs_headless") or {}
-            if dash:
-                rows.append({"section": "throughput", "label": f"req/s at {workers} workers, "
-                             "dashboard open / headless", "median": dash["rps"],
-                             "min": dash.get("rps_min", dash["rps"]),
-                             "max": dash.get("rps_max", dash["rps"]), "rounds": dash["rounds"]})
+        rows += render_throughput.summary_rows(tput)
     return rows
 
 
@@ -167,16 +144,8 @@ def skipped_notes(figs: dict[str, Any]) -> list[str]:
     """One line per section, system or worker count that was skipped or failed, with why."""
     notes = [f"{name}: {figs[name]['skipped']}" for name in SECTIONS if "skipped" in figs[name]]
     tput = figs["throughput"]
-    if "skipped" not in tput:
-        for workers, run in tput["runs"].items():
-            if "skipped" in run:
-                notes.append(f"throughput at {workers} workers: {run['skipped']}")
-                continue
-            for key, status in run.get("status", {}).items():
-                ok_rounds = run.get("summary", {}).get(key, {}).get("ok_rounds", 0)
-                if status != "ok" or not ok_rounds:
-                    why = status if status != "ok" else "no clean round (see the log)"
-                    notes.append(f"{tput['systems'].get(key, key)} ({workers} workers): {why}")
+    if "scenarios" in tput:
+        notes += render_throughput.skipped_notes(tput)
     return notes
 
 
@@ -245,58 +214,6 @@ def memory_section(s: dict[str, Any]) -> str:
     return "\n\n".join([head, modes, ratios, "![memory per mode](memory.png)"])
 
 
-def throughput_run(workers: str, run: dict[str, Any], names: dict[str, str]) -> str:
-    if "skipped" in run:
-        return f"### {workers} workers\n\nSkipped: {run['skipped']}"
-    p = run.get("params", {})
-    head = (f"### {workers} workers\n\n`wrk -t1 -c{p.get('connections')} "
-            f"-d{float(p.get('duration', 0)):g}s --latency`, {p.get('rounds')} rounds, one system "
-            "at a time, the order rotated every round.")
-    rows = []
-    for key, name in run.get("systems", {}).items():
-        s = run.get("summary", {}).get(key)
-        if not s or not s.get("ok_rounds"):
-            rows.append([name, "—", "—", "—", "—", "—", run.get("status", {}).get(key, "failed")])
-            continue
-        rows.append([name, f"{s['rps_median']:.0f}", f"{s['rps_min']:.0f}–{s['rps_max']:.0f}",
-                     f"{s['p50_ms']:.3f}", f"{s['p99_ms']:.3f}",
-                     f"{s.get('p99_min', s['p99_ms']):.3f}–{s.get('p99_max', s['p99_ms']):.3f}",
-                     f"{s['ok_rounds']}/{s['ok_rounds'] + s['failed_rounds']}"])
-    systems = table(["system", "req/s", "min–max", "p50 ms", "p99 ms", "p99 min–max",
-                     "rounds ok"], rows)
-    pairs = []
-    for base, r in run.get("ratios_vs_tp", {}).items():
-        pairs.append([f"{names.get(r['of'], r['of'])} / {names.get(base, base)}",
-                      f"×{r['rps']:.2f}", f"{r.get('rps_min', r['rps']):.2f}–"
-                      f"{r.get('rps_max', r['rps']):.2f}", f"×{r['p50']:.2f}",
-                      f"×{r.get('p99', 0):.2f}", r["rounds"]])
-    if dash := run.get("ratio_dashboard_vs_headless"):
-        pairs.append([f"{names.get('tpdash', 'tpdash')} / {names.get('tp', 'tp')}",
-                      f"×{dash['rps']:.2f}", f"{dash.get('rps_min', dash['rps']):.2f}–"
-                      f"{dash.get('rps_max', dash['rps']):.2f}", f"×{dash['p50']:.2f}",
-                      f"×{dash.get('p99', 0):.2f}", dash["rounds"]])
-    ratios = table(["pair", "req/s", "min–max", "p50", "p99", "rounds"], pairs)
-    parts = [head, systems, "Ratios, median of the per-round ratios:", ratios]
-    c1 = run.get("latency_c1") or {}
-    if "added_p50_ms" in c1:
-        parts.append(f"c=1 sequential keep-alive GETs: p50 {c1['proxy_tcp_python']['p50_ms']:.3f}"
-                     f" ms through the proxy, {c1['worker_unix_python']['p50_ms']:.3f} ms straight"
-                     f" to a worker's socket: the proxy adds {c1['added_p50_ms'] * 1000:.0f} µs.")
-    return "\n\n".join(parts)
-
-
-def throughput_section(s: dict[str, Any]) -> str:
-    if "skipped" in s:
-        return f"## Throughput\n\nSkipped: {s['skipped']}"
-    head = ("## Throughput\n\nHello world on every system with the same number of worker "
-            "processes: WSGI (`sample_apps/hello_wsgi`) on tui-passenger headless, "
-            "tui-passenger with its dashboard open in tmux, gunicorn sync and gthread, "
-            "Passenger; ASGI (`sample_apps/hello_asgi`) on tui-passenger and uvicorn. wrk runs "
-            "on the same machine.")
-    runs = [throughput_run(w, run, s["systems"]) for w, run in s["runs"].items()]
-    return "\n\n".join([head, *runs, "![throughput and p99 per server](throughput.png)"])
-
-
 def faults_section(s: dict[str, Any]) -> str:
     if "skipped" in s:
         return f"## Faults\n\nSkipped: {s['skipped']}"
@@ -324,8 +241,10 @@ def markdown(meta: dict[str, Any], figs: dict[str, Any], rows: list[dict[str, An
     if notes:
         parts.append("Skipped or failed:\n\n" + "\n".join(f"- {n}" for n in notes))
     parts += [machine_section(meta), spawn_section(figs["spawn"]),
-              memory_section(figs["memory"]), throughput_section(figs["throughput"]),
-              faults_section(figs["faults"])]
+              memory_section(figs["memory"]),
+              render_throughput.throughput_section(figs["throughput"]),
+              faults_section(figs["faults"]), render_longrun.soak_section(figs["soak"]),
+              render_longrun.large_pool_section(figs["large_pool"])]
     steps = meta.get("steps", [])
     if steps:
         parts.append("## How it was run\n\n" + table(
@@ -354,6 +273,7 @@ def render(data: dict[str, Any], out: Path) -> dict[str, Any]:
     summary = {"date": meta.get("date"), "quick": meta.get("quick"), "rows": rows,
                "skipped": notes, "charts": sorted(made.values()),
                "faults": [{k: r[k] for k in ("scenario", "requests", "failures")}
-                          for r in figs["faults"].get("rows", [])]}
+                          for r in figs["faults"].get("rows", [])],
+               **render_longrun.verdicts(figs)}
     write_json(out / "summary.json", summary)
     return summary

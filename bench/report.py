@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""One-command benchmark report: spawn, memory, throughput and faults, charts included.
+"""One-command benchmark report: spawn, memory, throughput, faults, soak and large pool.
 
-Runs bench/spawn.py, memory.py, throughput.py (at each worker count of ``--throughput-workers``)
-and faults.py one after another as subprocesses, each with ``--json``, in one invocation, with
-every baseline measured in the same run; then writes REPORT.md, spawn.png, memory.png,
+Runs bench/spawn.py, memory.py, throughput.py (at each worker count of
+``--throughput-workers``), faults.py, soak.py and large_pool.py one after another as
+subprocesses, each with ``--json``, in one invocation, with every baseline measured in the
+same run; then writes REPORT.md, spawn.png, memory.png,
 throughput.png and summary.json into ``--out`` (``render.py``, ``charts.py``). The raw JSON
 stays in ``OUT/data/``: ``--render-only`` draws the report again from it.
 
-It makes sure of what it needs first: the ``bench`` extra (gunicorn, uvicorn, matplotlib:
-pip) and wrk and tmux (Debian: apt-get, as root or through sudo). Passenger is measured when
-Debian's ``passenger`` package is installed; whatever cannot run is reported with the reason.
+It makes sure of what it needs first: the ``bench`` extra (gunicorn, uvicorn, granian,
+matplotlib: pip) and wrk, tmux and nginx (Debian: apt-get, as root or through sudo).
+Passenger is measured when Debian's ``passenger`` package is installed; whatever cannot run
+is reported with the reason.
 
     python3 dev.py bench report [--quick] [--out DIR] [--only spawn,memory,throughput,faults]
                                 [--throughput-workers 2,4] [--render-only]
@@ -42,12 +44,13 @@ sys.path.insert(0, str(BENCH))
 
 import psutil  # noqa: E402
 import render  # noqa: E402
-from throughput import apt_install  # noqa: E402
+from systems import apt_install  # noqa: E402
 
 from tui_passenger.engine import become_subreaper  # noqa: E402
 
 PYTHON = sys.executable
-BENCH_MODULES = {"gunicorn": "gunicorn", "uvicorn": "uvicorn", "matplotlib": "matplotlib"}
+BENCH_MODULES = {"gunicorn": "gunicorn", "uvicorn": "uvicorn", "granian": "granian",
+                 "matplotlib": "matplotlib"}
 
 #: per section: the script and its arguments, full and --quick
 PLANS = {
@@ -55,9 +58,15 @@ PLANS = {
               ["--workers", "2", "--rounds", "2"]),
     "memory": ("memory.py", ["--workers", "8", "--rounds", "3"],
                ["--workers", "2", "--rounds", "2", "--requests", "100"]),
-    "throughput": ("throughput.py", ["--rounds", "5", "--duration", "5"],
-                   ["--rounds", "2", "--duration", "1", "--warmup", "1", "--no-c1"]),
+    # every app and concurrency (1, 16, 256, 1000) on every system: ~25 min per worker count
+    "throughput": ("throughput.py", ["--rounds", "3", "--duration", "5"],
+                   ["--rounds", "2", "--duration", "1", "--warmup", "0.5", "--no-c1",
+                    "--apps", "hello,asgi", "--concurrency", "16"]),
     "faults": ("faults.py", [], ["--seconds", "2"]),
+    # 5 million requests: ~25 min at 3-4k req/s on a busy 2-core box
+    "soak": ("soak.py", [], ["--quick", "--max-seconds", "15", "--window", "3"]),
+    "large_pool": ("large_pool.py", [],
+                   ["--workers", "8", "--connections", "200", "--duration", "3"]),
 }
 
 
@@ -86,8 +95,9 @@ def ensure_python_packages() -> None:
 
 
 def ensure_tools() -> str:
-    """wrk (and tmux, for the dashboard) from Debian when missing; '' or why wrk is missing."""
-    missing = [tool for tool in ("wrk", "tmux") if not shutil.which(tool)]
+    """wrk (and tmux, for the dashboard, and nginx, for the nginx → app server deployments)
+    from Debian when missing; '' or why wrk is missing."""
+    missing = [tool for tool in ("wrk", "tmux", "nginx") if not shutil.which(tool)]
     if missing:
         print(f"report: {' and '.join(missing)} not installed; the throughput section needs "
               f"{'them' if len(missing) > 1 else 'it'}: installing from Debian", flush=True)
@@ -128,7 +138,8 @@ def machine() -> dict[str, str]:
         if line.startswith("PRETTY_NAME="):
             info["os"] = line.split("=", 1)[1].strip('"')
     info["python"] = platform.python_version()
-    for dist in ("tui-passenger", "gunicorn", "uvicorn", "uvloop", "httptools", "matplotlib"):
+    for dist in ("tui-passenger", "gunicorn", "uvicorn", "uvloop", "httptools", "granian",
+                 "django", "matplotlib"):
         try:
             info[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -137,6 +148,7 @@ def machine() -> dict[str, str]:
     info["wrk"] = wrk.split()[1] if wrk.startswith("wrk ") else wrk
     info["Passenger"] = _first_line(["passenger", "--version"])
     info["tmux"] = _first_line(["tmux", "-V"])
+    info["nginx"] = _first_line(["nginx", "-v"])
     return info
 
 

@@ -54,26 +54,37 @@ def memory_round(pss: float, uss: float) -> dict[str, float]:
 
 
 def throughput_run(workers: int) -> dict:
+    """throughput.py's JSON: a WSGI and an ASGI scenario (c=16), Passenger skipped."""
     def summary(rps: float) -> dict:
         return {"ok_rounds": 2, "failed_rounds": 0, "rps_median": rps, "rps_min": rps * 0.9,
                 "rps_max": rps * 1.1, "p50_ms": 1.0, "p50_min": 0.9, "p50_max": 1.1,
-                "p99_ms": 3.0, "p99_min": 2.5, "p99_max": 3.5}
+                "p99_ms": 3.0, "p99_min": 2.5, "p99_max": 3.5, "cpu_median": 0.5,
+                "cpu_total": 0.5, "cpu_min": 0.4, "cpu_max": 0.6, "non_2xx": 0,
+                "socket_errors": 0}
 
-    ratio = {"rps": 1.5, "rps_min": 1.4, "rps_max": 1.6, "p50": 0.7, "p99": 0.9, "rounds": 2}
+    ratio = {"rps": 1.5, "rps_min": 1.4, "rps_max": 1.6, "p50": 0.7, "p99": 0.9, "rounds": 2,
+             "cpu_total": 0.6, "cpu_min": 0.5, "cpu_max": 0.7, "of": "tp"}
+
+    def scenario(app: str, name: str, systems: dict, summaries: dict, ratios: dict,
+                 status: dict) -> dict:
+        return {"app": app, "app_name": name, "connections": 16, "workers": workers,
+                "duration": 1.0, "rounds_requested": 2, "systems": systems, "status": status,
+                "summary": summaries, "ratios_vs_tp": ratios,
+                "ratio_dashboard_vs_headless": {}}
+
     return {
-        "params": {"connections": "16", "duration": "1.0", "rounds": "2",
-                   "workers": str(workers)},
-        "systems": {"tp": "tui-passenger", "sync": "gunicorn sync", "passenger": "passenger",
-                    "tpasgi": "tui-passenger ASGI", "uvicorn": "uvicorn"},
-        "asgi": ["tpasgi", "uvicorn"],
-        "status": {"tp": "ok", "sync": "ok", "tpasgi": "ok", "uvicorn": "ok",
-                   "passenger": "skipped: Debian package 'passenger' not installed"},
-        "summary": {"tp": summary(12000), "sync": summary(8000), "tpasgi": summary(15000),
-                    "uvicorn": summary(30000)},
-        "ratios_vs_tp": {"sync": {**ratio, "of": "tp"},
-                         "uvicorn": {**ratio, "rps": 0.5, "rps_min": 0.45, "rps_max": 0.55,
-                                     "of": "tpasgi"}},
-        "ratio_dashboard_vs_headless": {},
+        "params": {"duration": "1.0", "rounds": "2", "workers": str(workers)},
+        "workers": workers,
+        "scenarios": [
+            scenario("hello", "hello WSGI",
+                     {"tp": "tui-passenger", "sync": "gunicorn sync", "passenger": "passenger"},
+                     {"tp": summary(12000), "sync": summary(8000)}, {"sync": ratio},
+                     {"tp": "ok", "sync": "ok",
+                      "passenger": "skipped: 'passenger' not installed"}),
+            scenario("asgi", "hello ASGI", {"tp": "tui-passenger", "uvicorn": "uvicorn"},
+                     {"tp": summary(15000), "uvicorn": summary(30000)},
+                     {"uvicorn": {**ratio, "rps": 0.5, "rps_min": 0.45, "rps_max": 0.55}},
+                     {"tp": "ok", "uvicorn": "ok"})],
         "latency_c1": {},
     }
 
@@ -124,10 +135,12 @@ def test_report_renders_from_json(render: ModuleType, tmp_path: Path) -> None:
     spawn = next(r for r in summary["rows"] if "direct / smart" in r["label"])
     # per round: median(0.6, 0.66) / median(0.005, 0.0055), the same in both rounds
     assert spawn["median"] == pytest.approx(120)
-    assert any("tui-passenger ASGI / uvicorn" in label for label in labels)
+    assert any("hello ASGI c=16: tui-passenger / uvicorn" in label for label in labels)
     assert any(label.startswith("req/s at 4 workers") for label in labels)
-    assert any("passenger (2 workers): skipped: Debian package" in note
+    assert any(label.startswith("CPU per 2xx answer at 2 workers") for label in labels)
+    assert any("passenger (2 workers, hello WSGI): skipped: 'passenger' not installed" in note
                for note in summary["skipped"])
+    assert "| 2xx req/s |" in report and "CPU-s/10k" in report
     assert "## Machine" in report and "test CPU" in report
     assert json.loads((tmp_path / "summary.json").read_text())["rows"] == summary["rows"]
 
@@ -145,12 +158,12 @@ def test_a_skipped_section_gives_its_reason(render: ModuleType, tmp_path: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(660)
 def test_quick_report_end_to_end(tmp_path: Path) -> None:
-    """``bench/report.py --quick`` for real (under 3 minutes), into a temporary directory."""
+    """``bench/report.py --quick`` for real (a few minutes), into a temporary directory."""
     done = subprocess.run([sys.executable, str(BENCH / "report.py"), "--quick", "--out",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=400)
+                          timeout=640)
     output = done.stdout[-4000:] + done.stderr[-4000:]
     assert done.returncode == 0, output
 
@@ -167,6 +180,10 @@ def test_quick_report_end_to_end(tmp_path: Path) -> None:
     # failures -1: the scenario itself broke (see bench/faults.py)
     assert all(row["requests"] > 0 and row["failures"] >= 0 for row in summary["faults"]), \
         summary["faults"]
+    assert "## Soak" in report and "## Large pool" in report, output
+    if shutil.which("wrk") is not None:  # both load with wrk; verdicts are not judged here
+        assert summary["soak"]["requests"] > 0, summary
+        assert summary["large_pool"]["workers"] >= 1, summary
 
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed and the report could not install it "
@@ -174,7 +191,9 @@ def test_quick_report_end_to_end(tmp_path: Path) -> None:
     for workers in (2, 4):
         ratios = [row["label"] for row in summary["rows"]
                   if row["label"].startswith(f"req/s at {workers} workers")]
-        assert any("tui-passenger / gunicorn sync" in label for label in ratios), summary
-        assert any("tui-passenger ASGI / uvicorn" in label for label in ratios), summary
+        assert any("hello WSGI c=16: tui-passenger / gunicorn sync" in label
+                   for label in ratios), summary
+        assert any("hello ASGI c=16: tui-passenger / uvicorn" in label
+                   for label in ratios), summary
     assert_png(tmp_path / "throughput.png")
     assert "](throughput.png)" in report

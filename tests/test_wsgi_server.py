@@ -67,6 +67,63 @@ def test_environ_keys() -> None:
     assert srv.server.requests_served == 1
 
 
+def test_trailers_stay_out_of_the_environ() -> None:
+    """Trailer fields of a chunked body come after the head: they reach no environ (neither
+    this request's nor the next one's on the same connection)."""
+    seen: list[dict[str, Any]] = []
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        seen.append(dict(environ))
+        start_response("200 OK", [])
+        return [b""]
+
+    request = (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n")
+    with serve_wsgi(app) as srv:
+        client = srv.client()
+        for _ in range(2):
+            client.send(request)
+            assert client.response().status == 200
+        client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert client.response().status == 200
+        client.close()
+    assert len(seen) == 3
+    assert not any("HTTP_X_TRAILER" in env for env in seen), seen
+    # ... nor the placeholder a connection holds between heads (shared by every connection)
+    from tui_passenger.runtime import wsgi_server
+
+    assert wsgi_server._NO_ENV == {}
+
+
+def test_a_finished_request_is_freed_without_the_garbage_collector() -> None:
+    """The environ and wsgi.input refer to each other; once answered, the pair must go
+    by reference counting alone (a cycle per request would leave it to the collector)."""
+    import gc
+
+    from tui_passenger.runtime.wsgi_request import WSGIRequest
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is WSGIRequest)
+
+    gc.collect()
+    gc.disable()
+    try:
+        with serve_wsgi(app) as srv:
+            client = srv.client()
+            for _ in range(20):
+                client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                assert client.response().status == 200
+            client.close()
+        assert alive() == 0
+    finally:
+        gc.enable()
+
+
 def test_wsgi_input_readline_and_iteration() -> None:
     def app(environ, start_response):
         stream = environ["wsgi.input"]

@@ -184,6 +184,12 @@ def split_host(host: str, scheme: str) -> tuple[str, int]:
 
 _REQUEST_SPECIAL = frozenset({b"host", b"expect", *PASSENGER_HEADERS})
 _CLIENT_VERSIONS = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1"}
+
+
+def client_version(value: bytes) -> str | None:
+    """The client's HTTP version (``"1.0"``) from an X-Passenger-Protocol value, else None."""
+    return _CLIENT_VERSIONS.get(value.strip())
+
 _METHODS: dict[bytes, str] = {}
 
 
@@ -239,7 +245,7 @@ class HeadCollector:
                 elif name == SCHEME_KEY:
                     self.scheme = parse_scheme(value) or self.scheme
                 else:
-                    self.client_version = _CLIENT_VERSIONS.get(value.strip())
+                    self.client_version = client_version(value)
                 return
         self.headers.append((name, value))
 

@@ -30,7 +30,8 @@ GAPS: dict[str, str] = {}
 class Proxy:
     """tui-passenger serving the echo app, run by an event loop in a thread of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: dict[str, int] | None = None) -> None:
+        self.limits = limits or {}
         self.address: tuple[str, int] = ("", 0)
         self.server = None
         self._ready = threading.Event()
@@ -50,7 +51,8 @@ class Proxy:
         self._stop = asyncio.Event()
         apps = [{"name": "echo", "root": str(ECHO), "entry": "passenger_wsgi:application"}]
         # Short client timeouts: a case cut short gets its 408 at once.
-        async with running(apps, client_header_timeout=1, client_body_timeout=1) as server:
+        async with running(apps, client_header_timeout=1, client_body_timeout=1,
+                           **self.limits) as server:
             self.server = server
             self.address = server.address
             self._ready.set()
@@ -80,6 +82,17 @@ def proxy() -> Iterator[Proxy]:
     running_proxy.stop()
 
 
+@pytest.fixture(scope="module")
+def proxies(proxy: Proxy) -> Iterator[dict[tuple[tuple[str, int], ...], Proxy]]:
+    """The default server, and one per set of limits a case needs (started when first
+    needed)."""
+    started = {(): proxy}
+    yield started
+    for key, other in started.items():
+        if key:
+            other.stop()
+
+
 def params() -> list:
     out = []
     for case in CASES:
@@ -93,7 +106,12 @@ def params() -> list:
 
 
 @pytest.mark.parametrize("case", params())
-def test_corpus_case(proxy: Proxy, case: Case) -> None:
+def test_corpus_case(proxies: dict[tuple[tuple[str, int], ...], Proxy], case: Case) -> None:
+    key = tuple(sorted(case.limits.items()))
+    proxy = proxies.get(key)
+    if proxy is None:
+        proxy = proxies[key] = Proxy(case.limits)
+        proxy.start()
     before = proxy.served()
     reply = exchange(proxy.address, case)
     problem = judge(case, reply)

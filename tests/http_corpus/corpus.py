@@ -57,16 +57,22 @@ VERDICTS: dict[str, str] = {
                                                  "(405)",
     "valid/rfc9112_target_authority_ipv6_01": "CONNECT: a reverse proxy opens no tunnels (405)",
 }
+#: Cases gunicorn runs with its limits set differently from the defaults: run here with the
+#: same keys of ``[server]`` set the same way (a server of their own).
+LIMITS: dict[str, dict[str, int]] = {
+    "valid/024": {"limit_request_line": 8200, "limit_request_field_size": 8210},
+    "valid/026": {"limit_request_field_size": 8210},
+    "invalid/011": {"limit_request_fields": 2},
+    "invalid/012": {"limit_request_field_size": 98},
+}
+
 #: Cases that only make sense with a gunicorn option tui-passenger has no equivalent of (or
-#: with a limit set differently from the defaults): not run.
+#: a limit below what it allows): not run.
 SKIPPED: dict[str, str] = {
-    "valid/024": "needs limit_request_line raised to 8200 (the same key exists here)",
-    "valid/026": "needs limit_request_field_size raised to 8210 (the same key exists here)",
     "valid/040_compat": "needs gunicorn's header_map=dangerous (underscored fields reach the "
                         "app); they are always dropped here, as by gunicorn's default and nginx",
-    "invalid/010": "needs limit_request_field_size = 10",
-    "invalid/011": "needs limit_request_fields = 2",
-    "invalid/012": "needs limit_request_field_size = 98",
+    "invalid/010": "needs limit_request_field_size = 10, below the smallest value allowed "
+                   "here (64)",
     "invalid/013": "needs limit_request_field_size = 14 and permit_obsolete_folding",
     "invalid/019": "needs forwarded_allow_ips = '*': X-Forwarded-* from an untrusted client "
                    "are replaced here, not refused",
@@ -94,6 +100,8 @@ class Case:
     verdict: str = ""
     #: Why the case is not run ("" when it is).
     skip: str = ""
+    #: The ``[server]`` limits it is run with (see LIMITS; empty: the defaults).
+    limits: dict[str, int] = field(default_factory=dict)
 
     @property
     def refuse(self) -> bool:
@@ -226,7 +234,7 @@ def load() -> list[Case]:
             data, _ = _add_hosts(_wire(path.read_bytes()))
             expect = _read_expect(path.with_suffix(".expect"))
             case = Case(name, data, kind == "valid", verdict=VERDICTS.get(name, ""),
-                        skip=SKIPPED.get(name, ""))
+                        skip=SKIPPED.get(name, ""), limits=LIMITS.get(name, {}))
             if case.valid:
                 case.expected = [app_view(r) for r in
                                  (expect if isinstance(expect, list) else [expect])]

@@ -11,6 +11,7 @@ from tests.test_dashboard import FakeCore, fake_snapshot, row_keys, select, unti
 from tui_passenger.cores import AttachedCore
 from tui_passenger.tui.app import Dashboard
 from tui_passenger.tui.screens.confirm import Confirm
+from tui_passenger.tui.widgets.detail import FdView
 from tui_passenger.tui.widgets.process_table import ProcessTable
 
 
@@ -25,6 +26,12 @@ async def test_attach_shows_and_operates_a_running_instance_and_leaves_it_runnin
         try:
             async with app.run_test(size=(120, 40)) as pilot:
                 await select(pilot, app, f"pid:{worker_pid}")
+                # Only the selected worker's fds are fetched, and the fds tab shows them.
+                await pilot.press("f")
+                fds = app.query_one(FdView)
+                await until(pilot, lambda: core.fds_of == (worker_pid,) and bool(fds.levels),
+                            what="the worker's fds")
+                await pilot.press("f")
                 await select(pilot, app, "app:app")
                 await pilot.press("plus")
                 await until(pilot, lambda: group.live_count() == 2, what="scaled to 2")

@@ -228,8 +228,9 @@ async def measure(core: Core, repeats: int, scale_app: str | None,
 
         if profile is not None:
             profile.enable()
-        for index in range(repeats):
-            await phase(index)
+        for repeat in range(repeats):
+            index = repeat % (len(first.processes) - 1)
+            await phase(repeat)
             table.select_key(f"pid:{app.snapshot.apps[0].processes[index].pid}")
             await pilot.pause()
             rows = table.row_count
@@ -237,7 +238,7 @@ async def measure(core: Core, repeats: int, scale_app: str | None,
                                              lambda rows=rows: table.row_count < rows))
             times["unfold"].append(await timed(pilot, "right",
                                                lambda rows=rows: table.row_count == rows))
-            await phase(index + 1)
+            await phase(repeat + 1)
             table.select_key(f"pid:{app.snapshot.apps[0].processes[index].pid}")
             await pilot.pause()
             want = app.snapshot.apps[0].processes[index + 1].pid
@@ -251,7 +252,7 @@ async def measure(core: Core, repeats: int, scale_app: str | None,
             times["down"].append(await timed(pilot, "down", moved))
             if scale_app is None:
                 continue
-            await phase(index + 2)
+            await phase(repeat + 2)
             table.select_key(f"app:{name}")
             await pilot.pause()
             before = app.snapshot.server.processes if app.snapshot else 0

@@ -454,6 +454,13 @@ async def test_changed_cells_are_drawn_anew_and_a_fold_draws_the_rows_it_had():
         await pilot.press("left")  # fold hello: its preloader and workers go
         await until(pilot, lambda: "pid:1102" not in row_keys(app), what="folded")
         assert "hello" in shown_line(app, "app:hello") and "api" in shown_line(app, "app:api")
+        # The api row moved up: a click on it (the mouse reads the row from what is drawn)
+        # selects it.
+        table = app.query_one(ProcessTable)
+        top = table.content_region.y - table.region.y + 1  # 1: the header
+        await pilot.click(ProcessTable, offset=(4, top + table.get_row_index("app:api")))
+        await until(pilot, lambda: table.selected_key == "app:api", what="api clicked")
+        await pilot.press("up")
         await pilot.press("right")
         await until(pilot, lambda: "pid:1102" in row_keys(app), what="unfolded")
         await pilot.pause()

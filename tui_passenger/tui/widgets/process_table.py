@@ -4,7 +4,8 @@ resize changes its columns, or when many rows go at once: a fold).
 A tick changes a few cells; the DataTable would render every visible cell again (its
 caches are keyed by a table-wide update count), which at 150 workers costs more than the
 200 ms a key may take to show. So rendered cells are kept here, keyed by the cell's value
-object: a cell is rendered again only when its value was replaced.
+object: a cell is rendered again only when its value was replaced (a row that moved, after
+a fold or a new row above it, gets its place in its segments' styles changed, no more).
 
 The columns of :data:`LAYOUT` always show; width beyond them goes to the name column first
 (up to :data:`WIDE_NAME`: room for ``preloader``), then to a request column (the oldest
@@ -52,6 +53,14 @@ REBUILD_AFTER = 8
 CELL_CACHE = 4000
 
 
+def _moved(lines: list[list[Segment]], row: int, column: int) -> list[list[Segment]]:
+    """A cell rendered for another row index, for ``row``: the DataTable puts the cell's
+    place in its segments' style (meta, for the mouse), the rest is the same."""
+    place = Style.from_meta({"row": row, "column": column})
+    return [[Segment(segment.text, place if segment.style is None else segment.style + place,
+                     segment.control) for segment in line] for line in lines]
+
+
 @dataclass(frozen=True)
 class NameCell:
     """The first cell: a renderable that knows its row key (so rows can be sorted by key)."""
@@ -87,8 +96,8 @@ class ProcessTable(DataTable["NameCell | Text"]):
         self._made: LRUCache[str, tuple[tuple[tuple[str, ...], Style, bool],
                                         list[NameCell | Text]]] = LRUCache(CELL_CACHE)
         #: How each cell was rendered, and from which value (see the module docstring).
-        self._rendered: LRUCache[tuple[object, ...], tuple[object, list[list[Segment]]]] = (
-            LRUCache(CELL_CACHE))
+        self._rendered: LRUCache[tuple[object, ...],
+                                 tuple[object, int, list[list[Segment]]]] = LRUCache(CELL_CACHE)
 
     def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
                      cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
@@ -98,15 +107,17 @@ class ProcessTable(DataTable["NameCell | Text"]):
             return super()._render_cell(row_index, column_index, base_style, width, cursor,
                                         hover)
         value = self._data[row_key][column_key]
-        # The row index is in the key: the DataTable puts it in each cell's style (meta).
-        key = (row_key, column_key, row_index, base_style, width, cursor, hover,
+        key = (row_key, column_key, base_style, width, cursor, hover,
                self._show_hover_cursor, self._pseudo_class_state)
         kept = self._rendered.get(key)
         if kept is not None and kept[0] is value:
-            return kept[1]
-        lines = super()._render_cell(row_index, column_index, base_style, width, cursor,
-                                     hover)
-        self._rendered[key] = (value, lines)
+            if kept[1] == row_index:
+                return kept[2]
+            lines = _moved(kept[2], row_index, column_index)
+        else:
+            lines = super()._render_cell(row_index, column_index, base_style, width, cursor,
+                                         hover)
+        self._rendered[key] = (value, row_index, lines)
         return lines
 
     def _clear_caches(self) -> None:

@@ -239,9 +239,14 @@ async def measure(core: Core, repeats: int, scale_app: str | None,
             times["unfold"].append(await timed(pilot, "right",
                                                lambda rows=rows: table.row_count == rows))
             await phase(repeat + 1)
-            table.select_key(f"pid:{app.snapshot.apps[0].processes[index].pid}")
+            # From a worker row to the worker row below it.
+            keys = [str(row.key.value) for row in table.ordered_rows]
+            pairs = [i for i in range(len(keys) - 1)
+                     if keys[i].startswith("pid:") and keys[i + 1].startswith("pid:")]
+            start = pairs[repeat % len(pairs)]
+            table.select_key(keys[start])
             await pilot.pause()
-            want = app.snapshot.apps[0].processes[index + 1].pid
+            want = int(keys[start + 1].removeprefix("pid:"))
 
             def moved(want: int = want) -> bool:  # the cursor and the detail panel
                 selection = app.selection()

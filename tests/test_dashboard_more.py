@@ -85,6 +85,16 @@ async def test_32_workers_at_80x24_stay_usable():
         await pilot.press("y")
         await until(pilot, lambda: ("kill", 2031) in core.calls, what="the kill intent")
         assert time.monotonic() - started < 20
+        # Folding the 32 workers (the table is rebuilt) and back: the same rows, drawn.
+        before = row_keys(app)
+        await select(pilot, app, "pid:2005")
+        await pilot.press("left")
+        await until(pilot, lambda: not any(k.startswith("pid:20") for k in row_keys(app)),
+                    what="folded")
+        await pilot.press("right")
+        await until(pilot, lambda: row_keys(app) == before, what="unfolded")
+        assert "2005" in table.render_line(1 + table.get_row_index("pid:2005")
+                                           - round(table.scroll_y)).text
 
 
 async def test_presses_faster_than_the_refresh_add_up():

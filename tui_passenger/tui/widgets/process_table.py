@@ -46,9 +46,10 @@ WIDE_NAME = 20
 MIN_REQUEST = 16
 #: Every column's cell padding, left and right.
 PADDING = 2
-#: More rows than this going at once (a fold): the table is rebuilt rather than each row
-#: removed (DataTable.remove_row renumbers every row: 150 removals cost over 100 ms).
-REBUILD_AFTER = 8
+#: Rows going at once (a fold): the table is rebuilt rather than each row removed when
+#: going × rows > REBUILD_RATIO × staying. DataTable.remove_row renumbers every row (150
+#: removals cost over 100 ms); adding a row back costs about a hundred renumberings.
+REBUILD_RATIO = 100
 #: Rendered cells kept (a 60-line screen of 10 columns, each with and without the cursor).
 CELL_CACHE = 4000
 
@@ -230,7 +231,7 @@ class ProcessTable(DataTable["NameCell | Text"]):
         labels = tree_labels(rows, self.layout_widths[0][1] if self.layout_widths else 0)
         wanted = {row.key for row in rows}
         going = [key for key in self._shown if key not in wanted]
-        if len(going) > REBUILD_AFTER:
+        if len(going) * len(self._shown) > REBUILD_RATIO * (len(self._shown) - len(going)):
             self._rebuild()
             going = []
         for gone in going:

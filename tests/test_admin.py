@@ -71,6 +71,17 @@ async def test_status_json_memory_agrees_with_smaps():
             kinds = {fd["kind"] for fd in process["fds"]}
             assert "unix" in kinds  # its listening socket and control channel, at least
             assert not [fd for fd in process["fds"] if fd["own"] and fd["warning"]]
+        # ?fds=PID: that process's fds only (a dashboard's), the rest of the reply alike.
+        first, second = (process["pid"] for process in group["processes"])
+        status, body = await admin(server, "GET", f"/status?fds={first}")
+        assert status == 200
+        some = json.loads(body)
+        assert set(some) == set(state) and set(some["apps"][0]) == set(group)
+        fds = {process["pid"]: process["fds"] for process in some["apps"][0]["processes"]}
+        assert "unix" in {fd["kind"] for fd in fds[first]} and fds[second] == []
+        assert some["apps"][0]["preloader"]["fds"] == [] and some["manager"]["fds"] == []
+        status, body = await admin(server, "GET", "/status?fds=one")
+        assert status == 400 and b"fds must be pids" in body
         assert state["totals"]["pss"] > 0
         assert state["totals"]["direct_estimate"] >= state["totals"]["pss"]
         code, out, err = await ctl(server, "status")

@@ -432,6 +432,41 @@ async def test_cursor_stays_on_its_pid_across_refreshes_and_sorts():
         assert table.selected_key == "pid:1102"
 
 
+def shown_line(app: Dashboard, key: str) -> str:
+    """The text the process table draws for the row ``key`` (as rendered, not as held)."""
+    table = app.query_one(ProcessTable)
+    index = table.get_row_index(key)
+    return table.render_line(index + 1 - round(table.scroll_y)).text  # 1: the header
+
+
+async def test_changed_cells_are_drawn_anew_and_a_fold_draws_the_rows_it_had():
+    core = FakeCore()
+    app = Dashboard(core, interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select(pilot, app, "pid:1102")
+        await pilot.pause()
+        assert " 987 " in shown_line(app, "pid:1102")
+        snap = fake_snapshot()
+        snap["apps"][0]["processes"][1]["processed"] = 4321
+        core.snap = snap
+        await until(pilot, lambda: " 4321 " in shown_line(app, "pid:1102"), what="4321")
+        assert " 1234 " in shown_line(app, "pid:1101")  # its neighbour as it was
+        await pilot.press("left")  # fold hello: its preloader and workers go
+        await until(pilot, lambda: "pid:1102" not in row_keys(app), what="folded")
+        assert "hello" in shown_line(app, "app:hello") and "api" in shown_line(app, "app:api")
+        # The api row moved up: a click on it (the mouse reads the row from what is drawn)
+        # selects it.
+        table = app.query_one(ProcessTable)
+        top = table.content_region.y - table.region.y + 1  # 1: the header
+        await pilot.click(ProcessTable, offset=(4, top + table.get_row_index("app:api")))
+        await until(pilot, lambda: table.selected_key == "app:api", what="api clicked")
+        await pilot.press("up")
+        await pilot.press("right")
+        await until(pilot, lambda: "pid:1102" in row_keys(app), what="unfolded")
+        await pilot.pause()
+        assert " 4321 " in shown_line(app, "pid:1102") and "api" in shown_line(app, "app:api")
+
+
 async def test_header_names_every_public_address():
     core = FakeCore()
     core.snap["server"]["addresses"] = ["http://127.0.0.1:3000", "unix:/run/tp/http.sock"]

@@ -11,6 +11,7 @@ from tests.test_dashboard import FakeCore, fake_snapshot, row_keys, select, unti
 from tui_passenger.cores import AttachedCore
 from tui_passenger.tui.app import Dashboard
 from tui_passenger.tui.screens.confirm import Confirm
+from tui_passenger.tui.widgets.detail import FdView
 from tui_passenger.tui.widgets.process_table import ProcessTable
 
 
@@ -25,6 +26,12 @@ async def test_attach_shows_and_operates_a_running_instance_and_leaves_it_runnin
         try:
             async with app.run_test(size=(120, 40)) as pilot:
                 await select(pilot, app, f"pid:{worker_pid}")
+                # Only the selected worker's fds are fetched, and the fds tab shows them.
+                await pilot.press("f")
+                fds = app.query_one(FdView)
+                await until(pilot, lambda: core.fds_of == (worker_pid,) and bool(fds.levels),
+                            what="the worker's fds")
+                await pilot.press("f")
                 await select(pilot, app, "app:app")
                 await pilot.press("plus")
                 await until(pilot, lambda: group.live_count() == 2, what="scaled to 2")
@@ -78,6 +85,16 @@ async def test_32_workers_at_80x24_stay_usable():
         await pilot.press("y")
         await until(pilot, lambda: ("kill", 2031) in core.calls, what="the kill intent")
         assert time.monotonic() - started < 20
+        # Folding the 32 workers (the table is rebuilt) and back: the same rows, drawn.
+        before = row_keys(app)
+        await select(pilot, app, "pid:2005")
+        await pilot.press("left")
+        await until(pilot, lambda: not any(k.startswith("pid:20") for k in row_keys(app)),
+                    what="folded")
+        await pilot.press("right")
+        await until(pilot, lambda: row_keys(app) == before, what="unfolded")
+        assert "2005" in table.render_line(1 + table.get_row_index("pid:2005")
+                                           - round(table.scroll_y)).text
 
 
 async def test_presses_faster_than_the_refresh_add_up():

@@ -27,6 +27,10 @@ class Core(abc.ABC):
     log_file: Path | None = None
     #: True once the dashboard has left the server running on its own (the detach key).
     detached: bool = False
+    #: The pids whose fds the next snapshots must list (None: every process's). The others'
+    #: may come empty: the dashboard shows one process's fds, and at 150 workers the fd
+    #: lists are most of a snapshot's size.
+    fds_of: tuple[int, ...] | None = None
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -41,7 +41,7 @@ class EmbeddedCore(Core):
             await self.server.stop()
 
     async def snapshot(self) -> Snapshot:
-        return snapshot(self.server)
+        return snapshot(self.server, self.fds_of)
 
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
         return self.server.events.since(since)
@@ -156,7 +156,9 @@ class AttachedCore(Core):
         return reply
 
     async def snapshot(self) -> Snapshot:
-        return Snapshot.from_json(await self._call("GET", "/status"))
+        fds = self.fds_of
+        query = "" if fds is None else "?fds=" + ",".join(map(str, fds))
+        return Snapshot.from_json(await self._call("GET", "/status" + query))
 
     async def events(self, since: int) -> tuple[int, list[dict[str, Any]]]:
         reply = await self._call("GET", f"/events?since={since}")

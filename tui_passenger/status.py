@@ -42,7 +42,8 @@ Schema (version 1, stable; new keys may be added, none removed or renamed):
   ``threads``, ``memory`` {``rss``, ``pss``, ``uss``, ``shared``, ``private_dirty``,
   ``swap``} in bytes (null until first sampled), ``fds`` [{``fd``, ``kind``, ``target``,
   ``inode``, ``cloexec``, ``shared_with``, ``level`` (null | info | warning), ``warning``
-  (the text for either level), ``own``}], ``lost_threads`` (the preloader's threads
+  (the text for either level), ``own``}] (GET /status?fds=PID,…: listed for those pids
+  only, empty for the others), ``lost_threads`` (the preloader's threads
   that did not survive the fork, less those the starting_worker_process hooks started
   again: a thread of that name runs after them), ``warnings`` [text: fds at level
   warning, lost threads], ``notes`` [text: fds at level info], ``websockets`` (open
@@ -61,6 +62,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
 from tui_passenger.inspect.memory import MemoryUsage, direct_estimate
@@ -97,9 +99,11 @@ LOST_THREADS = ("threads started while the app was loading did not survive the f
                 "start them again in a starting_worker_process hook")
 
 
-def _sampled(sample: ProcessSample | None, *warnings: str) -> dict[str, Any]:
+def _sampled(sample: ProcessSample | None, *warnings: str,
+             fds_of: Container[int] | None = None) -> dict[str, Any]:
     """The :class:`~tui_passenger.snapshot.Sampled` fields of one process (``warnings``:
-    more warnings than its fds give, e.g. lost threads)."""
+    more warnings than its fds give, e.g. lost threads). Its fds are listed if ``fds_of``
+    is None or holds its pid (the warnings and notes they give stay either way)."""
     if sample is None:
         return {"warnings": warnings}
     fds = sample.fds
@@ -107,7 +111,7 @@ def _sampled(sample: ProcessSample | None, *warnings: str) -> dict[str, Any]:
         "cpu": round(sample.cpu, 1),
         "threads": sample.status.threads if sample.status else None,
         "memory": sample.memory,
-        "fds": fds,
+        "fds": fds if fds_of is None or sample.pid in fds_of else (),
         "warnings": (*(f"fd {e.fd}: {e.note}" for e in fds if e.level == "warning"),
                      *warnings),
         "notes": tuple(f"fd {e.fd}: {e.note}" for e in fds if e.level == "info"),
@@ -141,7 +145,8 @@ def in_flight(server: Server) -> dict[int, list[RequestStatus]]:
 
 
 def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float,
-             mono: float, requests: dict[int, list[RequestStatus]]) -> ProcessStatus:
+             mono: float, requests: dict[int, list[RequestStatus]],
+             fds_of: Container[int] | None) -> ProcessStatus:
     worker = process.worker
     lost = worker.lost_threads
     sample = samples.get(worker.pid)
@@ -165,12 +170,12 @@ def _process(process: PoolProcess, samples: dict[int, ProcessSample], now: float
         requests=tuple(requests.get(worker.pid, ())),
         memory_history=process.memory.history(),
         **_sampled(sample,
-                   *((LOST_THREADS.format(", ".join(lost)),) if lost else ())),
+                   *((LOST_THREADS.format(", ".join(lost)),) if lost else ()), fds_of=fds_of),
     )
 
 
-def _preloader(group: Group, samples: dict[int, ProcessSample],
-               now: float) -> PreloaderStatus | None:
+def _preloader(group: Group, samples: dict[int, ProcessSample], now: float,
+               fds_of: Container[int] | None) -> PreloaderStatus | None:
     preloader = group.spawner.preloader
     if preloader is None or preloader.pid is None or not preloader.live:
         return None
@@ -184,7 +189,7 @@ def _preloader(group: Group, samples: dict[int, ProcessSample],
         threads_at_load=tuple(preloader.threads),
         generation=preloader.generation,
         mold=preloader.mold is not None,
-        **_sampled(samples.get(preloader.pid)),
+        **_sampled(samples.get(preloader.pid), fds_of=fds_of),
     )
 
 
@@ -218,10 +223,11 @@ def refork_hint(app: str, processes: tuple[ProcessStatus, ...]) -> str | None:
 
 
 def _app(group: Group, samples: dict[int, ProcessSample], now: float, mono: float,
-         requests: dict[int, list[RequestStatus]]) -> AppStatus:
+         requests: dict[int, list[RequestStatus]], fds_of: Container[int] | None) -> AppStatus:
     app = group.app
-    processes = tuple(_process(p, samples, now, mono, requests) for p in group.processes)
-    preloader = _preloader(group, samples, now)
+    processes = tuple(_process(p, samples, now, mono, requests, fds_of)
+                      for p in group.processes)
+    preloader = _preloader(group, samples, now, fds_of)
     smart = group.spawn_method == "smart"
     error = group.last_error
     return AppStatus(
@@ -287,13 +293,16 @@ def record_memory(server: Server) -> None:
             group.memory.add(newest, totals.pss, totals.saving)
 
 
-def snapshot(server: Server) -> Snapshot:
-    """The whole state, typed (``.to_json()`` gives the schema above)."""
+def snapshot(server: Server, fds_of: Container[int] | None = None) -> Snapshot:
+    """The whole state, typed (``.to_json()`` gives the schema above). ``fds_of``: list
+    the fds of these pids only (the others' ``fds`` empty): a dashboard shows the fds of
+    one process, and at 150 workers the lists are most of the snapshot's cost."""
     now, mono = time.time(), time.monotonic()
     record_memory(server)
     samples = server.sampler.latest if server.sampler is not None else {}
     requests = in_flight(server)
-    apps = tuple(_app(g, samples, now, mono, requests) for g in server.pool.groups.values())
+    apps = tuple(_app(g, samples, now, mono, requests, fds_of)
+                 for g in server.pool.groups.values())
     stats = server.proxy.stats
     traffic = server.traffic
     return Snapshot(
@@ -313,7 +322,8 @@ def snapshot(server: Server) -> Snapshot:
             log_file=server.log_file,
             dashboard_owned=server.dashboard_owned,
         ),
-        manager=ManagerInfo(pid=os.getpid(), **_sampled(samples.get(os.getpid()))),
+        manager=ManagerInfo(pid=os.getpid(),
+                            **_sampled(samples.get(os.getpid()), fds_of=fds_of)),
         apps=apps,
         totals=MemoryTotals(**{key: sum(getattr(a.memory, key) for a in apps)
                                for key in TOTAL_KEYS}),

@@ -1,6 +1,7 @@
 """The admin API: HTTP on a Unix socket, mode 0600, for this user only (``SO_PEERCRED``).
 
-GET ``/status`` (the :mod:`tui_passenger.status` snapshot), GET ``/metrics`` (Prometheus
+GET ``/status`` (the :mod:`tui_passenger.status` snapshot; ``?fds=PID,…``: the fds of these
+processes only, the others' ``fds`` empty; ``?fresh=1``: sampled now), GET ``/metrics`` (Prometheus
 text), GET ``/events?since=N`` (log entries); POST ``/sampling`` {"paused": bool},
 ``/apps/{app}/scale`` {"count": N}, ``/apps/{app}/restart``, ``/apps/{app}/spawn-method``
 {"method": "smart"|"direct"}, ``/apps/{app}/refork``, ``/processes/{pid}/kill``
@@ -148,9 +149,15 @@ class AdminServer:
         return data
 
     async def status(self, request: web.Request) -> web.Response:
+        fds_of: frozenset[int] | None = None
+        if "fds" in request.query:
+            try:
+                fds_of = frozenset(int(pid) for pid in request.query["fds"].split(",") if pid)
+            except ValueError:
+                raise Refused(RefusalKind.INVALID, "fds must be pids: fds=PID,PID") from None
         if request.query.get("fresh") == "1" and self.server.sampler is not None:
             await self.server.sample_now()
-        return web.json_response(snapshot(self.server).to_json())
+        return web.json_response(snapshot(self.server, fds_of).to_json())
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.metrics.render()

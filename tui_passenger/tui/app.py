@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input
 
 from tui_passenger.core import Core
@@ -93,10 +94,13 @@ class Dashboard(Intents):
     class Refreshed(Message):
         """One tick's data: a snapshot and the log entries since the last tick."""
 
-        def __init__(self, snapshot: Snapshot, entries: list[dict[str, Any]]) -> None:
+        def __init__(self, snapshot: Snapshot, entries: list[dict[str, Any]],
+                     fds_of: tuple[int, ...] | None = None) -> None:
             super().__init__()
             self.snapshot = snapshot
             self.entries = entries
+            #: The pids whose fds it lists (None: all).
+            self.fds_of = fds_of
 
     def __init__(self, core: Core, *, keymap: dict[str, str] | None = None,
                  theme_dir: Path | None = None, interval: float = 1.0) -> None:
@@ -125,6 +129,10 @@ class Dashboard(Intents):
         #: (process CPU time, monotonic time) at the last periodic refresh.
         self._cpu_mark = (time.process_time(), time.monotonic())
         self._slowed = False
+        #: The pids whose fds the shown snapshot lists (None: all).
+        self._fds_of: tuple[int, ...] | None = None
+        #: The widgets a refresh renders into (see _attached), once mounted.
+        self._leaves: tuple[Widget, ...] = ()
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
@@ -203,6 +211,8 @@ class Dashboard(Intents):
             return
         self._fetching = True
         self._refetch = False
+        # Only the selected process's fds are shown: the others' are not fetched.
+        fds_of = self.core.fds_of = self._fds_wanted()
         try:
             since = self._seq  # both at once: one round trip's wait, not two
             snap, (seq, entries) = await asyncio.gather(self.core.snapshot(),
@@ -223,7 +233,7 @@ class Dashboard(Intents):
             seq, entries = await self.core.events(0)
         self._instance = instance
         self._seq = seq
-        self.post_message(self.Refreshed(snap, entries))
+        self.post_message(self.Refreshed(snap, entries, fds_of))
         if self._refetch:  # what was fetched may predate an intent's answer
             self.call_later(self.tick, True)
 
@@ -232,6 +242,7 @@ class Dashboard(Intents):
         if not self._attached():
             return  # the app is closing: its widgets are being removed
         snap = self.snapshot = message.snapshot
+        self._fds_of = message.fds_of
         with self.batch_update():
             self.header.set_class(False, "-disconnected")
             self.header.show(snap)
@@ -254,8 +265,23 @@ class Dashboard(Intents):
                         severity="error" if error else "information", markup=False)
 
     def _attached(self) -> bool:
-        leaves = (self.header, self.table, self.log_panel, *self.detail.query("*"))
-        return all(widget.is_attached for widget in leaves)
+        if not self._leaves:  # queried once: the panel's widgets stay (a query costs ms)
+            self._leaves = (self.header, self.table, self.log_panel,
+                            *self.detail.query("*"))
+        return all(widget.is_attached for widget in self._leaves)
+
+    def _fds_wanted(self) -> tuple[int, ...]:
+        """The pids whose fds the detail panel needs: the selected process's."""
+        selection = self.selection()
+        return () if selection is None or selection.process is None else (
+            selection.process.pid,)
+
+    def _fetch_fds(self) -> None:
+        """If the fds tab shows a process whose fds the snapshot lacks, fetch them now."""
+        if not self.detail.fds_shown or self._fds_of is None:
+            return
+        if not set(self._fds_wanted()) <= set(self._fds_of):
+            self.call_later(self.tick, True)
 
     def _show_rows(self) -> None:
         needle = self.filter_input.value
@@ -272,6 +298,7 @@ class Dashboard(Intents):
     def _row_highlighted(self) -> None:
         if self._attached():
             self._show_detail()
+            self._fetch_fds()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self) -> None:
@@ -299,6 +326,7 @@ class Dashboard(Intents):
     def action_detail_tab(self) -> None:
         """Switch the detail panel between memory and fds."""
         self.detail.toggle()
+        self._fetch_fds()
 
     def action_theme(self) -> None:
         """Pick a theme."""

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from tui_passenger.snapshot import AppStatus, FdEntry, MemoryUsage
 from tui_passenger.tui import format as fmt
 from tui_passenger.tui.rows import Selection
+from tui_passenger.tui.widgets.texts import show_text
 from tui_passenger.tui.widgets.trends import MemoryTrend, requests_text
 
 MEMORY_ROWS = (("PSS", "pss"), ("USS", "uss"), ("shared", "shared"),
@@ -110,22 +111,22 @@ class MemoryView(Widget):
         """Render the selection (None: nothing selected)."""
         numbers = self._numbers
         if selection is None:
-            numbers.update("nothing selected")
+            show_text(numbers, "nothing selected")
             return
         memory: MemoryUsage | None
         if selection.process is None:
             title, memory = f"{selection.app.name} (app total)", selection.app.memory
         else:
             title, memory = f"{selection.kind} {selection.process.pid}", selection.process.memory
-        numbers.update(_memory_text(title, memory))
+        show_text(numbers, _memory_text(title, memory))
         bar = self._bar
-        self._legend.update(_legend(memory, bar))
+        show_text(self._legend, _legend(memory, bar))
         if memory is None:
             bar.set_parts(0, 0)
         else:
             bar.set_parts(memory.shared, memory.private_dirty)
         self._trend.show(selection)
-        self._app.update(_saving_text(selection.app))
+        show_text(self._app, _saving_text(selection.app))
 
 
 class FdTable(DataTable[Text]):
@@ -205,7 +206,7 @@ class FdView(Widget):
             text.append("⚠ " + line + "\n")
         text.rstrip()
         notes = self._notes
-        notes.update(text if warnings else Text("no fd warnings", style="dim"))
+        show_text(notes, text if warnings else Text("no fd warnings", style="dim"))
         notes.set_class(bool(warnings), "-warning")
 
 
@@ -235,10 +236,15 @@ class DetailPanel(Vertical):
             "detail-panel--long-request", partial=True))
         if requests != self._shown_requests:
             self._shown_requests = requests
-            self._requests.update(requests)
+            show_text(self._requests, requests)
             self._requests.display = bool(requests)
         self._memory.show(selection)
         self._fds.show(selection)
+
+    @property
+    def fds_shown(self) -> bool:
+        """Whether the fds tab is the one shown."""
+        return self.query_one(TabbedContent).active == "fds-tab"
 
     def toggle(self) -> None:
         """Switch between the two tabs (the fds tab takes more width where there is)."""

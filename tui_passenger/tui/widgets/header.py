@@ -12,6 +12,7 @@ from textual.widgets import Sparkline, Static
 
 from tui_passenger.snapshot import Snapshot
 from tui_passenger.tui import format as fmt
+from tui_passenger.tui.widgets.texts import show_text
 
 #: Seconds of history the sparklines show.
 HISTORY = 60
@@ -44,7 +45,7 @@ class SparkRow(Horizontal):
         values = list(values[-HISTORY:])
         latest = _last(values)
         number = f"{latest:.0f}" if latest >= 10 or float(latest).is_integer() else f"{latest:.1f}"
-        self._text.update(f"{self._label} {number}{self._unit}")
+        show_text(self._text, f"{self._label} {number}{self._unit}")
         if self._spark.data != values:
             self._spark.data = values or [0]
 
@@ -81,7 +82,7 @@ class DashboardHeader(Horizontal):
         first.append(f"  {server.processes}/{server.max_pool_size} procs")
         if paused:
             first.append("  ⏸ sampling paused", style="bold reverse")
-        self._server.update(first)
+        show_text(self._server, first)
 
         queue = sum(app.queue for app in snap.apps)
         second = Text(no_wrap=True, overflow="ellipsis")
@@ -100,6 +101,6 @@ class DashboardHeader(Horizontal):
         if totals.saving:
             second.append(f"  saves {fmt.size(totals.saving)}"
                           f" of {fmt.size(totals.direct_estimate)} direct")
-        self._load.update(second)
+        show_text(self._load, second)
         self._rps.show(traffic.rps)
         self._p99.show(traffic.p99_ms)

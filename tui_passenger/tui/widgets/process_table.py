@@ -1,5 +1,11 @@
-"""The process tree table, updated by diffing rows by key (cleared and rebuilt only when a
-resize changes its columns).
+"""The process tree table, updated by diffing rows by key (cleared and rebuilt when a
+resize changes its columns, or when many rows go at once: a fold).
+
+A tick changes a few cells; the DataTable would render every visible cell again (its
+caches are keyed by a table-wide update count), which at 150 workers costs more than the
+200 ms a key may take to show. So rendered cells are kept here, keyed by the cell's value
+object: a cell is rendered again only when its value was replaced (a row that moved, after
+a fold or a new row above it, gets its place in its segments' styles changed, no more).
 
 The columns of :data:`LAYOUT` always show; width beyond them goes to the name column first
 (up to :data:`WIDE_NAME`: room for ``preloader``), then to a request column (the oldest
@@ -8,15 +14,18 @@ request in flight on each worker) once it can be at least :data:`MIN_REQUEST` wi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.console import JustifyMethod
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual.cache import LRUCache
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist, RowKey
 
 from tui_passenger.tui.rows import COLUMNS, TreeRow, app_key, tree_labels
 
@@ -37,6 +46,20 @@ WIDE_NAME = 20
 MIN_REQUEST = 16
 #: Every column's cell padding, left and right.
 PADDING = 2
+#: Rows going at once (a fold): the table is rebuilt rather than each row removed when
+#: going × rows > REBUILD_RATIO × staying. DataTable.remove_row renumbers every row (150
+#: removals cost over 100 ms); adding a row back costs about a hundred renumberings.
+REBUILD_RATIO = 100
+#: Rendered cells kept (a 60-line screen of 10 columns, each with and without the cursor).
+CELL_CACHE = 4000
+
+
+def _moved(lines: list[list[Segment]], row: int, column: int) -> list[list[Segment]]:
+    """A cell rendered for another row index, for ``row``: the DataTable puts the cell's
+    place in its segments' style (meta, for the mouse), the rest is the same."""
+    place = Style.from_meta({"row": row, "column": column})
+    return [[Segment(segment.text, place if segment.style is None else segment.style + place,
+                     segment.control) for segment in line] for line in lines]
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,56 @@ class ProcessTable(DataTable["NameCell | Text"]):
         self._rows: list[TreeRow] = []
         #: The row the cursor was on before the columns were rebuilt.
         self._reselect: str | None = None
+        #: Row key → (what its cells show, the cells): kept while a fold hides the row,
+        #: so that its cells (and their renderings) are the same ones when it comes back.
+        self._made: LRUCache[str, tuple[tuple[tuple[str, ...], Style, bool],
+                                        list[NameCell | Text]]] = LRUCache(CELL_CACHE)
+        #: How each cell was rendered, and from which value (see the module docstring).
+        self._rendered: LRUCache[tuple[object, ...],
+                                 tuple[object, int, list[list[Segment]]]] = LRUCache(CELL_CACHE)
+
+    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
+                     cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:  # the header (-1): rendered rarely
+            return super()._render_cell(row_index, column_index, base_style, width, cursor,
+                                        hover)
+        value = self._data[row_key][column_key]
+        key = (row_key, column_key, base_style, width, cursor, hover,
+               self._show_hover_cursor, self._pseudo_class_state)
+        kept = self._rendered.get(key)
+        if kept is not None and kept[0] is value:
+            if kept[1] == row_index:
+                return kept[2]
+            lines = _moved(kept[2], row_index, column_index)
+        else:
+            lines = super()._render_cell(row_index, column_index, base_style, width, cursor,
+                                         hover)
+        self._rendered[key] = (value, row_index, lines)
+        return lines
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._rendered = LRUCache(CELL_CACHE)  # a new one: see _rebuild
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._rendered = LRUCache(CELL_CACHE)
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        # Every column has a fixed width and every row is one line high: new rows need no
+        # measuring (which DataTable does cell by cell: 150 rows take tens of ms).
+        super()._update_dimensions(())
+
+    def _rebuild(self) -> None:
+        """Remove every row at once (the columns stay). Rows added back with the same
+        cells at the same places are not rendered again: an unfold after a fold."""
+        rendered = self._rendered
+        self.clear()
+        self._rendered = rendered
+        self._shown.clear()
+        self._order = {}
 
     def on_mount(self) -> None:
         self._lay_out()
@@ -142,6 +215,14 @@ class ProcessTable(DataTable["NameCell | Text"]):
         return Text(value, style=style, no_wrap=True, overflow="ellipsis",
                     justify=self._justify(column))
 
+    def _make_cells(self, row: TreeRow, plain: tuple[str, ...],
+                    style: Style) -> list[NameCell | Text]:
+        cells: list[NameCell | Text] = [
+            NameCell(row.key, Text(plain[0], style=style, no_wrap=True))]
+        cells += [self._cell(column, value, style, row.slow)
+                  for column, value in zip(COLUMNS, plain[1:], strict=False)]
+        return cells
+
     def show(self, rows: list[TreeRow]) -> None:
         """Make the table show ``rows`` in this order, touching only what changed."""
         self._rows = rows
@@ -149,7 +230,11 @@ class ProcessTable(DataTable["NameCell | Text"]):
         self._reselect = None
         labels = tree_labels(rows, self.layout_widths[0][1] if self.layout_widths else 0)
         wanted = {row.key for row in rows}
-        for gone in [key for key in self._shown if key not in wanted]:
+        going = [key for key in self._shown if key not in wanted]
+        if len(going) * len(self._shown) > REBUILD_RATIO * (len(self._shown) - len(going)):
+            self._rebuild()
+            going = []
+        for gone in going:
             self.remove_row(gone)
             del self._shown[gone]
         added = False
@@ -158,19 +243,19 @@ class ProcessTable(DataTable["NameCell | Text"]):
             shown = self._shown.get(row.key)
             if shown == (plain, style, row.slow):
                 continue
-            cells: list[NameCell | Text] = [
-                NameCell(row.key, Text(plain[0], style=style, no_wrap=True))]
-            cells += [self._cell(column, value, style, row.slow)
-                      for column, value in zip(COLUMNS, plain[1:], strict=False)]
+            cells = self._made.get(row.key)
+            if cells is None or cells[0] != (plain, style, row.slow):
+                cells = ((plain, style, row.slow), self._make_cells(row, plain, style))
+                self._made[row.key] = cells
             if shown is None:
-                self.add_row(*cells, key=row.key)
+                self.add_row(*cells[1], key=row.key)
                 added = True
             else:
                 old_plain, old_style, old_slow = shown
                 for index, (column, _) in enumerate(self.layout_widths):
                     if old_plain[index] != plain[index] or (old_style, old_slow) != (style,
                                                                                      row.slow):
-                        self.update_cell(row.key, column, cells[index])
+                        self.update_cell(row.key, column, cells[1][index])
             self._shown[row.key] = (plain, style, row.slow)
         order = {row.key: index for index, row in enumerate(rows)}
         if added or order != self._order:

@@ -16,6 +16,7 @@ from tui_passenger.snapshot import ProcessStatus
 from tui_passenger.tui import format as fmt
 from tui_passenger.tui.rows import Selection, long_request
 from tui_passenger.tui.widgets.header import SparkRow
+from tui_passenger.tui.widgets.texts import show_text
 
 #: Requests listed for the selected worker (the oldest first; the rest counted).
 SHOWN_REQUESTS = 3
@@ -75,7 +76,7 @@ class MemoryTrend(Vertical):
         if not history.first or self._shown == (history, labels):
             return
         self._shown = (history, labels)
-        self._title.update(Text(f"memory ({what})", style="dim", no_wrap=True,
+        show_text(self._title, Text(f"memory ({what})", style="dim", no_wrap=True,
                                 overflow="ellipsis"))
         self._first.relabel(labels[0])
         self._second.relabel(labels[1])

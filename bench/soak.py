@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -270,9 +271,14 @@ def main() -> int:
     return conclude(result, args, elapsed_s=elapsed)
 
 
-if __name__ == "__main__":
+def run(entry: Callable[[], int]) -> None:
+    """Exit with what ``entry`` returns; Ctrl-C (the server already stopped) exits 130."""
     try:
-        sys.exit(main())
+        sys.exit(entry())
     except KeyboardInterrupt:
         print("interrupted; the server was stopped", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run(main)

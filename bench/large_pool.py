@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from servers import Skip  # noqa: E402
-from soak import _interrupt, conclude, raise_open_files, run, start_tp  # noqa: E402
+from soak import _interrupt, conclude, exit_with, raise_open_files, start_tp  # noqa: E402
 from systems import PYTHON, ROOT, App  # noqa: E402
 from wrkrun import wrk  # noqa: E402
 
@@ -141,4 +141,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    exit_with(main)

@@ -34,8 +34,8 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -271,7 +271,7 @@ def main() -> int:
     return conclude(result, args, elapsed_s=elapsed)
 
 
-def run(entry: Callable[[], int]) -> None:
+def exit_with(entry: Callable[[], int]) -> None:
     """Exit with what ``entry`` returns; Ctrl-C (the server already stopped) exits 130."""
     try:
         sys.exit(entry())
@@ -281,4 +281,4 @@ def run(entry: Callable[[], int]) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    exit_with(main)

@@ -193,10 +193,15 @@ def test_refork_hint_once_the_shared_fraction_has_fallen_since_the_fork() -> Non
 async def test_memory_histories_fill_while_nobody_reads_the_status() -> None:
     options = {"sample_interval": 0.1, "smaps_interval": 0.1}
     async with running([{"name": "app", "min_instances": 1}], server_options=options) as server:
+        assert server.sampler is not None
+        # Unwatched, smaps is read again only once a reading is idle_age old: make that now.
+        server.sampler.idle_age = 0.1
         group = server.pool.groups["app"]
         (process,) = group.processes
         # The server's one-second tick feeds them from the sampler's samples.
         await wait_until(lambda: len(process.memory.history().first) >= 2, timeout=20)
+        # Feeding them is not someone looking: the sampler keeps its idle pace.
+        assert not server.sampler.watched
         history = process.memory.history()
         assert all(value > 0 for value in history.first) and history.span > 0
         assert group.memory.history().first  # the app's PSS, and its saving

@@ -272,7 +272,7 @@ def record_memory(server: Server) -> None:
     once: by its time). The server calls it every second; each status read too."""
     if server.sampler is None:
         return
-    samples = server.sampler.latest
+    samples = server.sampler.current  # the server itself: not someone looking
     for group in server.pool.groups.values():
         usages: list[MemoryUsage | None] = []
         newest = 0.0

@@ -69,3 +69,16 @@ HEAD = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 ])
 def test_where_the_body_starts(data: bytes, mode: int, offset: int) -> None:
     assert chunked.body_offset(data, mode) == offset
+
+
+@pytest.mark.parametrize("tail, data, offset", [
+    (b"x\r\n", b"\r\n5 ; a = b\r\n", 2),  # the blank line cut after its first CRLF
+    (b"\r\n\r", b"\n5\r\n", 1),
+    (b"d\r\n", b"\r\n\r\n5\r\n", 2),  # the body's first bytes look like a blank line
+    (b": x", b"\r\nX-A: 1\r\n\r\n5\r\n", 12),  # a CRLF that ends a field line
+    (b"", b"\r\n5\r\n", -1),  # nothing known of what came before: unknown
+])
+def test_where_the_body_starts_when_the_read_cut_the_head(tail: bytes, data: bytes,
+                                                          offset: int) -> None:
+    assert chunked.body_offset(data, chunked.MID_HEAD, tail) == offset
+

@@ -13,6 +13,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +139,7 @@ def test_chunked_body_in_pieces_then_a_pipelined_request(proxy: Proxy) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
                 sock.sendall(wire[start:end])
+                time.sleep(0.05)  # so that the proxy reads the pieces apart, as cut
             while chunk := sock.recv(65536):
                 reply += chunk
         first, second = echoes(reply)

@@ -25,16 +25,24 @@ _SIZE, _DATA, _DATA_END, _TRAILERS = range(4)
 CLEAN, MID_HEAD, MID_BODY, FIRST, LATER = range(5)
 
 
-def body_offset(data: bytes, mode: int) -> int:
+def body_offset(data: bytes, mode: int, tail: bytes = b"") -> int:
     """Where the body of the request whose head llhttp just parsed starts in ``data`` (the
     bytes being fed, which began as ``mode`` says), or -1 when that cannot be known for sure
-    (llhttp then decodes the body, more strictly)."""
+    (llhttp then decodes the body, more strictly). ``tail``: for MID_HEAD, the last bytes
+    of the head's part in the previous read, where its closing CRLF CRLF may have begun."""
     if mode == FIRST:  # the first request begun in these bytes, none before it
         start = 0
         while data.startswith(b"\r\n", start):  # empty lines before a request line
             start += 2
-    elif mode == MID_HEAD and data[:1] != b"\n" and data[:2] != b"\r\n":
-        start = 0  # its head began in earlier bytes (and its end is not cut in two)
+    elif mode == MID_HEAD:  # its head began in earlier bytes: the first blank line ends it
+        if data[:1] == b"\n" or data[:2] == b"\r\n":  # maybe cut in two by the read
+            tail = tail[-3:]
+            if not tail:
+                return -1
+            end = (tail + data[:4]).find(b"\r\n\r\n")
+            if end >= 0:
+                return end + 4 - len(tail)
+        start = 0
     else:
         return -1
     end = data.find(b"\r\n\r\n", start)

@@ -82,7 +82,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("front", "transport", "parser", "ip", "address", "trusted", "forwarding",
                  "queue", "current", "request", "closed", "paused_writing", "last_active",
                  "_reading_paused", "head_started", "body_started", "max_line", "max_field",
-                 "max_fields", "chunked", "feeding", "feed_mode")
+                 "max_fields", "chunked", "feeding", "feed_mode", "head_tail")
 
     def __init__(self, front: FrontForClients) -> None:
         self.front = front
@@ -114,6 +114,8 @@ class ClientConnection(asyncio.Protocol):
         #: The bytes being fed to llhttp, and what they began with (see body_offset).
         self.feeding = b""
         self.feed_mode = CLEAN
+        #: The last bytes of a request head cut by the end of a read (see body_offset).
+        self.head_tail = b""
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -168,6 +170,10 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.reject_in_turn(pages.error(400, f"malformed request: {exc}", close=True))
         self.feeding = b""  # not kept: the connection may idle for long
+        if self.request is not None and not self.body_started:
+            # A head cut by the end of this read: its end may be cut in two too.
+            tail = data[-3:]
+            self.head_tail = tail if len(tail) == 3 else (self.head_tail + tail)[-3:]
 
     def _take_over(self, data: bytes, offset: int) -> None:
         """Decode the chunked body that starts at ``offset`` of ``data`` here (llhttp
@@ -348,7 +354,7 @@ class ClientConnection(asyncio.Protocol):
             if expect and request.version == "1.1" and self.current is None and not self.queue:
                 self.write(CONTINUE)
         if chunked:  # decoded here rather than by llhttp (see proxy/chunked.py)
-            offset = body_offset(self.feeding, self.feed_mode)
+            offset = body_offset(self.feeding, self.feed_mode, self.head_tail)
             if offset >= 0:
                 raise _TakeOver(offset)
 

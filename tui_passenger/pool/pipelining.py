@@ -12,7 +12,6 @@ for the pool, which tells it whether a group can still grow and whether it is cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -129,9 +128,10 @@ class Pipelining:
         """``request`` no longer waits in ``process``'s pipelined queue (it started, or it
         left)."""
         queued = process.queued
-        if queued:
-            with contextlib.suppress(ValueError):
-                queued.remove(request)
+        # Not remove() under a try: the common miss (the request ahead of a pipelined one
+        # starting) would raise and catch an exception per response.
+        if queued and request in queued:
+            queued.remove(request)
 
     def reclaim_stuck(self, group: Group) -> None:
         """Take back what was pipelined to workers whose current request has run longer

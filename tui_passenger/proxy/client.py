@@ -254,7 +254,9 @@ class ClientConnection(asyncio.Protocol):
             if line > self.max_line:
                 self._refuse(414, f"request line of {line} bytes or more exceeds "
                                   f"limit_request_line ({self.max_line})")
-        self._count(request, len(url))
+        request.head_size += len(url)
+        if request.head_size > MAX_HEAD_SIZE:
+            self._count(request, 0)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.body_started:  # after the body of a chunked request: a trailer field
@@ -369,9 +371,6 @@ class ClientConnection(asyncio.Protocol):
             request.body.close()
             self._refuse(413, f"request body exceeds {limit} bytes")
 
-    def on_message_complete(self) -> None:
-        self._complete()
-
     # -- running requests ----------------------------------------------------------------
 
     def _complete(self) -> None:
@@ -387,6 +386,9 @@ class ClientConnection(asyncio.Protocol):
         if len(self.queue) > MAX_PIPELINED:
             self.pause_reading()
         self.next()
+
+    #: llhttp's callback at the end of a request (no extra call on the way to _complete).
+    on_message_complete = _complete
 
     def next(self) -> None:
         """Start the next queued request unless one is running."""
@@ -411,7 +413,7 @@ class ClientConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         if not keep_alive or self.front.closing:
             self.close()
-        else:
+        elif self.queue:
             self.next()
 
     def reject_in_turn(self, page: pages.Page) -> None:

@@ -251,7 +251,8 @@ class UpstreamConnection(asyncio.Protocol):
     def _finish(self) -> None:
         # Reading may have been paused for a slow client while llhttp went on to the end
         # of the message: a reused connection must read again.
-        self.resume()
+        if self.paused:
+            self.resume()
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.on_response_end(self)

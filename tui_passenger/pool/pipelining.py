@@ -92,8 +92,10 @@ class Pipelining:
         than that (one slower turns pipelining off for PIPELINE_BACKOFF seconds). The caller
         sends only requests that may be retried on another worker (idempotent, no body).
         """
+        if group.waiters:  # (before the clock: the common case under load)
+            return None
         now = time.monotonic()
-        if group.waiters or not group.pipeline.on(now) or not self.full(group):
+        if not group.pipeline.on(now) or not self.full(group):
             return None
         window = group.pipeline.window
         best: PoolProcess | None = None

@@ -55,6 +55,8 @@ MAX_PIPELINED = 16
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: The last byte of a field value that llhttp left optional whitespace in.
 _OWS = frozenset({b" ", b"\t"})
+#: Method names as str, each decoded once (llhttp knows a fixed set of methods: bounded).
+_METHODS: dict[bytes, str] = {}
 
 
 class _Stop(Exception):
@@ -301,7 +303,11 @@ class ClientConnection(asyncio.Protocol):
         request = self.request
         assert request is not None
         parser = self.parser
-        request.method = parser.get_method().decode("ascii", "replace")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = _METHODS.setdefault(raw_method, raw_method.decode("ascii", "replace"))
+        request.method = method
         request.version = parser.get_http_version()
         # Nothing after an upgrade request is HTTP/1.1: a WebSocket becomes a tunnel after the
         # worker's 101, any other upgrade (h2c) is answered as a plain request, then closed.
@@ -345,8 +351,9 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(*problem)
         if request.version == "1.0":
             request.plain = False  # the worker is told the client's version (see headers)
-        if problem := head_problem(request, hosts, chunked):
-            self._refuse(*problem)
+        if (hosts != 1 or request.version != "1.1" or request.url[:1] != b"/"
+                or method == "CONNECT") and (problem := head_problem(request, hosts, chunked)):
+            self._refuse(*problem)  # (an HTTP/1.1 origin-form request with one Host has none)
         self.body_started = time.monotonic()
         if declared > server.client_max_body_size:
             self._refuse(413, f"request body of {declared} bytes exceeds "

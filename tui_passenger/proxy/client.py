@@ -354,7 +354,7 @@ class ClientConnection(asyncio.Protocol):
         if (hosts != 1 or request.version != "1.1" or request.url[:1] != b"/"
                 or method == "CONNECT") and (problem := head_problem(request, hosts, chunked)):
             self._refuse(*problem)  # (an HTTP/1.1 origin-form request with one Host has none)
-        self.body_started = time.monotonic()
+        self.body_started = self.last_active  # (the read that ended the head)
         if declared > server.client_max_body_size:
             self._refuse(413, f"request body of {declared} bytes exceeds "
                               f"{server.client_max_body_size}")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.serving import get, running, wait_until
 from tui_passenger.config import ConfigError, ServerConfig, parse_config
-from tui_passenger.proxy.accesslog import AccessLog
+from tui_passenger.proxy.accesslog import BUFFER_LINES, AccessLog
 from tui_passenger.proxy.request import Request
 
 APP = {"name": "probe"}
@@ -103,6 +103,46 @@ async def test_quotes_and_control_characters_are_escaped(tmp_path: Path) -> None
     assert lines[0].endswith("app=- 1.00ms id=proxy\\x20\\x22id\\x22\\x201\n")
     record = json.loads(lines[1])
     assert (record["url"], record["id"]) == ('/a"b\\c\x01\xe9', 'proxy "id" 1')
+
+
+async def test_a_batch_formats_each_line_as_if_alone(tmp_path: Path) -> None:
+    """Lines are formatted at flush, a batch at a time: one that needs escaping among plain
+    ones (a url with a quote, an id with a space or a quote) changes no other line."""
+    requests = []
+    for url in (b"/plain?a=1", b'/q"uote', b"/caf\xe9", b"/next"):
+        request = Request()
+        request.url = url
+        requests.append(request)
+    ids = [b"id-1", b"with space", b'q"id', b""]
+
+    def written(json_format: bool, rows: list[tuple[Request, bytes]]) -> list[str]:
+        path = tmp_path / "batch.log"
+        path.unlink(missing_ok=True)
+        access_log = AccessLog(os.open(path, os.O_WRONLY | os.O_CREAT), None, json_format)
+        for request, rid in rows:
+            access_log.record("127.0.0.1", request, 200, "app", 0.00125, rid)
+        access_log.close()
+        return [re.sub(r"\d\d:\d\d:\d\d", "T", line)  # the second may tick between runs
+                for line in path.read_text().splitlines()]
+
+    for json_format in (False, True):
+        for rows in ([*zip(requests, ids, strict=True)],
+                     [(requests[0], ids[0]), (requests[3], ids[0])]):  # plain only
+            alone = [line for row in rows for line in written(json_format, [row])]
+            assert written(json_format, rows) == alone
+            assert len(alone) == len(rows)
+
+
+async def test_a_full_buffer_is_written_without_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "full.log"
+    access_log = AccessLog(os.open(path, os.O_WRONLY | os.O_CREAT), None, False, 3600)
+    request = Request()
+    for _ in range(BUFFER_LINES - 1):
+        access_log.record("127.0.0.1", request, 200, "app", 0.0, b"id")
+    assert not path.read_text()
+    access_log.record("127.0.0.1", request, 200, "app", 0.0, b"id")
+    assert path.read_text().count("\n") == BUFFER_LINES
+    access_log.close()
 
 
 def test_config_errors_of_the_new_keys() -> None:

@@ -254,7 +254,13 @@ class Group:
     def at_max(self) -> bool:
         """True when max_instances processes are up or coming (no point in reconciling)."""
         limit = self.app.max_instances
-        return bool(limit) and self.live_count() >= limit
+        if not limit:
+            return False
+        live = self.spawning  # live_count(), without the call: twice per queued request
+        for process in self.processes:
+            if process.state is READY:
+                live += 1
+        return live >= limit
 
     def idle_candidates(self) -> list[PoolProcess]:
         """Ready processes with no session (nor open WebSocket), idle longest first."""

@@ -12,7 +12,6 @@ for the pool, which tells it whether a group can still grow and whether it is cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -93,8 +92,10 @@ class Pipelining:
         than that (one slower turns pipelining off for PIPELINE_BACKOFF seconds). The caller
         sends only requests that may be retried on another worker (idempotent, no body).
         """
+        if group.waiters:  # (before the clock: the common case under load)
+            return None
         now = time.monotonic()
-        if group.waiters or not group.pipeline.on(now) or not self.full(group):
+        if not group.pipeline.on(now) or not self.full(group):
             return None
         window = group.pipeline.window
         best: PoolProcess | None = None
@@ -129,9 +130,10 @@ class Pipelining:
         """``request`` no longer waits in ``process``'s pipelined queue (it started, or it
         left)."""
         queued = process.queued
-        if queued:
-            with contextlib.suppress(ValueError):
-                queued.remove(request)
+        # Not remove() under a try: the common miss (the request ahead of a pipelined one
+        # starting) would raise and catch an exception per response.
+        if queued and request in queued:
+            queued.remove(request)
 
     def reclaim_stuck(self, group: Group) -> None:
         """Take back what was pipelined to workers whose current request has run longer

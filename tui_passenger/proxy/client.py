@@ -55,6 +55,8 @@ MAX_PIPELINED = 16
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: The last byte of a field value that llhttp left optional whitespace in.
 _OWS = frozenset({b" ", b"\t"})
+#: Method names as str, each decoded once (llhttp knows a fixed set of methods: bounded).
+_METHODS: dict[bytes, str] = {}
 
 
 class _Stop(Exception):
@@ -254,7 +256,9 @@ class ClientConnection(asyncio.Protocol):
             if line > self.max_line:
                 self._refuse(414, f"request line of {line} bytes or more exceeds "
                                   f"limit_request_line ({self.max_line})")
-        self._count(request, len(url))
+        request.head_size += len(url)
+        if request.head_size > MAX_HEAD_SIZE:
+            self._count(request, 0)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.body_started:  # after the body of a chunked request: a trailer field
@@ -299,7 +303,11 @@ class ClientConnection(asyncio.Protocol):
         request = self.request
         assert request is not None
         parser = self.parser
-        request.method = parser.get_method().decode("ascii", "replace")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = _METHODS.setdefault(raw_method, raw_method.decode("ascii", "replace"))
+        request.method = method
         request.version = parser.get_http_version()
         # Nothing after an upgrade request is HTTP/1.1: a WebSocket becomes a tunnel after the
         # worker's 101, any other upgrade (h2c) is answered as a plain request, then closed.
@@ -343,9 +351,10 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(*problem)
         if request.version == "1.0":
             request.plain = False  # the worker is told the client's version (see headers)
-        if problem := head_problem(request, hosts, chunked):
-            self._refuse(*problem)
-        self.body_started = time.monotonic()
+        if (hosts != 1 or request.version != "1.1" or request.url[:1] != b"/"
+                or method == "CONNECT") and (problem := head_problem(request, hosts, chunked)):
+            self._refuse(*problem)  # (an HTTP/1.1 origin-form request with one Host has none)
+        self.body_started = self.last_active  # (the read that ended the head)
         if declared > server.client_max_body_size:
             self._refuse(413, f"request body of {declared} bytes exceeds "
                               f"{server.client_max_body_size}")
@@ -369,9 +378,6 @@ class ClientConnection(asyncio.Protocol):
             request.body.close()
             self._refuse(413, f"request body exceeds {limit} bytes")
 
-    def on_message_complete(self) -> None:
-        self._complete()
-
     # -- running requests ----------------------------------------------------------------
 
     def _complete(self) -> None:
@@ -387,6 +393,9 @@ class ClientConnection(asyncio.Protocol):
         if len(self.queue) > MAX_PIPELINED:
             self.pause_reading()
         self.next()
+
+    #: llhttp's callback at the end of a request (no extra call on the way to _complete).
+    on_message_complete = _complete
 
     def next(self) -> None:
         """Start the next queued request unless one is running."""
@@ -411,7 +420,7 @@ class ClientConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         if not keep_alive or self.front.closing:
             self.close()
-        else:
+        elif self.queue:
             self.next()
 
     def reject_in_turn(self, page: pages.Page) -> None:

@@ -148,10 +148,11 @@ class Exchange(ResponseRelay):
             self.timer = asyncio.get_running_loop().call_later(limit, self._too_long)
         connections = process.connections
         while connections:
-            upstream = connections.pop()
-            if upstream.usable:
-                self._send_on(upstream)
-                return
+            try:
+                self._write_request(connections.pop())
+            except ConnectionError:  # closed meanwhile (by the worker, idle): the next one
+                continue
+            return
         asyncio.ensure_future(self._connect_and_send(process))
 
     async def _connect_and_send(self, process: PoolProcess) -> None:
@@ -174,7 +175,7 @@ class Exchange(ResponseRelay):
             self._upstream_lost(str(exc), sent=False)
 
     def _write_request(self, upstream: UpstreamConnection) -> None:
-        self.upstream = upstream
+        """Send the request on ``upstream`` (ConnectionError: it can carry none)."""
         body = self.request.body
         if body is None:
             upstream.send(self, self.head, self.head_only)
@@ -183,6 +184,7 @@ class Exchange(ResponseRelay):
         else:
             upstream.send_head(self, self.head, head_only=self.head_only)
             asyncio.ensure_future(upstream.send_body(body.chunks()))
+        self.upstream = upstream
 
     # -- leaving the worker --------------------------------------------------------------
 
@@ -329,7 +331,7 @@ class Exchange(ResponseRelay):
         status = self.status
         stats = front.stats
         stats.requests += 1
-        stats.by_class[min(status // 100, 5)] += 1
+        stats.by_class[status // 100 if status < 600 else 5] += 1
         elapsed = time.perf_counter() - request.received
         group = self.group
         group_name = "-"

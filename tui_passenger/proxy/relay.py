@@ -48,24 +48,32 @@ class ResponseRelay:
 
     def on_response_head(self, upstream: UpstreamConnection) -> None:
         """The worker's response head has come (with the body so far, often all of it)."""
-        self.status = upstream.status
+        self.status = status = upstream.status
         self.state = RELAYING
         process = self.process
-        if process is not None:
+        if process is not None and process.queued:
             # It has started: no longer waiting behind another request to be reclaimed.
             self.front.pool.unqueue(process, self)
-        head = self._response_head(upstream)
+        if upstream.plain and upstream.has_length and self.keep_alive and status >= 200 \
+                and self.request.version == "1.1" and not self.front.closing \
+                and upstream.head.startswith(b"HTTP/1.1 "):
+            # The common case: the worker's head goes out as it came, plus the request id.
+            parts = [upstream.head, b"X-Request-Id: ", self.request_id, b"\r\n\r\n"]
+        else:
+            parts = self._response_head(upstream)
+        # The head and what came of the body are joined once, into one write.
         if upstream.complete:
             # Held until on_response_end() has handed the worker its next request: the
             # worker starts on it while we write this response out.
-            self.complete_response = (head + b"".join(upstream.body) if not self.head_only
-                                      else head)
+            if not self.head_only:
+                parts += upstream.body
+            self.complete_response = b"".join(parts)
             return
         if upstream.body:
             data = b"".join(upstream.body)
-            self.client.write(head + (self._frame(data) if data else b""))
-        else:
-            self.client.write(head)
+            if data:
+                parts.append(self._frame(data))
+        self.client.write(b"".join(parts))
         if self.client.paused_writing:
             upstream.pause()
 
@@ -93,14 +101,10 @@ class ResponseRelay:
             self.complete_response = None
         self._finish(self.keep_alive)
 
-
-    def _response_head(self, upstream: UpstreamConnection) -> bytes:
+    def _response_head(self, upstream: UpstreamConnection) -> list[bytes]:
+        """The pieces of the response head, rebuilt field by field (hop-by-hop fields
+        dropped, framing and Connection set for this client)."""
         status = upstream.status
-        if upstream.plain and upstream.has_length and self.keep_alive and status >= 200 \
-                and self.request.version == "1.1" and not self.front.closing \
-                and upstream.head.startswith(b"HTTP/1.1 "):
-            # The common case: the worker's head goes out as it came, plus the request id.
-            return b"%bX-Request-Id: %b\r\n\r\n" % (upstream.head, self.request_id)
         raw = upstream.headers
         dropped = HOP_BY_HOP | connection_tokens(raw) if len(raw) else HOP_BY_HOP
         parts = [b"HTTP/1.1 ", str(status).encode(), b" ", upstream.reason, b"\r\n"]
@@ -132,7 +136,7 @@ class ResponseRelay:
             parts.append(b"Connection: keep-alive\r\n\r\n")
         else:
             parts.append(b"\r\n")
-        return b"".join(parts)
+        return parts
 
     def _frame(self, data: bytes) -> bytes:
         if self.chunked:

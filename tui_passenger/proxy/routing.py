@@ -87,7 +87,8 @@ class Router(Generic[T]):
         ``path_of(url)`` is called (once) only when a candidate has a base_uri other than "/".
         """
         path: str | None = None
-        for base_uri, target in self.candidates(host):
+        found = self._by_host.get(host or "")  # the candidates, without a call when known
+        for base_uri, target in self.candidates(host) if found is None else found:
             if base_uri == "/":
                 return target, ""
             if path is None:

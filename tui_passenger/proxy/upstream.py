@@ -110,7 +110,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.sending = False
 
     def _begin(self, sink: ResponseSink, head_only: bool) -> None:
-        if not self.usable:
+        transport = self.transport
+        # self.usable, without the call (once per request)
+        if transport is None or self.failed is not None or self.sink is not None \
+                or self.sending or transport.is_closing():
             raise ConnectionError(self.failed or "connection to the worker is closed")
         self._reset(head_only)
         self.sink = sink
@@ -251,7 +254,8 @@ class UpstreamConnection(asyncio.Protocol):
     def _finish(self) -> None:
         # Reading may have been paused for a slow client while llhttp went on to the end
         # of the message: a reused connection must read again.
-        self.resume()
+        if self.paused:
+            self.resume()
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.on_response_end(self)

@@ -9,7 +9,7 @@ from tests.conftest import assert_no_children
 from tests.serving import running
 from tests.test_dashboard import FakeCore, fake_snapshot, row_keys, select, until
 from tui_passenger.cores import AttachedCore
-from tui_passenger.tui.app import Dashboard
+from tui_passenger.tui.app import BUSY_BUDGET, BUSY_CPU, REFRESH_BUDGET, Dashboard
 from tui_passenger.tui.screens.confirm import Confirm
 from tui_passenger.tui.widgets.detail import FdView
 from tui_passenger.tui.widgets.process_table import ProcessTable
@@ -42,6 +42,8 @@ async def test_attach_shows_and_operates_a_running_instance_and_leaves_it_runnin
                 await pilot.pause()
         finally:
             await core.stop()
+        # The instance said how long its loop spent answering the reads: watching costs it.
+        assert 0 < core.served_seconds < 10
         # Quitting an attached dashboard leaves the instance serving.
         assert not server.stopped.is_set()
         assert group.processes and all(p.worker.alive for p in group.processes)
@@ -110,3 +112,32 @@ async def test_presses_faster_than_the_refresh_add_up():
             ("scale", "hello", 3), ("scale", "hello", 4), ("scale", "hello", 5)]
         await pilot.press("minus")
         await until(pilot, lambda: ("scale", "hello", 4) in core.calls[-1:], what="back to 4")
+
+
+async def test_refreshes_come_less_often_while_the_server_is_busy():
+    core = FakeCore()
+    app = Dashboard(core, interval=0.1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="a snapshot")
+        table = app.query_one(ProcessTable)
+
+        def delay_after(served: float, manager_cpu: float) -> float:
+            """The next period once the server spent ``served`` s answering one refresh."""
+            assert app.snapshot is not None
+            snap = fake_snapshot()
+            snap["manager"]["cpu"] = manager_cpu
+            app.snapshot = type(app.snapshot).from_json(snap)
+            app._next_delay()  # from now on (no await between: nothing else runs)
+            core.served_seconds += served
+            return app._next_delay()
+
+        # An idle server: 20 ms of its time per refresh is within the normal budget.
+        assert delay_after(0.02, 5.0) < 0.02 / BUSY_BUDGET
+        # A busy one (its manager the bottleneck): the same 20 ms stretches the period.
+        busy = delay_after(0.02, BUSY_CPU + 30)
+        assert busy >= 0.02 / BUSY_BUDGET > 0.02 / REFRESH_BUDGET
+        assert "refresh 2 s" in str(table.border_subtitle)
+        # Idle again: back to the normal period, and the subtitle says so.
+        assert delay_after(0.0, 5.0) < 1.0
+        assert "refresh" not in str(table.border_subtitle)
+        await pilot.pause()

@@ -35,8 +35,13 @@ from tui_passenger.tui.widgets.header import DashboardHeader
 from tui_passenger.tui.widgets.logs import LogPanel
 from tui_passenger.tui.widgets.process_table import ProcessTable
 
-#: The share of a core the periodic refreshes may take; above it they come less often...
+#: The share of a core the periodic refreshes may take (this process's CPU and the
+#: server's time answering them); above it they come less often...
 REFRESH_BUDGET = 0.05
+#: ...and this share while the server's manager is busy (its CPU at BUSY_CPU % of a core or
+#: more): then it is the bottleneck, and whatever watching costs is taken from requests...
+BUSY_BUDGET = 0.01
+BUSY_CPU = 50.0
 #: ...but at least every this many seconds.
 MAX_INTERVAL = 5.0
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
@@ -126,9 +131,11 @@ class Dashboard(Intents):
         self._own_reloads = 0
         self._quitting = False
         self._timer: Timer | None = None
-        #: (process CPU time, monotonic time) at the last periodic refresh.
-        self._cpu_mark = (time.process_time(), time.monotonic())
-        self._slowed = False
+        #: (process CPU time + the server's time answering, monotonic time) at the last
+        #: periodic refresh.
+        self._cpu_mark = (self._cost(), time.monotonic())
+        #: The refresh period the table's subtitle shows (None: the normal one).
+        self._shown_every: float | None = None
         #: The pids whose fds the shown snapshot lists (None: all).
         self._fds_of: tuple[int, ...] | None = None
         #: The widgets a refresh renders into (see _attached), once mounted.
@@ -183,18 +190,28 @@ class Dashboard(Intents):
         if not self._quitting:
             self._timer = self.set_timer(self._next_delay(), self._periodic)
 
+    def _cost(self) -> float:
+        """Seconds of CPU watching has cost so far: this process's, and the server's time
+        answering its reads (when it is another process)."""
+        return time.process_time() + self.core.served_seconds
+
     def _next_delay(self) -> float:
         """Seconds to the next periodic refresh: ``interval``, or longer while a refresh
-        costs this process more than REFRESH_BUDGET of a core (a tree of hundreds of
-        workers): watching must stay cheap. An intent still refreshes at once."""
-        cpu, now = time.process_time(), time.monotonic()
-        used = cpu - self._cpu_mark[0]
-        self._cpu_mark = (cpu, now)
-        delay = min(MAX_INTERVAL, max(self.interval, used / REFRESH_BUDGET))
-        slowed = delay > 1.5 * self.interval
-        if slowed != self._slowed:  # say so: the numbers are that old at most
-            self._slowed = slowed
-            self.table.border_subtitle = self._subtitle(delay if slowed else None)
+        costs more than REFRESH_BUDGET of a core (a tree of hundreds of workers), or
+        BUSY_BUDGET while the server's manager is busy: watching must stay cheap, and
+        must not take from a loaded server. An intent still refreshes at once."""
+        cost, now = self._cost(), time.monotonic()
+        used = cost - self._cpu_mark[0]
+        self._cpu_mark = (cost, now)
+        snap = self.snapshot
+        busy = snap is not None and (snap.manager.cpu or 0.0) >= BUSY_CPU
+        budget = BUSY_BUDGET if busy else REFRESH_BUDGET
+        delay = min(MAX_INTERVAL, max(self.interval, used / budget))
+        # Say so when slowed: the numbers are that old at most.
+        every = round(delay) if delay > 1.5 * self.interval else None
+        if every != self._shown_every:
+            self._shown_every = every
+            self.table.border_subtitle = self._subtitle(every)
         return delay
 
     def _subtitle(self, every: float | None = None) -> str:
@@ -320,7 +337,7 @@ class Dashboard(Intents):
     def action_sort(self) -> None:
         """Cycle the sort order within each app."""
         self.sort_mode = SORTS[(SORTS.index(self.sort_mode) + 1) % len(SORTS)]
-        self.table.border_subtitle = self._subtitle()
+        self.table.border_subtitle = self._subtitle(self._shown_every)
         self._show_rows()
 
     def action_detail_tab(self) -> None:

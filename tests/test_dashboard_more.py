@@ -9,6 +9,8 @@ from tests.conftest import assert_no_children
 from tests.serving import running
 from tests.test_dashboard import FakeCore, fake_snapshot, row_keys, select, until
 from tui_passenger.cores import AttachedCore
+from tui_passenger.snapshot import Snapshot
+from tui_passenger.tui import app as dashboard_module
 from tui_passenger.tui.app import BUSY_BUDGET, BUSY_CPU, REFRESH_BUDGET, Dashboard
 from tui_passenger.tui.screens.confirm import Confirm
 from tui_passenger.tui.widgets.detail import FdView
@@ -141,3 +143,44 @@ async def test_refreshes_come_less_often_while_the_server_is_busy():
         assert delay_after(0.0, 5.0) < 1.0
         assert "refresh" not in str(table.border_subtitle)
         await pilot.pause()
+
+
+def _event(seq: int, text: str) -> dict:
+    return {"seq": seq, "time": 1_700_000_000.0, "kind": "event", "level": "info",
+            "app": "hello", "pid": None, "role": None, "stream": None, "text": text}
+
+
+def _logged(app: Dashboard, text: str) -> bool:
+    return any(text in strip.text for strip in app.log_panel.lines)
+
+
+async def test_a_periodic_refresh_waits_for_a_key_just_pressed(monkeypatch):
+    # Longer than a press takes on a loaded box (the real wait is KEY_FIRST).
+    monkeypatch.setattr(dashboard_module, "KEY_FIRST", 1.5)
+    core = FakeCore()
+    app = Dashboard(core, interval=30)  # one periodic tick at the start, then none
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="a snapshot")
+        first = app.snapshot
+        await pilot.press("down")
+        # Data of a periodic tick lands just after the press: the key's effect is drawn
+        # first, the refresh (log entries and all) a moment later.
+        newer = Snapshot.from_json(fake_snapshot())
+        app.post_message(Dashboard.Refreshed(newer, [_event(11, "held back")], periodic=True))
+        await pilot.pause()
+        assert app.snapshot is first and not _logged(app, "held back")
+        await until(pilot, lambda: app.snapshot is newer, what="the held refresh", timeout=5)
+        assert _logged(app, "held back")
+        # One held back and then superseded by an intent's refresh: that one shows at
+        # once, with the entries of both.
+        await pilot.press("down")
+        held = Snapshot.from_json(fake_snapshot())
+        app.post_message(Dashboard.Refreshed(held, [_event(12, "older entry")], periodic=True))
+        await pilot.pause()
+        assert app.snapshot is newer
+        urgent = Snapshot.from_json(fake_snapshot())
+        app.post_message(Dashboard.Refreshed(urgent, [_event(13, "newer entry")]))
+        await until(pilot, lambda: app.snapshot is urgent, what="the intent's refresh")
+        assert _logged(app, "older entry") and _logged(app, "newer entry")
+        await pilot.pause(dashboard_module.KEY_FIRST + 0.1)
+        assert app.snapshot is urgent  # the superseded one never comes back

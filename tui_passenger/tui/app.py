@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -44,6 +44,9 @@ BUSY_BUDGET = 0.01
 BUSY_CPU = 50.0
 #: ...but at least every this many seconds.
 MAX_INTERVAL = 5.0
+#: A periodic refresh whose data lands this soon after a key press waits until then (once):
+#: the key's effect is drawn first, not behind a repaint of the whole tree.
+KEY_FIRST = 0.25
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
              "question_mark": "?", "escape": "Esc", "enter": "Enter", "left": "←",
              "right": "→"}
@@ -100,12 +103,14 @@ class Dashboard(Intents):
         """One tick's data: a snapshot and the log entries since the last tick."""
 
         def __init__(self, snapshot: Snapshot, entries: list[dict[str, Any]],
-                     fds_of: tuple[int, ...] | None = None) -> None:
+                     fds_of: tuple[int, ...] | None = None, periodic: bool = False) -> None:
             super().__init__()
             self.snapshot = snapshot
             self.entries = entries
             #: The pids whose fds it lists (None: all).
             self.fds_of = fds_of
+            #: From the periodic tick (not asked for by an intent or a key): it may wait.
+            self.periodic = periodic
 
     def __init__(self, core: Core, *, keymap: dict[str, str] | None = None,
                  theme_dir: Path | None = None, interval: float = 1.0) -> None:
@@ -140,6 +145,10 @@ class Dashboard(Intents):
         self._fds_of: tuple[int, ...] | None = None
         #: The widgets a refresh renders into (see _attached), once mounted.
         self._leaves: tuple[Widget, ...] = ()
+        #: When a key was last pressed (monotonic), and a periodic refresh held back
+        #: until KEY_FIRST after it.
+        self._key_at = -MAX_INTERVAL
+        self._held: Dashboard.Refreshed | None = None
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
@@ -218,6 +227,12 @@ class Dashboard(Intents):
         """The process table's subtitle: the sort order, and the refresh when slowed."""
         return f"sort: {self.sort_mode}" + (f" · refresh {every:.0f} s" if every else "")
 
+    async def on_event(self, event: events.Event) -> None:
+        """Note when a key is pressed (see KEY_FIRST), then handle the event as usual."""
+        if isinstance(event, events.Key):
+            self._key_at = time.monotonic()
+        await super().on_event(event)
+
     async def tick(self, urgent: bool = False) -> None:
         """Fetch one snapshot and the new log entries, and post them as one message.
         ``urgent`` (after an intent): if a fetch is under way, fetch again after it."""
@@ -250,14 +265,33 @@ class Dashboard(Intents):
             seq, entries = await self.core.events(0)
         self._instance = instance
         self._seq = seq
-        self.post_message(self.Refreshed(snap, entries, fds_of))
+        self.post_message(self.Refreshed(snap, entries, fds_of, periodic=not urgent))
         if self._refetch:  # what was fetched may predate an intent's answer
             self.call_later(self.tick, True)
 
     def on_dashboard_refreshed(self, message: Refreshed) -> None:
-        """Render one snapshot into every widget, in one batch."""
+        """Render one snapshot into every widget, in one batch; a periodic one that lands
+        just after a key press first lets the key's effect be drawn (see KEY_FIRST)."""
         if not self._attached():
             return  # the app is closing: its widgets are being removed
+        held, self._held = self._held, None
+        if held is not None:  # superseded: its log entries are still to be shown
+            message.entries[:0] = held.entries
+        wait = self._key_at + KEY_FIRST - time.monotonic()
+        if message.periodic and wait > 0:
+            message.periodic = False  # held once: a key held down does not starve it
+            self._held = message
+            self.set_timer(wait, self._release)
+            return
+        self._show_snapshot(message)
+
+    def _release(self) -> None:
+        """Show the periodic refresh held back for a key press, unless shown since."""
+        held, self._held = self._held, None
+        if held is not None:
+            self.on_dashboard_refreshed(held)
+
+    def _show_snapshot(self, message: Refreshed) -> None:
         snap = self.snapshot = message.snapshot
         self._fds_of = message.fds_of
         with self.batch_update():

@@ -44,8 +44,9 @@ BUSY_BUDGET = 0.01
 BUSY_CPU = 50.0
 #: ...but at least every this many seconds.
 MAX_INTERVAL = 5.0
-#: A periodic refresh whose data lands this soon after a key press waits until then (once):
-#: the key's effect is drawn first, not behind a repaint of the whole tree.
+#: A periodic refresh due, or whose data lands, this soon after a key press waits until
+#: then (the data once): the key's effect is drawn first, not behind a whole tree's fetch
+#: and repaint.
 KEY_FIRST = 0.25
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
              "question_mark": "?", "escape": "Esc", "enter": "Enter", "left": "←",
@@ -195,6 +196,10 @@ class Dashboard(Intents):
     # -- the tick ---------------------------------------------------------------------
 
     async def _periodic(self) -> None:
+        wait = self._key_at + KEY_FIRST - time.monotonic()
+        if wait > 0 and not self._quitting:  # a key was just pressed: its effect first
+            self._timer = self.set_timer(wait, self._periodic)
+            return
         await self.tick()
         if not self._quitting:
             self._timer = self.set_timer(self._next_delay(), self._periodic)

@@ -8,7 +8,9 @@ text), GET ``/events?since=N`` (log entries); POST ``/sampling`` {"paused": bool
 {"force": false}, ``/processes/{pid}/stack`` (the Python stacks of a live worker or
 preloader), ``/reload`` (read passenger.toml again), ``/stop`` (shut down gracefully). The
 operations are :mod:`tui_passenger.operations`; these handlers only translate HTTP to them
-and their results back. Errors are JSON ``{"error": reason}`` with a 4xx status.
+and their results back. Errors are JSON ``{"error": reason}`` with a 4xx status. The
+answers of GET ``/status`` and ``/events`` carry ``X-Served-Ms``: how long building them
+held the event loop (a dashboard counts it in what watching costs).
 """
 
 from __future__ import annotations

@@ -181,6 +181,7 @@ class Dashboard(Intents):
         table.border_subtitle = self._subtitle()
         self.log_panel.border_title = "log"
         table.focus()
+        self._cpu_mark = (self._cost(), time.monotonic())  # starting up is no refresh's cost
         self.call_later(self._periodic)
 
     def _load_themes(self) -> None:

@@ -184,3 +184,19 @@ async def test_a_periodic_refresh_waits_for_a_key_just_pressed(monkeypatch):
         assert _logged(app, "older entry") and _logged(app, "newer entry")
         await pilot.pause(dashboard_module.KEY_FIRST + 0.1)
         assert app.snapshot is urgent  # the superseded one never comes back
+
+
+async def test_keys_pressed_on_and_on_do_not_starve_the_refresh(monkeypatch):
+    monkeypatch.setattr(dashboard_module, "KEY_FIRST", 0.6)
+    core = FakeCore()
+    app = Dashboard(core, interval=30)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="a snapshot")
+        await pilot.press("down")
+        newer = Snapshot.from_json(fake_snapshot())
+        app.post_message(Dashboard.Refreshed(newer, [], periodic=True))
+        started = time.monotonic()
+        while app.snapshot is not newer:  # keys keep coming, closer than KEY_FIRST
+            assert time.monotonic() - started < 5 * dashboard_module.MAX_HOLD, "starved"
+            await pilot.press("down", "up")
+            await pilot.pause(0.05)

@@ -45,9 +45,10 @@ BUSY_CPU = 50.0
 #: ...but at least every this many seconds.
 MAX_INTERVAL = 5.0
 #: A periodic refresh due, or whose data lands, this soon after a key press waits until
-#: then (the data once): the key's effect is drawn first, not behind a whole tree's fetch
-#: and repaint.
+#: then: the key's effect is drawn first, not behind a whole tree's fetch and repaint...
 KEY_FIRST = 0.25
+#: However fast keys come, a periodic refresh waits no longer than this.
+MAX_HOLD = 1.0
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
              "question_mark": "?", "escape": "Esc", "enter": "Enter", "left": "←",
              "right": "→"}
@@ -112,6 +113,8 @@ class Dashboard(Intents):
             self.fds_of = fds_of
             #: From the periodic tick (not asked for by an intent or a key): it may wait.
             self.periodic = periodic
+            #: When it was first held back for a key press (monotonic).
+            self.held_at: float | None = None
 
     def __init__(self, core: Core, *, keymap: dict[str, str] | None = None,
                  theme_dir: Path | None = None, interval: float = 1.0) -> None:
@@ -146,10 +149,11 @@ class Dashboard(Intents):
         self._fds_of: tuple[int, ...] | None = None
         #: The widgets a refresh renders into (see _attached), once mounted.
         self._leaves: tuple[Widget, ...] = ()
-        #: When a key was last pressed (monotonic), and a periodic refresh held back
-        #: until KEY_FIRST after it.
+        #: When a key was last pressed (monotonic), a periodic refresh held back until
+        #: KEY_FIRST after it, and when the periodic tick was first put off for one.
         self._key_at = -MAX_INTERVAL
         self._held: Dashboard.Refreshed | None = None
+        self._put_off: float | None = None
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
@@ -197,10 +201,13 @@ class Dashboard(Intents):
     # -- the tick ---------------------------------------------------------------------
 
     async def _periodic(self) -> None:
-        wait = self._key_at + KEY_FIRST - time.monotonic()
+        wait = self._held_for()
         if wait > 0 and not self._quitting:  # a key was just pressed: its effect first
-            self._timer = self.set_timer(wait, self._periodic)
-            return
+            self._put_off = self._put_off or time.monotonic()
+            if time.monotonic() - self._put_off < MAX_HOLD:
+                self._timer = self.set_timer(wait, self._periodic)
+                return
+        self._put_off = None
         await self.tick()
         if not self._quitting:
             self._timer = self.set_timer(self._next_delay(), self._periodic)
@@ -232,6 +239,10 @@ class Dashboard(Intents):
     def _subtitle(self, every: float | None = None) -> str:
         """The process table's subtitle: the sort order, and the refresh when slowed."""
         return f"sort: {self.sort_mode}" + (f" · refresh {every:.0f} s" if every else "")
+
+    def _held_for(self) -> float:
+        """Seconds a periodic refresh would wait now for the last key press (≤ 0: none)."""
+        return self._key_at + KEY_FIRST - time.monotonic()
 
     async def on_event(self, event: events.Event) -> None:
         """Note when a key is pressed (see KEY_FIRST), then handle the event as usual."""
@@ -281,21 +292,22 @@ class Dashboard(Intents):
         if not self._attached():
             return  # the app is closing: its widgets are being removed
         held, self._held = self._held, None
-        if held is not None:  # superseded: its log entries are still to be shown
+        if held is not None and held is not message:  # superseded: show its log entries
             message.entries[:0] = held.entries
-        wait = self._key_at + KEY_FIRST - time.monotonic()
+        wait, now = self._held_for(), time.monotonic()
         if message.periodic and wait > 0:
-            message.periodic = False  # held once: a key held down does not starve it
-            self._held = message
-            self.set_timer(wait, self._release)
-            return
+            message.held_at = message.held_at or now
+            if now - message.held_at < MAX_HOLD:  # keys held down do not starve it
+                self._held = message
+                self.set_timer(wait, self._release)
+                return
         self._show_snapshot(message)
 
     def _release(self) -> None:
-        """Show the periodic refresh held back for a key press, unless shown since."""
-        held, self._held = self._held, None
-        if held is not None:
-            self.on_dashboard_refreshed(held)
+        """Show the periodic refresh held back for a key press (unless shown since, or
+        another key came meanwhile: then it waits for that one too)."""
+        if self._held is not None:
+            self.on_dashboard_refreshed(self._held)
 
     def _show_snapshot(self, message: Refreshed) -> None:
         snap = self.snapshot = message.snapshot

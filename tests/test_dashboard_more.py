@@ -9,7 +9,9 @@ from tests.conftest import assert_no_children
 from tests.serving import running
 from tests.test_dashboard import FakeCore, fake_snapshot, row_keys, select, until
 from tui_passenger.cores import AttachedCore
-from tui_passenger.tui.app import Dashboard
+from tui_passenger.snapshot import Snapshot
+from tui_passenger.tui import app as dashboard_module
+from tui_passenger.tui.app import BUSY_BUDGET, BUSY_CPU, REFRESH_BUDGET, Dashboard
 from tui_passenger.tui.screens.confirm import Confirm
 from tui_passenger.tui.widgets.detail import FdView
 from tui_passenger.tui.widgets.process_table import ProcessTable
@@ -42,6 +44,8 @@ async def test_attach_shows_and_operates_a_running_instance_and_leaves_it_runnin
                 await pilot.pause()
         finally:
             await core.stop()
+        # The instance said how long its loop spent answering the reads: watching costs it.
+        assert 0 < core.served_seconds < 10
         # Quitting an attached dashboard leaves the instance serving.
         assert not server.stopped.is_set()
         assert group.processes and all(p.worker.alive for p in group.processes)
@@ -110,3 +114,89 @@ async def test_presses_faster_than_the_refresh_add_up():
             ("scale", "hello", 3), ("scale", "hello", 4), ("scale", "hello", 5)]
         await pilot.press("minus")
         await until(pilot, lambda: ("scale", "hello", 4) in core.calls[-1:], what="back to 4")
+
+
+async def test_refreshes_come_less_often_while_the_server_is_busy():
+    core = FakeCore()
+    app = Dashboard(core, interval=0.1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="a snapshot")
+        table = app.query_one(ProcessTable)
+
+        def delay_after(served: float, manager_cpu: float) -> float:
+            """The next period once the server spent ``served`` s answering one refresh."""
+            assert app.snapshot is not None
+            snap = fake_snapshot()
+            snap["manager"]["cpu"] = manager_cpu
+            app.snapshot = Snapshot.from_json(snap)
+            app._next_delay()  # from now on (no await between: nothing else runs)
+            core.served_seconds += served
+            return app._next_delay()
+
+        # An idle server: 20 ms of its time per refresh is within the normal budget.
+        assert delay_after(0.02, 5.0) < 0.02 / BUSY_BUDGET
+        # A busy one (its manager the bottleneck): the same 20 ms stretches the period.
+        busy = delay_after(0.02, BUSY_CPU + 30)
+        assert busy >= 0.02 / BUSY_BUDGET > 0.02 / REFRESH_BUDGET
+        assert f"refresh {busy:.0f} s" in str(table.border_subtitle)
+        # Idle again: back to the normal period, and the subtitle says so.
+        assert delay_after(0.0, 5.0) < 1.0
+        assert "refresh" not in str(table.border_subtitle)
+        await pilot.pause()
+
+
+def _event(seq: int, text: str) -> dict:
+    return {"seq": seq, "time": 1_700_000_000.0, "kind": "event", "level": "info",
+            "app": "hello", "pid": None, "role": None, "stream": None, "text": text}
+
+
+def _logged(app: Dashboard, text: str) -> bool:
+    return any(text in strip.text for strip in app.log_panel.lines)
+
+
+async def test_a_periodic_refresh_waits_for_a_key_just_pressed(monkeypatch):
+    # Longer than a press takes on a loaded box (the real wait is KEY_FIRST).
+    monkeypatch.setattr(dashboard_module, "KEY_FIRST", 1.5)
+    core = FakeCore()
+    app = Dashboard(core, interval=30)  # one periodic tick at the start, then none
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="a snapshot")
+        first = app.snapshot
+        await pilot.press("down")
+        # Data of a periodic tick lands just after the press: the key's effect is drawn
+        # first, the refresh (log entries and all) a moment later.
+        newer = Snapshot.from_json(fake_snapshot())
+        app.post_message(Dashboard.Refreshed(newer, [_event(11, "held back")], periodic=True))
+        await pilot.pause()
+        assert app.snapshot is first and not _logged(app, "held back")
+        await until(pilot, lambda: app.snapshot is newer, what="the held refresh", timeout=5)
+        assert _logged(app, "held back")
+        # One held back and then superseded by an intent's refresh: that one shows at
+        # once, with the entries of both.
+        await pilot.press("down")
+        held = Snapshot.from_json(fake_snapshot())
+        app.post_message(Dashboard.Refreshed(held, [_event(12, "older entry")], periodic=True))
+        await pilot.pause()
+        assert app.snapshot is newer
+        urgent = Snapshot.from_json(fake_snapshot())
+        app.post_message(Dashboard.Refreshed(urgent, [_event(13, "newer entry")]))
+        await until(pilot, lambda: app.snapshot is urgent, what="the intent's refresh")
+        assert _logged(app, "older entry") and _logged(app, "newer entry")
+        await pilot.pause(dashboard_module.KEY_FIRST + 0.1)
+        assert app.snapshot is urgent  # the superseded one never comes back
+
+
+async def test_keys_pressed_on_and_on_do_not_starve_the_refresh(monkeypatch):
+    monkeypatch.setattr(dashboard_module, "KEY_FIRST", 0.6)
+    core = FakeCore()
+    app = Dashboard(core, interval=30)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="a snapshot")
+        await pilot.press("down")
+        newer = Snapshot.from_json(fake_snapshot())
+        app.post_message(Dashboard.Refreshed(newer, [], periodic=True))
+        started = time.monotonic()
+        while app.snapshot is not newer:  # keys keep coming, closer than KEY_FIRST
+            assert time.monotonic() - started < 5 * dashboard_module.MAX_HOLD, "starved"
+            await pilot.press("down", "up")
+            await pilot.pause(0.05)

@@ -31,6 +31,10 @@ class Core(abc.ABC):
     #: may come empty: the dashboard shows one process's fds, and at 150 workers the fd
     #: lists are most of a snapshot's size.
     fds_of: tuple[int, ...] | None = None
+    #: Seconds the server's event loop has spent answering this dashboard's reads, as its
+    #: admin API reports with each answer (0 when embedded: that time is this process's
+    #: own). A busy server's time answering is time not proxying: the refresh counts it.
+    served_seconds: float = 0.0
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from tui_passenger.admin.client import action_url
+from tui_passenger.admin.client import SERVED_HEADER, action_url
 from tui_passenger.config import Config
 from tui_passenger.core import Core
 from tui_passenger.operations import Action, Done, Operations, Refused, reply_error
@@ -145,8 +145,11 @@ class AttachedCore(Core):
         try:
             async with self._session.request(method, "http://admin" + url, json=body) as r:
                 status, text = r.status, await r.text()
+                served = r.headers.get(SERVED_HEADER)
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
             raise ConnectionError(f"instance at {self.path} does not answer: {exc}") from None
+        if served:  # an older instance does not say
+            self.served_seconds += float(served) / 1000
         try:
             reply = json.loads(text)
         except ValueError:

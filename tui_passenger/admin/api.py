@@ -8,7 +8,9 @@ text), GET ``/events?since=N`` (log entries); POST ``/sampling`` {"paused": bool
 {"force": false}, ``/processes/{pid}/stack`` (the Python stacks of a live worker or
 preloader), ``/reload`` (read passenger.toml again), ``/stop`` (shut down gracefully). The
 operations are :mod:`tui_passenger.operations`; these handlers only translate HTTP to them
-and their results back. Errors are JSON ``{"error": reason}`` with a 4xx status.
+and their results back. Errors are JSON ``{"error": reason}`` with a 4xx status. The
+answers of GET ``/status`` and ``/events`` carry ``X-Served-Ms``: how long building them
+held the event loop (a dashboard counts it in what watching costs).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tui_passenger.admin.client import SERVED_HEADER
 from tui_passenger.admin.instance import running_instance
 from tui_passenger.admin.metrics import Metrics
 from tui_passenger.admin.paths import private_directory
@@ -157,7 +161,8 @@ class AdminServer:
                 raise Refused(RefusalKind.INVALID, "fds must be pids: fds=PID,PID") from None
         if request.query.get("fresh") == "1" and self.server.sampler is not None:
             await self.server.sample_now()
-        return web.json_response(snapshot(self.server, fds_of).to_json())
+        start = time.perf_counter()
+        return _served(web.json_response(snapshot(self.server, fds_of).to_json()), start)
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.metrics.render()
@@ -168,8 +173,9 @@ class AdminServer:
             since = int(request.query.get("since", "0"))
         except ValueError:
             raise Refused(RefusalKind.INVALID, "since must be a number") from None
+        start = time.perf_counter()
         last, entries = self.server.events.since(since)
-        return web.json_response({"seq": last, "events": entries})
+        return _served(web.json_response({"seq": last, "events": entries}), start)
 
     async def sampling(self, request: web.Request) -> web.Response:
         paused = (await self._body(request)).get("paused")
@@ -208,6 +214,12 @@ def _pid(request: web.Request) -> int:
         return int(request.match_info["pid"])
     except ValueError:
         raise Refused(RefusalKind.INVALID, "pid must be a number") from None
+
+
+def _served(response: web.Response, start: float) -> web.Response:
+    """``response`` with the time since ``start`` (the loop held) in :data:`SERVED_HEADER`."""
+    response.headers[SERVED_HEADER] = f"{(time.perf_counter() - start) * 1000:.3f}"
+    return response
 
 
 def _reply(done: Done) -> web.Response:

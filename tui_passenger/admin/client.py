@@ -12,6 +12,10 @@ from urllib.parse import quote
 
 from tui_passenger.operations import Action, Done, reply_error
 
+#: The response header of GET /status and /events: milliseconds the instance's event loop
+#: spent building the answer (a dashboard counts them in what watching costs the server).
+SERVED_HEADER = "X-Served-Ms"
+
 
 def action_url(action: Action, target: str | int | None = None) -> str:
     """The admin API path that performs ``action`` on an app (by name), for a kill or a

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -35,10 +35,20 @@ from tui_passenger.tui.widgets.header import DashboardHeader
 from tui_passenger.tui.widgets.logs import LogPanel
 from tui_passenger.tui.widgets.process_table import ProcessTable
 
-#: The share of a core the periodic refreshes may take; above it they come less often...
+#: The share of a core the periodic refreshes may take (this process's CPU and the
+#: server's time answering them); above it they come less often...
 REFRESH_BUDGET = 0.05
+#: ...and this share while the server's manager is busy (its CPU at BUSY_CPU % of a core or
+#: more): then it is the bottleneck, and whatever watching costs is taken from requests...
+BUSY_BUDGET = 0.01
+BUSY_CPU = 50.0
 #: ...but at least every this many seconds.
 MAX_INTERVAL = 5.0
+#: A periodic refresh due, or whose data lands, this soon after a key press waits until
+#: then: the key's effect is drawn first, not behind a whole tree's fetch and repaint...
+KEY_FIRST = 0.25
+#: However fast keys come, a periodic refresh waits no longer than this.
+MAX_HOLD = 1.0
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
              "question_mark": "?", "escape": "Esc", "enter": "Enter", "left": "←",
              "right": "→"}
@@ -95,12 +105,16 @@ class Dashboard(Intents):
         """One tick's data: a snapshot and the log entries since the last tick."""
 
         def __init__(self, snapshot: Snapshot, entries: list[dict[str, Any]],
-                     fds_of: tuple[int, ...] | None = None) -> None:
+                     fds_of: tuple[int, ...] | None = None, periodic: bool = False) -> None:
             super().__init__()
             self.snapshot = snapshot
             self.entries = entries
             #: The pids whose fds it lists (None: all).
             self.fds_of = fds_of
+            #: From the periodic tick (not asked for by an intent or a key): it may wait.
+            self.periodic = periodic
+            #: When it was first held back for a key press (monotonic).
+            self.held_at: float | None = None
 
     def __init__(self, core: Core, *, keymap: dict[str, str] | None = None,
                  theme_dir: Path | None = None, interval: float = 1.0) -> None:
@@ -126,13 +140,20 @@ class Dashboard(Intents):
         self._own_reloads = 0
         self._quitting = False
         self._timer: Timer | None = None
-        #: (process CPU time, monotonic time) at the last periodic refresh.
-        self._cpu_mark = (time.process_time(), time.monotonic())
-        self._slowed = False
+        #: (process CPU time + the server's time answering, monotonic time) at the last
+        #: periodic refresh.
+        self._cpu_mark = (self._cost(), time.monotonic())
+        #: The refresh period the table's subtitle shows (None: the normal one).
+        self._shown_every: float | None = None
         #: The pids whose fds the shown snapshot lists (None: all).
         self._fds_of: tuple[int, ...] | None = None
         #: The widgets a refresh renders into (see _attached), once mounted.
         self._leaves: tuple[Widget, ...] = ()
+        #: When a key was last pressed (monotonic), a periodic refresh held back until
+        #: KEY_FIRST after it, and when the periodic tick was first put off for one.
+        self._key_at = -MAX_INTERVAL
+        self._held: Dashboard.Refreshed | None = None
+        self._put_off: float | None = None
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
@@ -164,6 +185,7 @@ class Dashboard(Intents):
         table.border_subtitle = self._subtitle()
         self.log_panel.border_title = "log"
         table.focus()
+        self._cpu_mark = (self._cost(), time.monotonic())  # starting up is no refresh's cost
         self.call_later(self._periodic)
 
     def _load_themes(self) -> None:
@@ -179,27 +201,54 @@ class Dashboard(Intents):
     # -- the tick ---------------------------------------------------------------------
 
     async def _periodic(self) -> None:
+        wait = self._held_for()
+        if wait > 0 and not self._quitting:  # a key was just pressed: its effect first
+            self._put_off = self._put_off or time.monotonic()
+            if time.monotonic() - self._put_off < MAX_HOLD:
+                self._timer = self.set_timer(wait, self._periodic)
+                return
+        self._put_off = None
         await self.tick()
         if not self._quitting:
             self._timer = self.set_timer(self._next_delay(), self._periodic)
 
+    def _cost(self) -> float:
+        """Seconds of CPU watching has cost so far: this process's, and the server's time
+        answering its reads (when it is another process)."""
+        return time.process_time() + self.core.served_seconds
+
     def _next_delay(self) -> float:
         """Seconds to the next periodic refresh: ``interval``, or longer while a refresh
-        costs this process more than REFRESH_BUDGET of a core (a tree of hundreds of
-        workers): watching must stay cheap. An intent still refreshes at once."""
-        cpu, now = time.process_time(), time.monotonic()
-        used = cpu - self._cpu_mark[0]
-        self._cpu_mark = (cpu, now)
-        delay = min(MAX_INTERVAL, max(self.interval, used / REFRESH_BUDGET))
-        slowed = delay > 1.5 * self.interval
-        if slowed != self._slowed:  # say so: the numbers are that old at most
-            self._slowed = slowed
-            self.table.border_subtitle = self._subtitle(delay if slowed else None)
+        costs more than REFRESH_BUDGET of a core (a tree of hundreds of workers), or
+        BUSY_BUDGET while the server's manager is busy: watching must stay cheap, and
+        must not take from a loaded server. An intent still refreshes at once."""
+        cost, now = self._cost(), time.monotonic()
+        used = cost - self._cpu_mark[0]
+        self._cpu_mark = (cost, now)
+        snap = self.snapshot
+        busy = snap is not None and (snap.manager.cpu or 0.0) >= BUSY_CPU
+        budget = BUSY_BUDGET if busy else REFRESH_BUDGET
+        delay = min(MAX_INTERVAL, max(self.interval, used / budget))
+        # Say so when slowed: the numbers are that old at most.
+        every = round(delay) if delay > 1.5 * self.interval else None
+        if every != self._shown_every:
+            self._shown_every = every
+            self.table.border_subtitle = self._subtitle(every)
         return delay
 
     def _subtitle(self, every: float | None = None) -> str:
         """The process table's subtitle: the sort order, and the refresh when slowed."""
         return f"sort: {self.sort_mode}" + (f" · refresh {every:.0f} s" if every else "")
+
+    def _held_for(self) -> float:
+        """Seconds a periodic refresh would wait now for the last key press (≤ 0: none)."""
+        return self._key_at + KEY_FIRST - time.monotonic()
+
+    async def on_event(self, event: events.Event) -> None:
+        """Note when a key is pressed (see KEY_FIRST), then handle the event as usual."""
+        if isinstance(event, events.Key):
+            self._key_at = time.monotonic()
+        await super().on_event(event)
 
     async def tick(self, urgent: bool = False) -> None:
         """Fetch one snapshot and the new log entries, and post them as one message.
@@ -233,14 +282,34 @@ class Dashboard(Intents):
             seq, entries = await self.core.events(0)
         self._instance = instance
         self._seq = seq
-        self.post_message(self.Refreshed(snap, entries, fds_of))
+        self.post_message(self.Refreshed(snap, entries, fds_of, periodic=not urgent))
         if self._refetch:  # what was fetched may predate an intent's answer
             self.call_later(self.tick, True)
 
     def on_dashboard_refreshed(self, message: Refreshed) -> None:
-        """Render one snapshot into every widget, in one batch."""
+        """Render one snapshot into every widget, in one batch; a periodic one that lands
+        just after a key press first lets the key's effect be drawn (see KEY_FIRST)."""
         if not self._attached():
             return  # the app is closing: its widgets are being removed
+        held, self._held = self._held, None
+        if held is not None and held is not message:  # superseded: show its log entries
+            message.entries[:0] = held.entries
+        wait, now = self._held_for(), time.monotonic()
+        if message.periodic and wait > 0:
+            message.held_at = message.held_at or now
+            if now - message.held_at < MAX_HOLD:  # keys held down do not starve it
+                self._held = message
+                self.set_timer(wait, self._release)
+                return
+        self._show_snapshot(message)
+
+    def _release(self) -> None:
+        """Show the periodic refresh held back for a key press (unless shown since, or
+        another key came meanwhile: then it waits for that one too)."""
+        if self._held is not None:
+            self.on_dashboard_refreshed(self._held)
+
+    def _show_snapshot(self, message: Refreshed) -> None:
         snap = self.snapshot = message.snapshot
         self._fds_of = message.fds_of
         with self.batch_update():
@@ -320,7 +389,7 @@ class Dashboard(Intents):
     def action_sort(self) -> None:
         """Cycle the sort order within each app."""
         self.sort_mode = SORTS[(SORTS.index(self.sort_mode) + 1) % len(SORTS)]
-        self.table.border_subtitle = self._subtitle()
+        self.table.border_subtitle = self._subtitle(self._shown_every)
         self._show_rows()
 
     def action_detail_tab(self) -> None:

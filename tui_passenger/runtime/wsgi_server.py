@@ -50,6 +50,9 @@ _TRUSTED = {hc.SCRIPT_NAME_KEY.decode(): _SCRIPT_NAME, hc.REMOTE_ADDR_KEY.decode
 #: environ.
 _SPECIAL_KEYS = frozenset({"HTTP_HOST", "HTTP_EXPECT", _SCRIPT_NAME, _REMOTE_ADDR, _SCHEME,
                            _PROTOCOL})
+#: Header field line -> (environ key, value): the proxy sends most lines again and again
+#: (Host, User-Agent, X-Forwarded-*), so most are split once. Cleared when full.
+_FIELDS: dict[str, tuple[str, str]] = {}
 #: What a connection's ``env`` is between requests (never written to).
 _NO_ENV: dict[str, Any] = {}
 
@@ -76,9 +79,6 @@ def _env_key(name: str) -> str:
 
 def _split_url(url: str) -> tuple[str, str]:
     """Raw path and query string of a request target (see :func:`.http_common.split_target`)."""
-    if url[:1] == "/" and "#" not in url:
-        path, _, query = url.partition("?")
-        return path, query
     raw_path, query_bytes = hc.split_target(url.encode("latin-1"))
     return raw_path.decode("latin-1"), query_bytes.decode("latin-1")
 
@@ -142,14 +142,20 @@ class _Connection(HeadCutter):
         prefix = ""
         client = self.peer
         scheme = "http"
-        keys = _ENV_KEYS
-        for line in lines[1:] if len(lines) > 1 else ():
-            name, _, value = line.partition(":")
-            key = keys.get(name)
-            if key is None:
-                key = _env_key(name)
-            # As llhttp: leading whitespace is not part of the value, trailing whitespace is.
-            value = value.lstrip(" \t")
+        fields = _FIELDS
+        for line in lines[1:]:
+            field = fields.get(line)
+            if field is None:
+                name, _, value = line.partition(":")
+                key = _ENV_KEYS.get(name)
+                if key is None:
+                    key = _env_key(name)
+                # As llhttp: leading whitespace is not part of the value, trailing is.
+                field = (key, value.lstrip(" \t"))
+                if len(fields) >= 1024:  # bounded: lines come from clients
+                    fields.clear()
+                fields[line] = field
+            key, value = field
             if key in _SPECIAL_KEYS:
                 if key == "HTTP_HOST":
                     host = value
@@ -172,8 +178,10 @@ class _Connection(HeadCutter):
                     env[key] = f"{env[key]}{sep}{value}"
                 else:
                     env[key] = value
-        raw_path, query = _split_url(url)
-        path = raw_path
+        if url[:1] == "/" and "#" not in url:  # origin form: all the proxy sends
+            path, _, query = url.partition("?")
+        else:
+            path, query = _split_url(url)
         if "%" in path:
             path = hc.unquote_path(path.encode("latin-1")).decode("latin-1")
         version = request_line[-3:]  # "HTTP/1.1": llhttp allows nothing after it
@@ -402,22 +410,21 @@ class WSGIServer:
 
     def _handle(self, req: WSGIRequest) -> bool:
         """Run the app for one request and answer it; whether the connection may be reused."""
-        result = None
         try:
             result = self.app(req.env, req.start_response)
-            try:
-                if result.__class__ is list or result.__class__ is tuple:
-                    req.send_sequence(result)
-                else:
+            if result.__class__ is list or result.__class__ is tuple:
+                req.send_sequence(result)  # no close() to call on those
+            else:
+                try:
                     write = req.write
                     for chunk in result:
                         if chunk:
                             write(chunk)
                     req.finish()
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                finally:
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
         except Exception as exc:  # noqa: BLE001 - the app's errors become 500s, not crashes
             self._app_failed(req, exc)
         finally:

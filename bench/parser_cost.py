@@ -1,9 +1,8 @@
 """What parsing one proxied request costs a worker: httptools against the pure-Python parser.
 
 In-process, one core, no sockets: the request heads are the ones the front proxy sends a
-worker (see proxy/headers.py), fed to each parser with the ASGI server's own head cutting
-and collection (``http_head.HeadCollector``) and target parsing, one request per feed as on
-a keep-alive connection.
+worker (see proxy/headers.py), fed to each parser with the servers' own head collection
+(``HeadCollector``) and target parsing, one request per feed as on a keep-alive connection.
 Prints microseconds per request (best of ``--rounds``) and the ratio.
 
     .venv/bin/python bench/parser_cost.py [--requests 100000] [--rounds 5] [--json PATH]
@@ -22,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tui_passenger.runtime import http_common as hc  # noqa: E402
 from tui_passenger.runtime import http_parser  # noqa: E402
-from tui_passenger.runtime.http_head import HeadCollector  # noqa: E402
 
 #: What the proxy sends a worker for a browser-like GET, and for a small JSON POST.
 REQUESTS = {
@@ -39,38 +37,33 @@ REQUESTS = {
 }
 
 
-class Collector(HeadCollector):
-    """The head collection the ASGI server does, and what it asks the parser per request."""
+class Collector(hc.HeadCollector):
+    """The head collection the servers do, and what they ask the parser per request."""
 
     def __init__(self, module: Any) -> None:
         self.peer = (hc.DEFAULT_REMOTE_ADDR, hc.DEFAULT_REMOTE_PORT)
         self.host_cache = hc.NO_HOST
-        self.parsing: Collector | None = None
-        self.reset_feed()
         self.parser = module.HttpRequestParser(self)
         self.body = b""
 
     def on_headers_complete(self) -> None:
-        self.collect()
         self.target = self.parse_target()
         self.version = self.parser.get_http_version()
         self.keep = self.parser.should_keep_alive()
         self.server_address()
-        self.parsing = self
 
     def on_body(self, body: bytes) -> None:
         self.body += body
 
     def on_message_complete(self) -> None:
         self.body = b""
-        self.parsing = None
 
 
 def cost(module: Any, data: bytes, requests: int, rounds: int) -> float:
     """Best microseconds per request over ``rounds`` runs of ``requests`` feeds."""
     best = float("inf")
     for _ in range(rounds):
-        feed = Collector(module).feed
+        feed = Collector(module).parser.feed_data
         started = time.process_time()  # CPU time: the machine may be busy
         for _ in range(requests):
             feed(data)

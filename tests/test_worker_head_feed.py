@@ -70,7 +70,10 @@ def test_field_values_and_target_as_llhttp_reports_them(srv: Running) -> None:
         assert headers["cookie"] == "a=1; b=2"
 
 
-def test_head_without_its_blank_line_beyond_the_limit_gives_431(srv: Running) -> None:
+def test_head_without_its_blank_line_beyond_the_limit_gives_431(srv: Running,
+                                                                parser: str) -> None:
+    if parser == "httptools" and srv.server.__class__ is not WSGIServer:
+        pytest.skip("the ASGI server takes a head field by field from httptools")
     client = srv.client()
     client.send(b"GET / HTTP/1.1\r\n" + H)
     with contextlib.suppress(OSError):  # the server may answer and close before the end

@@ -30,7 +30,6 @@ from tui_passenger.runtime import http_common as hc
 from tui_passenger.runtime.asgi_cycle import Cycle
 from tui_passenger.runtime.asgi_lifespan import Lifespan
 from tui_passenger.runtime.http_framing import simple_response
-from tui_passenger.runtime.http_head import HeadCollector
 
 __all__ = ["ASGIServer", "LifespanError"]
 
@@ -46,14 +45,14 @@ MAX_PIPELINE = 16
 LifespanError = hc.LifespanError
 
 
-class _HttpProtocol(HeadCollector, hc.WriteFlow, asyncio.Protocol):
+class _HttpProtocol(hc.HeadCollector, hc.WriteFlow, asyncio.Protocol):
     """One client connection: parses requests, runs their cycles in order."""
 
     __slots__ = ("server", "loop", "transport", "parser", "cycle", "parsing", "pipeline",
                  "read_paused", "write_paused", "closed", "upgraded", "drain_waiter",
-                 "parse_error", "peer", "host_cache", "url", "headers", "prefix",
+                 "parse_error", "peer", "host_cache", "url", "headers", "head_size", "prefix",
                  "client", "scheme", "host_value", "expect", "upgrade_tail",
-                 "client_version", "pending", "head", "body_left", "tail")
+                 "client_version")
 
     def __init__(self, server: ASGIServer, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
@@ -70,7 +69,6 @@ class _HttpProtocol(HeadCollector, hc.WriteFlow, asyncio.Protocol):
         self.host_cache = hc.NO_HOST
         #: What followed the head of an upgrade request (the first WebSocket frames).
         self.upgrade_tail = b""
-        self.reset_feed()
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -93,7 +91,7 @@ class _HttpProtocol(HeadCollector, hc.WriteFlow, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.feed(data)
+            self.parser.feed_data(data)
         except _PARSER.HttpParserUpgrade as exc:
             # The upgrade request itself was parsed; what follows its head is another
             # protocol: WebSocket frames for a WebSocket, else nothing this server reads.
@@ -114,7 +112,6 @@ class _HttpProtocol(HeadCollector, hc.WriteFlow, asyncio.Protocol):
                 self._pause()
 
     def on_headers_complete(self) -> None:
-        self.collect()
         parser = self.parser
         method, raw_path, query, path, prefix_length = self.parse_target()
         version = parser.get_http_version()

@@ -3,7 +3,7 @@
 Both parse requests with :data:`PARSER` (``httptools`` when the app's interpreter has it,
 else the pure-Python :mod:`.http_parser`) and speak HTTP/1.1 with keep-alive to the reverse
 proxy in front of them. Here: the trusted ``X-Passenger-*`` request headers, request-target
-and address parsing, the limits, the
+and address parsing, request-head collection (:class:`HeadCollector`), the limits, the
 exceptions and error reporting. Response framing is in :mod:`.http_framing`, the blocking
 ``wsgi.input`` in :mod:`.wsgi_request` and the ASGI lifespan runner in :mod:`.asgi_lifespan`.
 
@@ -182,12 +182,91 @@ def split_host(host: str, scheme: str) -> tuple[str, int]:
 
 # --- request heads ----------------------------------------------------------------------
 
+_REQUEST_SPECIAL = frozenset({b"host", b"expect", *PASSENGER_HEADERS})
 _CLIENT_VERSIONS = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1"}
 
 
 def client_version(value: bytes) -> str | None:
     """The client's HTTP version (``"1.0"``) from an X-Passenger-Protocol value, else None."""
     return _CLIENT_VERSIONS.get(value.strip())
+
+_METHODS: dict[bytes, str] = {}
+
+
+class HeadCollector:
+    """Parser callbacks gathering one request head, field by field (the ASGI server's).
+
+    ``headers`` gets ``(lower-cased name, value)`` pairs. The trusted X-Passenger-* headers
+    are consumed here (``prefix``, ``client``, ``scheme``) and never reach the app.
+    Subclasses provide ``parser``, ``peer`` (the default client address) and ``host_cache``
+    (initially :data:`NO_HOST`).
+    """
+
+    if not TYPE_CHECKING:
+        # Empty at run time, so the subclasses' own slots are the only storage; hidden from
+        # the type checker, which would otherwise refuse the attributes set here.
+        __slots__ = ()
+    parser: Any
+    peer: tuple[str, int]
+    host_cache: tuple[tuple[bytes | None, str], tuple[str, int]]
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.prefix = b""
+        self.client = self.peer
+        self.scheme = "http"
+        self.host_value: bytes | None = None
+        self.expect = False
+        #: The client's HTTP version (``"1.0"``) from X-Passenger-Protocol, else None.
+        self.client_version: str | None = None
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > MAX_HEAD_SIZE:
+            raise HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value)
+        if self.head_size > MAX_HEAD_SIZE:
+            raise HeadTooLarge
+        name = name.lower()
+        if name in _REQUEST_SPECIAL:
+            if name == b"host":
+                self.host_value = value
+            elif name == b"expect":
+                self.expect = value.lower() == b"100-continue"
+            else:  # the proxy's trusted headers: used here, hidden from the app
+                if name == SCRIPT_NAME_KEY:
+                    self.prefix = normalize_prefix(value)
+                elif name == REMOTE_ADDR_KEY:
+                    self.client = parse_remote_addr(value) or self.client
+                elif name == SCHEME_KEY:
+                    self.scheme = parse_scheme(value) or self.scheme
+                else:
+                    self.client_version = client_version(value)
+                return
+        self.headers.append((name, value))
+
+    def parse_target(self) -> tuple[str, bytes, bytes, bytes, int]:
+        """Method, raw path, query, decoded path and the mount prefix's length in it."""
+        raw = self.parser.get_method()
+        method = _METHODS.get(raw)
+        if method is None:
+            method = _METHODS.setdefault(raw, raw.decode("ascii"))
+        raw_path, query = split_target(self.url)
+        path = unquote_path(raw_path)
+        return method, raw_path, query, path, prefix_length(path, self.prefix)
+
+    def server_address(self) -> tuple[str, int]:
+        """The ``(name, port)`` the client addressed, from ``Host`` and the scheme."""
+        key = (self.host_value, self.scheme)
+        cached = self.host_cache  # the proxy sends the same Host again and again
+        if cached[0] != key:
+            host = (self.host_value or b"localhost").decode("latin-1")
+            cached = self.host_cache = (key, split_host(host, self.scheme))
+        return cached[1]
 
 
 class WriteFlow:
@@ -198,7 +277,7 @@ class WriteFlow:
     """
 
     if not TYPE_CHECKING:
-        __slots__ = ()  # the subclasses' slots hold the state (see http_head.HeadCollector)
+        __slots__ = ()  # the subclasses' slots hold the state (see HeadCollector)
     else:
         import asyncio
 
@@ -227,7 +306,7 @@ class WriteFlow:
         await self.drain_waiter
 
 
-#: Initial ``http_head.HeadCollector.host_cache``: no Host header over http.
+#: Initial ``HeadCollector.host_cache``: no Host header over http.
 NO_HOST = ((None, "http"), ("localhost", 80))
 
 

@@ -194,7 +194,7 @@ _METHODS: dict[bytes, str] = {}
 
 
 class HeadCollector:
-    """Parser callbacks gathering one request head; both servers' connections use it.
+    """Parser callbacks gathering one request head, field by field (the ASGI server's).
 
     ``headers`` gets ``(lower-cased name, value)`` pairs. The trusted X-Passenger-* headers
     are consumed here (``prefix``, ``client``, ``scheme``) and never reach the app.

@@ -14,6 +14,17 @@ if TYPE_CHECKING:
 
 # Response header names the server looks at; the rest pass straight through.
 _SPECIAL_RESPONSE = hc.HOP_BY_HOP | {"content-length", "date"}
+#: Response header name as the app spells it -> lower-cased if special, else "". Bounded:
+#: an app may make up names.
+_RESPONSE_NAMES: dict[str, str] = {}
+
+
+def _special_name(name: str) -> str:
+    lname = name.lower()
+    special = lname if lname in _SPECIAL_RESPONSE else ""
+    if len(_RESPONSE_NAMES) < 1024:
+        _RESPONSE_NAMES[name] = special
+    return special
 
 
 def _as_bytes(data: Any) -> bytes:
@@ -176,9 +187,12 @@ class WSGIRequest(BodyReader, Framing):
         lines = ["HTTP/1.1 ", status, "\r\n"]
         length: int | None = None
         has_date = False
+        names = _RESPONSE_NAMES
         for name, value in self.headers:
-            lname = name.lower()
-            if lname in _SPECIAL_RESPONSE:
+            lname = names.get(name)
+            if lname is None:
+                lname = _special_name(name)
+            if lname:
                 if lname == "content-length":
                     length = int(value)
                     if length < 0:

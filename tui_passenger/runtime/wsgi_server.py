@@ -3,9 +3,10 @@
 The worker listens on its own Unix socket; the reverse proxy keeps persistent keep-alive
 connections to it, so this is the hot path. A ``poll`` loop watches the listener, the open
 connections, a self-pipe (for :meth:`WSGIServer.request_stop`) and any fds the worker asks
-to watch. Each connection has a request parser (``httptools``, else :mod:`.http_parser`);
-parsed requests queue on their connection (pipelining) and run one at a time in the
-calling thread.
+to watch. Each connection has a request parser (``httptools``, else :mod:`.http_parser`),
+fed so that each request head is cut out whole once the parser has validated it and split
+into the environ in one go (:mod:`.http_head`: no Python callback per header field); parsed
+requests queue on their connection (pipelining) and run one at a time in the calling thread.
 
 The app starts as soon as a request's headers are in: ``wsgi.input`` pulls the body from the
 socket on demand (blocking), so uploads stream. Stalled clients are the proxy's business
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 
 from tui_passenger.runtime import http_common as hc
 from tui_passenger.runtime.http_framing import simple_response
+from tui_passenger.runtime.http_head import CHUNKED, HeadCutter, fields_too_large
 from tui_passenger.runtime.wsgi_request import FileWrapper, WSGIRequest
 
 __all__ = ["WSGIServer"]
@@ -37,38 +39,48 @@ _ACCEPT = object()
 _WAKE = object()
 #: Header name as received -> environ key ("" = dropped; the trusted X-Passenger-* headers
 #: map to the markers below). Bounded: names come from clients.
-_ENV_KEYS: dict[bytes, str] = {}
+_ENV_KEYS: dict[str, str] = {}
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 #: Markers for the proxy's trusted headers: consumed by the server, never shown to the app.
 _SCRIPT_NAME, _REMOTE_ADDR, _SCHEME, _PROTOCOL = ("\0script", "\0remote", "\0scheme",
                                                  "\0protocol")
-_TRUSTED = {hc.SCRIPT_NAME_KEY: _SCRIPT_NAME, hc.REMOTE_ADDR_KEY: _REMOTE_ADDR,
-            hc.SCHEME_KEY: _SCHEME, hc.PROTOCOL_KEY: _PROTOCOL}
-#: The keys :meth:`_Connection.on_header` looks at before (or instead of) the environ.
+_TRUSTED = {hc.SCRIPT_NAME_KEY.decode(): _SCRIPT_NAME, hc.REMOTE_ADDR_KEY.decode(): _REMOTE_ADDR,
+            hc.SCHEME_KEY.decode(): _SCHEME, hc.PROTOCOL_KEY.decode(): _PROTOCOL}
+#: The keys :meth:`_Connection.on_headers_complete` looks at before (or instead of) the
+#: environ.
 _SPECIAL_KEYS = frozenset({"HTTP_HOST", "HTTP_EXPECT", _SCRIPT_NAME, _REMOTE_ADDR, _SCHEME,
                            _PROTOCOL})
+#: Header field line -> (environ key, value): the proxy sends most lines again and again
+#: (Host, User-Agent, X-Forwarded-*), so most are split once. Cleared when full.
+_FIELDS: dict[str, tuple[str, str]] = {}
 #: What a connection's ``env`` is between requests (never written to).
 _NO_ENV: dict[str, Any] = {}
 
 
-def _env_key(name: bytes) -> str:
+def _env_key(name: str) -> str:
     lower = name.lower()
     key = _TRUSTED.get(lower)
     if key is not None:
         pass
-    elif b"_" in lower:
+    elif "_" in lower:
         # "X-Foo_Bar" and "X-Foo-Bar" would both be HTTP_X_FOO_BAR; drop the ambiguous
         # spelling so a client cannot spoof a header the proxy sets (as nginx and gunicorn do).
         key = ""
-    elif lower == b"content-type":
+    elif lower == "content-type":
         key = "CONTENT_TYPE"
-    elif lower == b"content-length":
+    elif lower == "content-length":
         key = "CONTENT_LENGTH"
     else:
-        key = "HTTP_" + lower.decode("latin-1").upper().replace("-", "_")
+        key = "HTTP_" + lower.upper().replace("-", "_")
     if len(_ENV_KEYS) < 1024:
         _ENV_KEYS[name] = key
     return key
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """Raw path and query string of a request target (see :func:`.http_common.split_target`)."""
+    raw_path, query_bytes = hc.split_target(url.encode("latin-1"))
+    return raw_path.decode("latin-1"), query_bytes.decode("latin-1")
 
 
 def _hung_up(sock: socket.socket) -> bool:
@@ -78,12 +90,11 @@ def _hung_up(sock: socket.socket) -> bool:
     return any(events & select.POLLHUP for _, events in poller.poll(0))
 
 
-class _Connection(hc.HeadCollector):
+class _Connection(HeadCutter):
     """A client connection: socket, parser, and the requests parsed but not yet answered."""
 
     __slots__ = ("server", "sock", "parser", "queue", "parsing", "base_env", "error",
-                 "upgraded", "peer", "host_cache", "url", "headers", "head_size", "prefix",
-                 "client", "scheme", "host_value", "expect", "client_version", "env")
+                 "upgraded", "peer", "host_cache", "pending", "head", "body_left", "tail")
 
     def __init__(self, server: WSGIServer, sock: socket.socket, base_env: dict[str, Any],
                  peer: tuple[str, int]) -> None:
@@ -91,19 +102,21 @@ class _Connection(hc.HeadCollector):
         self.sock = sock
         self.base_env = base_env
         self.peer = peer
-        self.host_cache = hc.NO_HOST
+        #: (Host, scheme) -> (SERVER_NAME, SERVER_PORT): the proxy sends the same Host again
+        #: and again.
+        self.host_cache: tuple[tuple[str | None, str], tuple[str, str]] = (
+            (None, "http"), ("localhost", "80"))
         self.queue: deque[WSGIRequest] = deque()
         self.parsing: WSGIRequest | None = None
         self.error: BaseException | None = None
         self.upgraded = False
-        #: The environ of the request whose head is being parsed (headers go straight in).
-        self.env = _NO_ENV
+        self.reset_feed()
         self.parser = _PARSER.HttpRequestParser(self)
 
     def feed(self, data: bytes) -> None:
         """Parse received bytes; requests and body chunks land in the queue."""
         try:
-            self.parser.feed_data(data)
+            HeadCutter.feed(self, data)
         except _PARSER.HttpParserUpgrade:
             # Upgrades (WebSocket, h2c, CONNECT) are not supported: the request is answered
             # as a plain one and the connection closed; bytes after its head are ignored.
@@ -113,72 +126,103 @@ class _Connection(hc.HeadCollector):
         except _PARSER.HttpParserError as exc:
             self.error = exc
 
-    def on_message_begin(self) -> None:
-        hc.HeadCollector.on_message_begin(self)
-        self.env = self.base_env.copy()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # HeadCollector.on_header's rules, with each header put into the environ at once
-        # (no list of pairs to build and walk again): the hot path of every request.
-        size = self.head_size + len(name) + len(value)
-        if size > hc.MAX_HEAD_SIZE:
-            raise hc.HeadTooLarge
-        self.head_size = size
-        key = _ENV_KEYS.get(name)
-        if key is None:
-            key = _env_key(name)
-        if key in _SPECIAL_KEYS:
-            if key == "HTTP_HOST":
-                self.host_value = value
-            elif key == "HTTP_EXPECT":
-                self.expect = value.lower() == b"100-continue"
-            else:  # the proxy's trusted headers: used here, hidden from the app
-                if key is _SCRIPT_NAME:
-                    self.prefix = hc.normalize_prefix(value)
-                elif key is _REMOTE_ADDR:
-                    self.client = hc.parse_remote_addr(value) or self.client
-                elif key is _SCHEME:
-                    self.scheme = hc.parse_scheme(value) or self.scheme
-                else:  # the client's HTTP version, when not the 1.1 spoken to us
-                    self.client_version = hc.client_version(value)
-                return
-        if key:
-            env = self.env
-            if env is _NO_ENV:
-                return  # a trailer of a chunked body: past the head, not in the environ
-            if key in env:  # a repeated header becomes one value, as in CGI
-                sep = "; " if key == "HTTP_COOKIE" else ","
-                env[key] = f"{env[key]}{sep}{value.decode('latin-1')}"
-            else:
-                env[key] = value.decode("latin-1")
-
     def on_headers_complete(self) -> None:
-        env, self.env = self.env, _NO_ENV
-        method, raw_path, query, path, prefix_length = self.parse_target()
-        version = self.parser.get_http_version()
+        # The hot path of every request: the head llhttp has just validated, split here in
+        # one go, each field put straight into a copy of the connection's environ template.
+        head = self.take_head()
+        lines = head.decode("latin-1").split("\r\n")
+        request_line = lines[0]
+        method, _, rest = request_line.partition(" ")
+        url = rest.lstrip(" ").partition(" ")[0]  # llhttp allows more than one space around it
+        if len(head) > hc.MAX_HEAD_SIZE and fields_too_large(url, lines):
+            raise hc.HeadTooLarge
+        env = self.base_env.copy()
+        host = client_version = None
+        expect = False
+        prefix = ""
+        client = self.peer
+        scheme = "http"
+        fields = _FIELDS
+        for line in lines[1:]:
+            field = fields.get(line)
+            if field is None:
+                name, _, value = line.partition(":")
+                key = _ENV_KEYS.get(name)
+                if key is None:
+                    key = _env_key(name)
+                # As llhttp: leading whitespace is not part of the value, trailing is.
+                field = (key, value.lstrip(" \t"))
+                if len(fields) >= 1024:  # bounded: lines come from clients
+                    fields.clear()
+                fields[line] = field
+            key, value = field
+            if key in _SPECIAL_KEYS:
+                if key == "HTTP_HOST":
+                    host = value
+                elif key == "HTTP_EXPECT":
+                    expect = value.lower() == "100-continue"
+                else:  # the proxy's trusted headers: used here, hidden from the app
+                    raw = value.encode("latin-1")
+                    if key is _SCRIPT_NAME:
+                        prefix = hc.normalize_prefix(raw).decode("latin-1")
+                    elif key is _REMOTE_ADDR:
+                        client = hc.parse_remote_addr(raw) or client
+                    elif key is _SCHEME:
+                        scheme = hc.parse_scheme(raw) or scheme
+                    else:  # the client's HTTP version, when not the 1.1 spoken to us
+                        client_version = hc.client_version(raw)
+                    continue
+            if key:
+                if key in env:  # a repeated header becomes one value, as in CGI
+                    sep = "; " if key == "HTTP_COOKIE" else ","
+                    env[key] = f"{env[key]}{sep}{value}"
+                else:
+                    env[key] = value
+        if url[:1] == "/" and "#" not in url:  # origin form: all the proxy sends
+            path, _, query = url.partition("?")
+        else:
+            path, query = _split_url(url)
+        if "%" in path:
+            path = hc.unquote_path(path.encode("latin-1")).decode("latin-1")
+        version = request_line[-3:]  # "HTTP/1.1": llhttp allows nothing after it
         env["REQUEST_METHOD"] = method
         # The client's version (the proxy speaks HTTP/1.1 to the worker whatever it was).
-        client_version = self.client_version or version
+        client_version = client_version or version
         env["SERVER_PROTOCOL"] = _PROTOCOLS.get(client_version) or "HTTP/" + client_version
-        env["RAW_URI"] = self.url.decode("latin-1")
-        env["QUERY_STRING"] = query.decode("latin-1")
-        if prefix_length:
-            env["SCRIPT_NAME"] = self.prefix.decode("latin-1")
-            path = path[prefix_length:]
-        env["PATH_INFO"] = path.decode("latin-1")  # PEP 3333: bytes carried in a latin-1 str
-        if self.client is not self.peer:
-            env["REMOTE_ADDR"], port = self.client
+        env["RAW_URI"] = url
+        env["QUERY_STRING"] = query
+        if prefix:
+            n = len(prefix)
+            # Only at a segment boundary: SCRIPT_NAME + PATH_INFO rebuilds the path.
+            if path.startswith(prefix) and (len(path) == n or path[n] == "/"):
+                env["SCRIPT_NAME"] = prefix
+                path = path[n:]
+        env["PATH_INFO"] = path  # PEP 3333: bytes carried in a latin-1 str
+        if client is not self.peer:
+            env["REMOTE_ADDR"], port = client
             env["REMOTE_PORT"] = str(port)
-        if self.host_value is not None or self.scheme != "http":
-            env["wsgi.url_scheme"] = self.scheme
-            server_name, server_port = self.server_address()
-            env["SERVER_NAME"], env["SERVER_PORT"] = server_name, str(server_port)
+        if host is not None or scheme != "http":
+            env["wsgi.url_scheme"] = scheme
+            env["SERVER_NAME"], env["SERVER_PORT"] = self._server_address(host, scheme)
         http11 = version == "1.1"
         req = WSGIRequest(self, env, self.parser.should_keep_alive(), method == "HEAD", http11,
-                          self.expect and http11)
+                          expect and http11)
         env["wsgi.input"] = req
-        self.parsing = req
         self.queue.append(req)
+        if "HTTP_TRANSFER_ENCODING" in env:
+            self.body_left = CHUNKED
+        elif "CONTENT_LENGTH" in env:
+            self.body_left = int(env["CONTENT_LENGTH"])
+        self.parsing = req  # until on_message_complete, which comes at once without a body
+
+    def _server_address(self, host: str | None, scheme: str) -> tuple[str, str]:
+        """SERVER_NAME and SERVER_PORT: what the client addressed, from Host and the scheme."""
+        key = (host, scheme)
+        cached = self.host_cache
+        if cached[0] != key:
+            name, port = hc.split_host(host or "localhost", scheme)
+            cached = self.host_cache = (key, (name, str(port)))
+        return cached[1]
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
@@ -366,22 +410,21 @@ class WSGIServer:
 
     def _handle(self, req: WSGIRequest) -> bool:
         """Run the app for one request and answer it; whether the connection may be reused."""
-        result = None
         try:
             result = self.app(req.env, req.start_response)
-            try:
-                if result.__class__ is list or result.__class__ is tuple:
-                    req.send_sequence(result)
-                else:
+            if result.__class__ is list or result.__class__ is tuple:
+                req.send_sequence(result)  # no close() to call on those
+            else:
+                try:
                     write = req.write
                     for chunk in result:
                         if chunk:
                             write(chunk)
                     req.finish()
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                finally:
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
         except Exception as exc:  # noqa: BLE001 - the app's errors become 500s, not crashes
             self._app_failed(req, exc)
         finally:

@@ -24,6 +24,7 @@ _SPECIAL_FIELDS = re.compile(
 class ResponseSink(Protocol):
     """What an upstream connection reports to (the exchange it serves)."""
 
+    def on_response(self, connection: UpstreamConnection) -> bool: ...
     def on_response_head(self, connection: UpstreamConnection) -> None: ...
     def on_response_body(self, chunk: bytes) -> None: ...
     def on_response_end(self, connection: UpstreamConnection) -> None: ...
@@ -167,6 +168,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self.complete = True
             self.streaming = True
             sink = self.sink
+            if self.complete and sink.on_response(self):
+                return  # relayed whole, the connection handed back
             sink.on_response_head(self)
             if self.complete and self.sink is sink:
                 self._finish()

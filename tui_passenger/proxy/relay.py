@@ -67,7 +67,10 @@ class ResponseRelay:
         if process is not None:
             if process.queued:
                 self.front.pool.unqueue(process, self)
-            if upstream.keep_alive and upstream.usable and process.state is READY:
+            transport = upstream.transport  # upstream.usable (its sink is gone), no call
+            if upstream.keep_alive and transport is not None and upstream.failed is None \
+                    and not upstream.sending and not transport.is_closing() \
+                    and process.state is READY:
                 process.connections.append(upstream)
             else:
                 upstream.close()

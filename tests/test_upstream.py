@@ -28,6 +28,9 @@ class Sink:
         self.done = False
         self.failed = ""
 
+    def on_response(self, c: UpstreamConnection) -> bool:
+        return False  # reported as head and end, to look at both
+
     def on_response_head(self, c: UpstreamConnection) -> None:
         self.head = (c.status, c.reason, c.headers, c.plain, c.has_length)
         self.body += b"".join(c.body)

@@ -112,9 +112,11 @@ class Pipelining:
         """Sessions ``process`` may hold: its concurrency, or one more when it has just
         started a pipelined request and pipelining is on (see try_pipeline)."""
         concurrency = process.worker.concurrency
-        if concurrency == 1 and process.sessions == 1 and group.pipeline.on(now) \
-                and self.full(group):
-            return 2
+        if concurrency == 1 and process.sessions == 1:
+            state = group.pipeline  # state.on(now), without the call (once per hand-over)
+            if state.fast_streak >= PIPELINE_STREAK and now >= state.off_until \
+                    and state.window > 0 and self.full(group):
+                return 2
         return concurrency
 
     def pipelined(self, process: PoolProcess, request: Any) -> None:

@@ -153,7 +153,10 @@ class Pool(Decisions):
             return None
         process = group.pick()
         if process is not None:
-            process.checkout()
+            # process.checkout(), without the call (once per request)
+            if not process.sessions:
+                process.busy_since = time.monotonic()
+            process.sessions += 1
             return process
         backoff = group.backoff
         if backoff.last_error is not None and not group.processes and not group.spawning \
@@ -190,7 +193,7 @@ class Pool(Decisions):
 
     def release(self, process: PoolProcess) -> None:
         """A request on ``process`` has finished."""
-        process.checkin()
+        process.sessions -= 1  # process.checkin(), without the call (once per request)
         process.processed += 1
         process.last_used = now = time.monotonic()
         group = process.group
@@ -241,7 +244,10 @@ class Pool(Decisions):
             if process.sessions >= concurrency and not waiter.pipelinable:
                 return
             waiters.popleft()
-            process.checkout()
+            # process.checkout() (``now`` is this moment's clock), without the call
+            if not process.sessions:
+                process.busy_since = now
+            process.sessions += 1
             waiter.callback(process, None)
 
     def dispatch(self, group: Group) -> None:

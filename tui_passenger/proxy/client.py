@@ -387,7 +387,10 @@ class ClientConnection(asyncio.Protocol):
         request.received = time.perf_counter()
         if self.current is None and not self.queue and request.error is None \
                 and not self.closed:
-            self._start(request)  # nothing before it on this connection: no queue
+            # Nothing before it on this connection: no queue (self._start(), without the call)
+            self.current = current = (WebSocketExchange if request.websocket else Exchange)(
+                self.front, self, request)
+            current.start()
             return
         self.queue.append(request)
         if len(self.queue) > MAX_PIPELINED:

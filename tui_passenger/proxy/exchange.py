@@ -147,9 +147,15 @@ class Exchange(ResponseRelay):
         if limit:
             self.timer = asyncio.get_running_loop().call_later(limit, self._too_long)
         connections = process.connections
+        bodyless = self.request.body is None
         while connections:
+            upstream = connections.pop()
             try:
-                self._write_request(connections.pop())
+                if bodyless:  # self._write_request(upstream), without the call
+                    upstream.send(self, self.head, self.head_only)
+                    self.upstream = upstream
+                else:
+                    self._write_request(upstream)
             except ConnectionError:  # closed meanwhile (by the worker, idle): the next one
                 continue
             return

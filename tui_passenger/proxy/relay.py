@@ -46,6 +46,40 @@ class ResponseRelay:
         def _detach(self) -> None: ...
         def _finish(self, keep_alive: bool) -> None: ...
 
+    def on_response(self, upstream: UpstreamConnection) -> bool:
+        """The worker's whole response came in one go: relay it, keep the connection, free
+        the worker and finish, in one call (the hot path). False when it is not the common
+        case (then the upstream connection reports head and end as for any response)."""
+        status = upstream.status
+        if not (upstream.plain and upstream.has_length and self.keep_alive and status >= 200
+                and not self.head_only and self.request.version == "1.1"
+                and not self.front.closing and upstream.head.startswith(b"HTTP/1.1 ")):
+            return False
+        self.status = status
+        # As on_response_head, then upstream's end of message, then on_response_end.
+        if upstream.paused:
+            upstream.resume()
+        upstream.sink = None
+        process = self.process
+        data = b"".join([upstream.head, b"X-Request-Id: ", self.request_id, b"\r\n\r\n",
+                         *upstream.body])
+        self._detach()
+        if process is not None:
+            if process.queued:
+                self.front.pool.unqueue(process, self)
+            transport = upstream.transport  # upstream.usable (its sink is gone), no call
+            if upstream.keep_alive and transport is not None and upstream.failed is None \
+                    and not upstream.sending and not transport.is_closing() \
+                    and process.state is READY:
+                process.connections.append(upstream)
+            else:
+                upstream.close()
+            # The worker gets its next request before this response is written out.
+            self.front.pool.release(process)
+        self.client.write(data)
+        self._finish(True)
+        return True
+
     def on_response_head(self, upstream: UpstreamConnection) -> None:
         """The worker's response head has come (with the body so far, often all of it)."""
         self.status = status = upstream.status

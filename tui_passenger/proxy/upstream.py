@@ -24,6 +24,7 @@ _SPECIAL_FIELDS = re.compile(
 class ResponseSink(Protocol):
     """What an upstream connection reports to (the exchange it serves)."""
 
+    def on_response(self, connection: UpstreamConnection) -> bool: ...
     def on_response_head(self, connection: UpstreamConnection) -> None: ...
     def on_response_body(self, chunk: bytes) -> None: ...
     def on_response_end(self, connection: UpstreamConnection) -> None: ...
@@ -86,14 +87,19 @@ class UpstreamConnection(asyncio.Protocol):
 
     def send(self, sink: ResponseSink, data: bytes, head_only: bool = False) -> None:
         """Send a whole request (head and body); the response goes to ``sink``."""
-        self._begin(sink, head_only)
-        self.transport.write(data)  # type: ignore[union-attr]
+        transport = self.transport
+        # self.usable, without the call (once per request)
+        if transport is None or self.failed is not None or self.sink is not None \
+                or self.sending or transport.is_closing():
+            raise ConnectionError(self.failed or "connection to the worker is closed")
+        self._reset(head_only)
+        self.sink = sink
+        transport.write(data)
 
     def send_head(self, sink: ResponseSink, head: bytes, *, head_only: bool = False) -> None:
         """Send a request head whose (spooled) body follows with :meth:`send_body`."""
-        self._begin(sink, head_only)
-        self.sending = True
-        self.transport.write(head)  # type: ignore[union-attr]
+        self.send(sink, head, head_only)
+        self.sending = True  # (a write calls back nothing: nothing saw it unset)
 
     async def send_body(self, chunks: AsyncIterable[bytes]) -> None:
         """Write the body that follows :meth:`send_head`; a failure fails the exchange."""
@@ -108,15 +114,6 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(f"could not send the request body: {exc}")
         finally:
             self.sending = False
-
-    def _begin(self, sink: ResponseSink, head_only: bool) -> None:
-        transport = self.transport
-        # self.usable, without the call (once per request)
-        if transport is None or self.failed is not None or self.sink is not None \
-                or self.sending or transport.is_closing():
-            raise ConnectionError(self.failed or "connection to the worker is closed")
-        self._reset(head_only)
-        self.sink = sink
 
     def pause(self) -> None:
         """The client is not keeping up: stop reading the worker's response for now."""
@@ -167,6 +164,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self.complete = True
             self.streaming = True
             sink = self.sink
+            if self.complete and sink.on_response(self):
+                return  # relayed whole, the connection handed back
             sink.on_response_head(self)
             if self.complete and self.sink is sink:
                 self._finish()

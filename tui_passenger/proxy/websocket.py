@@ -133,6 +133,10 @@ class WebSocketExchange(Exchange):
             process.websockets -= 1
         super()._detach()
 
+    def on_response(self, upstream: UpstreamConnection) -> bool:
+        """Never relayed whole: an upgrade's answer is looked at first (on_response_head)."""
+        return False
+
     def on_response_head(self, upstream: UpstreamConnection) -> None:
         """101: relay it and start the tunnel; anything else is relayed as a response."""
         upstream.keep_alive = False  # whatever happens, not reused for other requests

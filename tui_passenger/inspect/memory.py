@@ -134,24 +134,14 @@ def read_status(pid: int) -> StatusSample:
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _stat_fields(pid: int) -> list[bytes]:
-    data = read_proc_file(f"/proc/{pid}/stat")
-    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
-    # The result's [0] is field 3 (state): utime is field 14, stime 15, num_threads 20,
-    # starttime 22, rss (pages) 24.
-    return data[data.rindex(b")") + 2:].split()
-
-
-def read_cpu_ticks(pid: int) -> tuple[int, int]:
-    """(utime + stime in clock ticks, start time in ticks) from ``/proc/PID/stat``."""
-    rest = _stat_fields(pid)
-    return int(rest[11]) + int(rest[12]), int(rest[19])
-
-
 def read_stat(pid: int) -> tuple[StatusSample, int, int]:
     """What the sampler reads every tick, from ``/proc/PID/stat`` alone (one read instead
     of status and stat): the StatusSample, CPU ticks (utime + stime) and start time."""
-    rest = _stat_fields(pid)
+    data = read_proc_file(f"/proc/{pid}/stat")
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    # rest[0] is field 3 (state): utime is field 14, stime 15, num_threads 20, starttime 22,
+    # rss (pages) 24.
+    rest = data[data.rindex(b")") + 2:].split()
     status = StatusSample(rss=int(rest[21]) * _PAGE, threads=int(rest[17]),
                           state=rest[0].decode("ascii", "replace"))
     return status, int(rest[11]) + int(rest[12]), int(rest[19])
@@ -172,7 +162,8 @@ class CpuMeter:
         Raises ``ProcessLookupError`` if the process is gone. A reused pid (a different
         start time) counts as a new process.
         """
-        return self.update(pid, *read_cpu_ticks(pid))
+        _, ticks, start = read_stat(pid)
+        return self.update(pid, ticks, start)
 
     def update(self, pid: int, ticks: int, start: int) -> float:
         """As :meth:`sample`, from CPU ticks and start time the caller has read."""

@@ -169,12 +169,9 @@ class Exchange(ResponseRelay):
             if self.process is process:  # else it has left the worker meanwhile
                 self._upstream_lost(f"cannot connect to {path}: {exc}", sent=False)
             return
-        if self.process is process:
-            self._send_on(upstream)
-        else:
+        if self.process is not process:  # it has left the worker meanwhile
             upstream.close()
-
-    def _send_on(self, upstream: UpstreamConnection) -> None:
+            return
         try:
             self._write_request(upstream)
         except ConnectionError as exc:

@@ -140,9 +140,8 @@ class Dashboard(Intents):
         self._own_reloads = 0
         self._quitting = False
         self._timer: Timer | None = None
-        #: (process CPU time + the server's time answering, monotonic time) at the last
-        #: periodic refresh.
-        self._cpu_mark = (self._cost(), time.monotonic())
+        #: Process CPU time + the server's time answering, at the last periodic refresh.
+        self._cost_mark = self._cost()
         #: The refresh period the table's subtitle shows (None: the normal one).
         self._shown_every: float | None = None
         #: The pids whose fds the shown snapshot lists (None: all).
@@ -185,7 +184,7 @@ class Dashboard(Intents):
         table.border_subtitle = self._subtitle()
         self.log_panel.border_title = "log"
         table.focus()
-        self._cpu_mark = (self._cost(), time.monotonic())  # starting up is no refresh's cost
+        self._cost_mark = self._cost()  # starting up is no refresh's cost
         self.call_later(self._periodic)
 
     def _load_themes(self) -> None:
@@ -222,9 +221,8 @@ class Dashboard(Intents):
         costs more than REFRESH_BUDGET of a core (a tree of hundreds of workers), or
         BUSY_BUDGET while the server's manager is busy: watching must stay cheap, and
         must not take from a loaded server. An intent still refreshes at once."""
-        cost, now = self._cost(), time.monotonic()
-        used = cost - self._cpu_mark[0]
-        self._cpu_mark = (cost, now)
+        cost = self._cost()
+        used, self._cost_mark = cost - self._cost_mark, cost
         snap = self.snapshot
         busy = snap is not None and (snap.manager.cpu or 0.0) >= BUSY_CPU
         budget = BUSY_BUDGET if busy else REFRESH_BUDGET

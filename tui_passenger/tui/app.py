@@ -140,9 +140,8 @@ class Dashboard(Intents):
         self._own_reloads = 0
         self._quitting = False
         self._timer: Timer | None = None
-        #: (process CPU time + the server's time answering, monotonic time) at the last
-        #: periodic refresh.
-        self._cpu_mark = (self._cost(), time.monotonic())
+        #: Process CPU time + the server's time answering, at the last periodic refresh.
+        self._cost_mark = self._cost()
         #: The refresh period the table's subtitle shows (None: the normal one).
         self._shown_every: float | None = None
         #: The pids whose fds the shown snapshot lists (None: all).
@@ -185,7 +184,7 @@ class Dashboard(Intents):
         table.border_subtitle = self._subtitle()
         self.log_panel.border_title = "log"
         table.focus()
-        self._cpu_mark = (self._cost(), time.monotonic())  # starting up is no refresh's cost
+        self._cost_mark = self._cost()  # starting up is no refresh's cost
         self.call_later(self._periodic)
 
     def _load_themes(self) -> None:
@@ -201,13 +200,10 @@ class Dashboard(Intents):
     # -- the tick ---------------------------------------------------------------------
 
     async def _periodic(self) -> None:
-        wait = self._held_for()
+        wait, self._put_off = self._hold(self._put_off)
         if wait > 0 and not self._quitting:  # a key was just pressed: its effect first
-            self._put_off = self._put_off or time.monotonic()
-            if time.monotonic() - self._put_off < MAX_HOLD:
-                self._timer = self.set_timer(wait, self._periodic)
-                return
-        self._put_off = None
+            self._timer = self.set_timer(wait, self._periodic)
+            return
         await self.tick()
         if not self._quitting:
             self._timer = self.set_timer(self._next_delay(), self._periodic)
@@ -222,9 +218,8 @@ class Dashboard(Intents):
         costs more than REFRESH_BUDGET of a core (a tree of hundreds of workers), or
         BUSY_BUDGET while the server's manager is busy: watching must stay cheap, and
         must not take from a loaded server. An intent still refreshes at once."""
-        cost, now = self._cost(), time.monotonic()
-        used = cost - self._cpu_mark[0]
-        self._cpu_mark = (cost, now)
+        cost = self._cost()
+        used, self._cost_mark = cost - self._cost_mark, cost
         snap = self.snapshot
         busy = snap is not None and (snap.manager.cpu or 0.0) >= BUSY_CPU
         budget = BUSY_BUDGET if busy else REFRESH_BUDGET
@@ -240,9 +235,16 @@ class Dashboard(Intents):
         """The process table's subtitle: the sort order, and the refresh when slowed."""
         return f"sort: {self.sort_mode}" + (f" · refresh {every:.0f} s" if every else "")
 
-    def _held_for(self) -> float:
-        """Seconds a periodic refresh would wait now for the last key press (≤ 0: none)."""
-        return self._key_at + KEY_FIRST - time.monotonic()
+    def _hold(self, since: float | None) -> tuple[float, float | None]:
+        """For a periodic refresh held back since ``since`` (None: not yet): the seconds it
+        waits now for the last key press, and since when it has waited; (0, None) when it
+        waits no more (no key within KEY_FIRST, or held MAX_HOLD already)."""
+        now = time.monotonic()
+        wait = self._key_at + KEY_FIRST - now
+        if wait <= 0:
+            return 0.0, None
+        since = since or now
+        return (wait, since) if now - since < MAX_HOLD else (0.0, None)
 
     async def on_event(self, event: events.Event) -> None:
         """Note when a key is pressed (see KEY_FIRST), then handle the event as usual."""
@@ -294,10 +296,9 @@ class Dashboard(Intents):
         held, self._held = self._held, None
         if held is not None and held is not message:  # superseded: show its log entries
             message.entries[:0] = held.entries
-        wait, now = self._held_for(), time.monotonic()
-        if message.periodic and wait > 0:
-            message.held_at = message.held_at or now
-            if now - message.held_at < MAX_HOLD:  # keys held down do not starve it
+        if message.periodic:
+            wait, message.held_at = self._hold(message.held_at)
+            if wait > 0:  # bounded by MAX_HOLD: keys held down do not starve it
                 self._held = message
                 self.set_timer(wait, self._release)
                 return

@@ -296,6 +296,15 @@ async def test_spawn_failures_back_off_and_fail_the_waiters(make_pool):
     # While it backs off with no process, a request gets the error at once, no spawn.
     with pytest.raises(SpawnError):
         fx.pool.try_checkout(group)
+    # Raised again and again (one per request), it keeps no more than one raise's frames:
+    # a broken app under traffic must not hold every refused request in memory.
+    for _ in range(50):
+        with pytest.raises(SpawnError) as raised:
+            fx.pool.try_checkout(group)
+    depth, tb = 0, raised.value.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth <= 3
     fx.pool.enqueue(group, Waiting())
     assert group.spawning == 0
     group.backoff.until = 0.0  # the backoff is over

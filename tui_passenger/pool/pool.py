@@ -161,7 +161,9 @@ class Pool(Decisions):
         backoff = group.backoff
         if backoff.last_error is not None and not group.processes and not group.spawning \
                 and time.monotonic() < backoff.until:
-            raise backoff.last_error
+            # The same error for every request: without its old traceback, else each raise
+            # chains onto the last one and keeps every earlier request's frames alive.
+            raise backoff.last_error.with_traceback(None)
         return None
 
     def enqueue(self, group: Group, callback: WaiterCallback,

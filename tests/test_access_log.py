@@ -18,7 +18,11 @@ from tui_passenger.proxy.request import Request
 APP = {"name": "probe"}
 COMBINED = re.compile(
     r'127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
-    r'"(GET|POST) (\S+) HTTP/1\.1" (\d{3}) - "-" "-" app=(\S+) \d+\.\d\dms id=(\S+)\n')
+    r'"(GET|POST|HEAD) (\S+) HTTP/1\.1" (\d{3}) (\d+) "([^"]*)" "([^"]*)" app=(\S+) '
+    r'\d+\.\d\dms id=(\S+)\n')
+
+
+AGENT = {"User-Agent": 'probe/1.0 "quoted"'}
 
 
 async def serve_requests(path: Path, count: int, **server: object) -> list[str]:
@@ -27,8 +31,9 @@ async def serve_requests(path: Path, count: int, **server: object) -> list[str]:
     async with running([APP], access_log=True, access_log_file=str(path),
                        access_log_flush=3600, **server) as srv:
         for i in range(count):
-            status, headers, _ = await get(srv, f"/n/{i}?q=x")
-            assert status == 200
+            status, headers, body = await get(srv, f"/n/{i}?q=x",
+                                              skip_auto_headers=["User-Agent"])
+            assert status == 200 and len(body) == int(headers["Content-Length"])
             ids.append(headers["X-Request-Id"])
         assert not path.read_text()  # nothing written yet: buffered for an hour
     return ids
@@ -42,7 +47,9 @@ async def test_combined_lines_and_graceful_stop_writes_all(tmp_path: Path) -> No
     for i, (line, rid) in enumerate(zip(lines, ids, strict=True)):
         match = COMBINED.fullmatch(line)
         assert match, line
-        assert match.groups() == ("GET", f"/n/{i}?q=x", "200", "probe", rid)
+        assert match.groups() == ("GET", f"/n/{i}?q=x", "200", match[4], "-", "-", "probe",
+                                  rid)
+        assert int(match[4]) > 0  # the body's bytes
 
 
 async def test_json_lines(tmp_path: Path) -> None:
@@ -54,8 +61,39 @@ async def test_json_lines(tmp_path: Path) -> None:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record.pop("time"))
         assert isinstance(record.pop("ms"), float)
         del record["id"]
+        assert record.pop("bytes") > 0
         assert record == {"ip": "127.0.0.1", "method": "GET", "url": f"/n/{i}?q=x",
-                          "version": "1.1", "status": 200, "app": "probe"}
+                          "version": "1.1", "status": 200, "referer": "", "user_agent": "",
+                          "app": "probe"}
+
+
+async def test_bytes_referer_and_user_agent(tmp_path: Path) -> None:
+    """The combined format's fields as nginx writes them: body bytes sent (0 for HEAD, the
+    proxy's own page's too), the Referer and User-Agent as sent, escaped."""
+    lines: dict[bool, list[str]] = {}
+    for json_format in (False, True):
+        path = tmp_path / f"{json_format}.log"
+        async with running([{**APP, "base_uri": "/a"}], access_log=True,
+                           access_log_file=str(path),
+                           access_log_format="json" if json_format else "combined") as srv:
+            sizes = []
+            for method, where in (("GET", "/a"), ("HEAD", "/a"), ("GET", "/not/routed")):
+                _, _, body = await get(srv, where, method=method, headers={
+                    **AGENT, "referer": "https://example.com/from?x=1"})
+                sizes.append(len(body))
+        lines[json_format] = path.read_text().splitlines(keepends=True)
+        assert len(lines[json_format]) == 3
+    assert sizes[0] > 0 and sizes[1] == 0 and b"no application" in body  # 404: the proxy's
+    combined = [COMBINED.fullmatch(line) for line in lines[False]]
+    assert all(combined), lines[False]
+    assert [int(m[4]) for m in combined if m] == sizes
+    for m in combined:
+        assert m is not None
+        assert (m[5], m[6]) == ("https://example.com/from?x=1", "probe/1.0 \\x22quoted\\x22")
+    records = [json.loads(line) for line in lines[True]]
+    assert [r["bytes"] for r in records] == sizes
+    assert {(r["referer"], r["user_agent"]) for r in records} == {
+        ("https://example.com/from?x=1", AGENT["User-Agent"])}
 
 
 async def test_flush_interval_writes_without_a_stop(tmp_path: Path) -> None:
@@ -96,7 +134,7 @@ async def test_quotes_and_control_characters_are_escaped(tmp_path: Path) -> None
     for json_format in (False, True):
         path = tmp_path / f"{json_format}.log"
         access_log = AccessLog(os.open(path, os.O_WRONLY | os.O_CREAT), None, json_format)
-        access_log.record("::1", request, 404, "-", 0.001, b'proxy "id" 1')
+        access_log.record("::1", request, 404, 0, "-", 0.001, b'proxy "id" 1')
         access_log.close()
         lines.append(path.read_text())
     assert lines[0].split('"')[1] == "GET /a\\x22b\\x5Cc\\x01\\xE9 HTTP/1.1"
@@ -120,7 +158,7 @@ async def test_a_batch_formats_each_line_as_if_alone(tmp_path: Path) -> None:
         path.unlink(missing_ok=True)
         access_log = AccessLog(os.open(path, os.O_WRONLY | os.O_CREAT), None, json_format)
         for request, rid in rows:
-            access_log.record("127.0.0.1", request, 200, "app", 0.00125, rid)
+            access_log.record("127.0.0.1", request, 200, 12, "app", 0.00125, rid)
         access_log.close()
         return [re.sub(r"\d\d:\d\d:\d\d", "T", line)  # the second may tick between runs
                 for line in path.read_text().splitlines()]
@@ -138,9 +176,9 @@ async def test_a_full_buffer_is_written_without_waiting(tmp_path: Path) -> None:
     access_log = AccessLog(os.open(path, os.O_WRONLY | os.O_CREAT), None, False, 3600)
     request = Request()
     for _ in range(BUFFER_LINES - 1):
-        access_log.record("127.0.0.1", request, 200, "app", 0.0, b"id")
+        access_log.record("127.0.0.1", request, 200, 0, "app", 0.0, b"id")
     assert not path.read_text()
-    access_log.record("127.0.0.1", request, 200, "app", 0.0, b"id")
+    access_log.record("127.0.0.1", request, 200, 0, "app", 0.0, b"id")
     assert path.read_text().count("\n") == BUFFER_LINES
     access_log.close()
 
@@ -175,7 +213,7 @@ async def test_by_default_lines_go_where_the_main_log_goes(tmp_path: Path) -> No
         access_log = AccessLog.open(ServerConfig())
         assert access_log is not None and access_log.where == "the main log"
         logging.getLogger("tui_passenger.proxy").warning("before")
-        access_log.record("127.0.0.1", Request(), 200, "app", 0.0, b"id-1")
+        access_log.record("127.0.0.1", Request(), 200, 0, "app", 0.0, b"id-1")
         access_log.close()
         logging.getLogger("tui_passenger.proxy").warning("after")
     finally:

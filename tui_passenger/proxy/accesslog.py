@@ -10,14 +10,16 @@ are dropped: it never reaches a request.
 
 Formats (``access_log_format``)::
 
-    combined: IP - - [01/Dec/2026:16:45:00 +0000] "GET /path HTTP/1.1" 200 - "-" "-" \
-              app=NAME 0.52ms id=ID
+    combined: IP - - [01/Dec/2026:16:45:00 +0000] "GET /path HTTP/1.1" 200 1234 \
+              "https://example.com/" "curl/8.5.0" app=NAME 0.52ms id=ID
     json:     {"time": "2026-12-01T16:45:00Z", "ip": "IP", "method": "GET", "url": "/path",
-               "version": "1.1", "status": 200, "app": "NAME", "ms": 0.52, "id": "ID"}
+               "version": "1.1", "status": 200, "bytes": 1234, "referer": "",
+               "user_agent": "curl/8.5.0", "app": "NAME", "ms": 0.52, "id": "ID"}
 
-(each on one line.) The bytes, referer and user-agent fields of the combined format are
-``-``: the proxy does not count response bytes nor pick those headers out of a request, and
-doing it for the log alone would cost every request.
+(each on one line.) Bytes are those of the response body sent to the client (0 for a HEAD
+request), as nginx's ``$body_bytes_sent``; a referer or user-agent the request has not is
+``-`` (combined) or ``""`` (json). The request keeps its header fields anyway: the two are
+picked out of them at flush, not per request.
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ log = logging.getLogger("tui_passenger.proxy")
 #: Lines buffered (about 64 KiB of them) after which they are written at once.
 BUFFER_LINES = 512
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-COMBINED = '%s - - [%s] "%s %s HTTP/%s" %d - "-" "-" app=%s %.2fms id=%s\n'
+COMBINED = '%s - - [%s] "%s %s HTTP/%s" %d %d "%s" "%s" app=%s %.2fms id=%s\n'
 JSON = ('{"time": "%s", "ip": "%s", "method": "%s", "url": "%s", "version": "%s", '
-        '"status": %d, "app": "%s", "ms": %.2f, "id": "%s"}\n')
-#: One buffered line: time.time(), ip, method, url, version, status, app, seconds, id.
-Row = tuple[float, str, str, bytes, str, int, str, float, bytes]
+        '"status": %d, "bytes": %d, "referer": "%s", "user_agent": "%s", "app": "%s", '
+        '"ms": %.2f, "id": "%s"}\n')
+#: One buffered line: time.time(), ip, method, url, version, status, body bytes sent, the
+#: request's header fields, app, seconds, id.
+Row = tuple[float, str, str, bytes, str, int, int, list[tuple[bytes, bytes]], str, float,
+            bytes]
 
 
 def _escape_combined(text: str) -> str:
@@ -97,6 +102,26 @@ def _decode_all(values: Sequence[bytes], sep: str, plain: Callable[[str], bool],
         return text.split(sep)
     return [value if plain(value) and sep not in value else escape(value)
             for value in (raw.decode("latin-1") for raw in values)]
+
+
+def _referers_and_agents(fields: Sequence[list[tuple[bytes, bytes]]], missing: bytes
+                         ) -> tuple[list[bytes], list[bytes]]:
+    """The Referer and User-Agent of each request (its last one), ``missing`` where it has
+    none."""
+    referers, agents = [], []
+    for pairs in fields:
+        referer = agent = missing
+        for name, value in pairs:
+            size = len(name)  # the lengths of the two names: most fields are skipped here
+            if size == 7 or size == 10:
+                lower = name.lower()
+                if lower == b"referer":
+                    referer = value
+                elif lower == b"user-agent":
+                    agent = value
+        referers.append(referer)
+        agents.append(agent)
+    return referers, agents
 
 
 def _default_fd() -> int | None:
@@ -159,13 +184,13 @@ class AccessLog:
                 and (server.access_log_format == "json") == self.json
                 and server.access_log_flush == self.flush_interval)
 
-    def record(self, ip: str, request: Request, status: int, app: str, elapsed: float,
-               request_id: bytes) -> None:
-        """Buffer the fields of one answered request's line (called on the event loop; the
-        line is formatted with the others at flush)."""
+    def record(self, ip: str, request: Request, status: int, sent: int, app: str,
+               elapsed: float, request_id: bytes) -> None:
+        """Buffer the fields of one answered request's line (``sent``: the body bytes sent;
+        called on the event loop; the line is formatted with the others at flush)."""
         rows = self._rows
         rows.append((time.time(), ip, request.method, request.url, request.version, status,
-                     app, elapsed, request_id))
+                     sent, request.headers, app, elapsed, request_id))
         if len(rows) >= BUFFER_LINES:
             self.flush()
         elif self._timer is None:
@@ -174,20 +199,23 @@ class AccessLog:
 
     def format(self, rows: Sequence[Row]) -> str:
         """The lines of ``rows``, in order (one ``%`` for them all)."""
-        times, ips, methods, urls, versions, statuses, apps, elapsed, ids = zip(
-            *rows, strict=True)
+        (times, ips, methods, urls, versions, statuses, sent, fields, apps, elapsed,
+         ids) = zip(*rows, strict=True)
         seconds = list(map(int, times))
         stamp = self._stamp
         stamps = map({second: stamp(second) for second in set(seconds)}.__getitem__, seconds)
         url_rule, id_rule = _FIELD_RULES[self.json]
         texts = _decode_all(urls, *url_rule)
+        referers, agents = _referers_and_agents(fields, b"" if self.json else b"-")
+        referer_texts = _decode_all(referers, *url_rule)
+        agent_texts = _decode_all(agents, *url_rule)
         id_texts = _decode_all(ids, *id_rule)
         ms = map(mul, elapsed, repeat(1000))
         first, then = (stamps, ips) if self.json else (ips, stamps)
-        fields = zip(first, then, methods, texts, versions, statuses, apps, ms, id_texts,
-                     strict=True)
+        values = zip(first, then, methods, texts, versions, statuses, sent, referer_texts,
+                     agent_texts, apps, ms, id_texts, strict=True)
         line = JSON if self.json else COMBINED
-        return (line * len(rows)) % tuple(chain.from_iterable(fields))
+        return (line * len(rows)) % tuple(chain.from_iterable(values))
 
     def _stamp(self, second: int) -> str:
         t = time.gmtime(second)

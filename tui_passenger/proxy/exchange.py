@@ -47,7 +47,7 @@ class Exchange(ResponseRelay):
 
     __slots__ = ("front", "client", "request", "group", "head", "process", "upstream",
                  "waiter", "attempt", "status", "chunked", "keep_alive", "head_only",
-                 "request_id", "state", "timer", "complete_response")
+                 "request_id", "state", "timer", "complete_response", "sent")
 
     def __init__(self, front: Front, client: ClientSide, request: Request) -> None:
         self.front = front
@@ -62,6 +62,8 @@ class Exchange(ResponseRelay):
         self.waiter: Waiter | None = None
         self.attempt = 1
         self.status = 0
+        #: Body bytes sent to the client (the access log's bytes).
+        self.sent = 0
         self.chunked = False
         #: A response that arrived whole, written to the client once the worker is free.
         self.complete_response: bytes | None = None
@@ -317,6 +319,7 @@ class Exchange(ResponseRelay):
     def answer(self, page: pages.Page) -> None:
         """Answer with one of the proxy's own pages."""
         self.status = page.status
+        self.sent = 0 if self.head_only else len(page.body)
         keep_alive = self.keep_alive and not page.close
         self.client.write(pages.render(page, self.request_id, keep_alive=keep_alive,
                                        head_only=self.head_only))
@@ -344,7 +347,8 @@ class Exchange(ResponseRelay):
         client = self.client
         access_log = front.access_log
         if access_log is not None:
-            access_log.record(client.ip, request, status, group_name, elapsed, self.request_id)
+            access_log.record(client.ip, request, status, self.sent, group_name, elapsed,
+                              self.request_id)
         on_request = front.on_request
         if on_request is not None:
             on_request(group_name, status, elapsed)

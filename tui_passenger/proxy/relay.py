@@ -37,6 +37,7 @@ class ResponseRelay:
         process: PoolProcess | None
         state: State
         status: int
+        sent: int
         chunked: bool
         keep_alive: bool
         head_only: bool
@@ -61,8 +62,10 @@ class ResponseRelay:
             upstream.resume()
         upstream.sink = None
         process = self.process
+        body = upstream.body
+        self.sent = sum(map(len, body))
         data = b"".join([upstream.head, b"X-Request-Id: ", self.request_id, b"\r\n\r\n",
-                         *upstream.body])
+                         *body])
         self._detach()
         if process is not None:
             if process.queued:
@@ -101,11 +104,13 @@ class ResponseRelay:
             # worker starts on it while we write this response out.
             if not self.head_only:
                 parts += upstream.body
+                self.sent = sum(map(len, upstream.body))
             self.complete_response = b"".join(parts)
             return
         if upstream.body:
             data = b"".join(upstream.body)
             if data:
+                self.sent = len(data)
                 parts.append(self._frame(data))
         self.client.write(b"".join(parts))
         if self.client.paused_writing:
@@ -114,6 +119,7 @@ class ResponseRelay:
     def on_response_body(self, chunk: bytes) -> None:
         """More of a streamed response body."""
         if chunk and not self.head_only:
+            self.sent += len(chunk)
             self.client.write(self._frame(chunk))
 
     def on_response_end(self, upstream: UpstreamConnection) -> None:

@@ -39,7 +39,7 @@ from tui_passenger.proxy.headers import (
 )
 from tui_passenger.proxy.request import Request
 from tui_passenger.proxy.sides import Front
-from tui_passenger.proxy.validation import codings_problem, head_problem
+from tui_passenger.proxy.validation import codings_problem, head_problem, parse_problem
 from tui_passenger.proxy.websocket import WebSocketExchange, is_websocket_upgrade
 from tui_passenger.runtime.http_parser import HttpParserError
 
@@ -170,7 +170,9 @@ class ClientConnection(asyncio.Protocol):
             elif not isinstance(exc.__context__, _Stop):
                 raise
         except httptools.HttpParserError as exc:
-            self.reject_in_turn(pages.error(400, f"malformed request: {exc}", close=True))
+            # The request's first bytes are known when it began at the start of this read.
+            start = data if self.feed_mode == FIRST else None
+            self.reject_in_turn(pages.error(*parse_problem(exc, start), close=True))
         self.feeding = b""  # not kept: the connection may idle for long
         if self.request is not None and not self.body_started:
             # A head cut by the end of this read: its end may be cut in two too.

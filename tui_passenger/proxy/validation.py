@@ -6,6 +6,7 @@ it with one of the proxy's own pages; the app never sees the request).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import httptools
@@ -38,6 +39,21 @@ def head_problem(request: Request, hosts: int, chunked: bool) -> Problem:
         if request.method != "OPTIONS":
             return 400, "the asterisk-form target is only for OPTIONS"
     return None
+
+
+#: A method as HTTP defines one (a token, RFC 9110 9.1) and the space after it.
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32} ")
+
+
+def parse_problem(exc: httptools.HttpParserError, start: bytes | None) -> tuple[int, str]:
+    """The answer to a request llhttp refused; ``start``: the bytes the request began with,
+    when known. A well-formed method llhttp does not know is 501 (RFC 9110 9.1: the server
+    does not implement it); anything else is 400."""
+    if isinstance(exc, httptools.HttpParserInvalidMethodError) and start is not None \
+            and (method := _METHOD.match(start)):
+        name = method[0][:-1].decode("latin-1")
+        return 501, f"method {name} is not implemented"
+    return 400, f"malformed request: {exc}"
 
 
 def target_problem(url: bytes) -> Problem:

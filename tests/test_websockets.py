@@ -290,15 +290,17 @@ async def test_the_sample_asgi_app_echoes() -> None:
         assert (status, body) == (200, b"Hello, ASGI world!\n")
 
 
+@pytest.mark.parametrize("spawn_method, workers", [("direct", 1), ("smart", 3)])
 async def test_an_app_python_without_wsproto_refuses_with_501_naming_the_fix(
-        tmp_path: Path) -> None:
+        tmp_path: Path, spawn_method: str, workers: int) -> None:
     # The app's own bare virtualenv: the runtime runs there, without wsproto.
     venv = tmp_path / "venv"
     base = Path(getattr(sys, "_base_executable", sys.executable))
     subprocess.run([str(base), "-m", "venv", "--without-pip", str(venv)], check=True,
                    capture_output=True, timeout=120)
     lines: list[str] = []
-    app = {**RAW, "python": str(venv / "bin" / "python"), "spawn_method": "direct"}
+    app = {**RAW, "python": str(venv / "bin" / "python"), "spawn_method": spawn_method,
+           "min_instances": workers}
     async with running([app], on_output=lambda line: lines.append(line.text)) as srv:
         with pytest.raises(websockets.InvalidStatus) as refused:
             await connect(ws_url(srv, "/raw/echo"))
@@ -306,4 +308,6 @@ async def test_an_app_python_without_wsproto_refuses_with_501_naming_the_fix(
         assert b"pip install wsproto" in refused.value.response.body
         status, _, _ = await get(srv, "/raw/")
         assert status == 200
-    assert sum("pip install wsproto" in line for line in lines) == 1  # warned once, at start
+        assert len(srv.pool.groups[app["name"]].processes) == workers
+    # Warned once, at start: by the preloader for all the workers it forks.
+    assert sum("pip install wsproto" in line for line in lines) == 1

@@ -37,6 +37,7 @@ from tui_passenger.runtime.worker import (
     enter_child,
     run_worker,
     server_module,
+    warn_without_websockets,
 )
 
 
@@ -69,6 +70,7 @@ class ForkServer:
             interface = detect_interface(self.app, self.spec.interface)
             # Import the server now, so forked children share it instead of importing it.
             server_module(interface)
+            warn_without_websockets(interface)
         except BaseException as exc:  # noqa: BLE001 - any import failure is a spawn error
             import traceback
 

@@ -101,14 +101,20 @@ def server_module(interface: str) -> ModuleType:
     return importlib.import_module(f"tui_passenger.runtime.{name}")
 
 
-def _make_server(app: Callable[..., Any], interface: str, listener: socket.socket,
-                 spec: WorkerSpec) -> Any:
-    module = server_module(interface)
+def warn_without_websockets(interface: str) -> None:
+    """Say at startup that an ASGI app's WebSocket upgrades will be refused (no wsproto):
+    once per interpreter, by the preloader for the workers it forks."""
     if interface == "asgi":
         from tui_passenger.runtime.asgi_websocket import MISSING
 
         if MISSING:
             print(f"warning: {MISSING}", file=sys.stderr)
+
+
+def _make_server(app: Callable[..., Any], interface: str, listener: socket.socket,
+                 spec: WorkerSpec) -> Any:
+    module = server_module(interface)
+    if interface == "asgi":
         return module.ASGIServer(app, listener, concurrency=spec.concurrency or 100,
                                  development=spec.development,
                                  websocket_ping_interval=spec.websocket_ping_interval,
@@ -138,6 +144,8 @@ def run_worker(spec: WorkerSpec, control: socket.socket, *, app: Callable[..., A
         return _fail(control, "import", exc, ExitCode.APP_LOAD_ERROR)
     if fork is not None:  # a stack file of its own, not the preloader's
         enable_stacks(spec.socket_dir)
+    else:  # (a forked worker's preloader has said it)
+        warn_without_websockets(interface)
     try:
         run_hooks("starting_worker_process", forked=fork is not None)
     except BaseException as exc:  # noqa: BLE001

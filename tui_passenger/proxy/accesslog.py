@@ -1,39 +1,33 @@
-"""The access log: one line per request, buffered and written in batches.
+"""The access log: one line per request, buffered, formatted and written off the loop.
 
 Going through :mod:`logging` cost ~55 µs of CPU per request (a LogRecord, a Formatter, a
 handler lock and a write per line). Here a request costs a tuple of its raw fields and a
-list append; the lines are formatted all at once (one ``%`` for the whole batch) and go out
-with one ``os.write`` when :data:`BUFFER_LINES` are waiting or ``access_log_flush`` seconds
-after the first one (nginx's ``buffer=`` and ``flush=``), and on close (a graceful stop
-loses nothing). A failing write (disk full) is reported once in the main log and the lines
-are dropped: it never reaches a request.
-
-Formats (``access_log_format``)::
-
-    combined: IP - - [01/Dec/2026:16:45:00 +0000] "GET /path HTTP/1.1" 200 1234 \
-              "https://example.com/" "curl/8.5.0" app=NAME 0.52ms id=ID
-    json:     {"time": "2026-12-01T16:45:00Z", "ip": "IP", "method": "GET", "url": "/path",
-               "version": "1.1", "status": 200, "bytes": 1234, "referer": "",
-               "user_agent": "curl/8.5.0", "app": "NAME", "ms": 0.52, "id": "ID"}
-
-(each on one line.) Bytes are those of the response body sent to the client (0 for a HEAD
-request), as nginx's ``$body_bytes_sent``; a referer or user-agent the request has not is
-``-`` (combined) or ``""`` (json). The request keeps its header fields anyway: the two are
-picked out of them at flush, not per request.
+list append. When :data:`BUFFER_LINES` are waiting, or ``access_log_flush`` seconds after
+the first one (nginx's ``buffer=`` and ``flush=``), and on close (a graceful stop loses
+nothing), the batch goes whole (:mod:`marshal`, one pipe write) to the access log writer
+process (:mod:`tui_passenger.logwriter`), which formats the lines
+(:mod:`tui_passenger.logformat`: the formats are described there) and writes them; the
+proxy's loop never formats a line. If the writer cannot be started or goes away, the
+batches are formatted and written here instead (said once in the main log). A failing
+write (disk full) is reported once in the main log and the lines are dropped: it never
+reaches a request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import fcntl
 import logging
+import marshal
 import os
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from itertools import chain, repeat
-from operator import mul
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tui_passenger.logformat import Row, format_rows
 
 if TYPE_CHECKING:
     from tui_passenger.config_model import ServerConfig
@@ -43,87 +37,16 @@ log = logging.getLogger("tui_passenger.proxy")
 
 #: Lines buffered (about 64 KiB of them) after which they are written at once.
 BUFFER_LINES = 512
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-COMBINED = '%s - - [%s] "%s %s HTTP/%s" %d %d "%s" "%s" app=%s %.2fms id=%s\n'
-JSON = ('{"time": "%s", "ip": "%s", "method": "%s", "url": "%s", "version": "%s", '
-        '"status": %d, "bytes": %d, "referer": "%s", "user_agent": "%s", "app": "%s", '
-        '"ms": %.2f, "id": "%s"}\n')
-#: One buffered line: time.time(), ip, method, url, version, status, body bytes sent, the
-#: request's header fields, app, seconds, id.
-Row = tuple[float, str, str, bytes, str, int, int, list[tuple[bytes, bytes]], str, float,
-            bytes]
-
-
-def _escape_combined(text: str) -> str:
-    """``"``, ``\\``, unprintable and non-ASCII bytes as ``\\xHH`` (as nginx does)."""
-    return "".join(c if c.isprintable() and c.isascii() and c not in '"\\'
-                   else f"\\x{ord(c):02X}"
-                   for c in text)
-
-
-def _escape_combined_id(text: str) -> str:
-    return _escape_combined(text).replace(" ", "\\x20")
-
-
-def _escape_json(text: str) -> str:
-    return json.dumps(text)[1:-1]
-
-
-def _plain_combined_url(text: str) -> bool:
-    return text.isascii() and text.isprintable() and "\\" not in text
-
-
-def _plain_combined_id(text: str) -> bool:
-    return text.isascii() and text.isprintable()
-
-
-def _plain_json(text: str) -> bool:
-    return text.isprintable() and "\\" not in text
-
-
-#: Per format, for the url and the id: the separator no value kept as it is contains, what
-#: else such a value must be, and the escape of the others (see _decode_all).
-_FIELD_RULES: dict[bool, tuple[tuple[str, Callable[[str], bool], Callable[[str], str]], ...]] = {
-    False: (('"', _plain_combined_url, _escape_combined),
-            (" ", _plain_combined_id, _escape_combined_id)),
-    True: (('"', _plain_json, _escape_json), ('"', _plain_json, _escape_json)),
-}
-
-
-def _decode_all(values: Sequence[bytes], sep: str, plain: Callable[[str], bool],
-                escape: Callable[[str], str]) -> list[str]:
-    """The ``values`` decoded (latin-1), each escaped unless ``plain`` and free of ``sep``.
-
-    Checked for the whole batch at once, joined by ``sep``, in the common case where no
-    value needs escaping; one by one otherwise.
-    """
-    text = sep.encode("latin-1").join(values).decode("latin-1")
-    if plain(text) and text.count(sep) == len(values) - 1:
-        return text.split(sep)
-    return [value if plain(value) and sep not in value else escape(value)
-            for value in (raw.decode("latin-1") for raw in values)]
-
-
-def _referers_and_agents(fields: Sequence[list[tuple[bytes, bytes]]], missing: bytes
-                         ) -> tuple[list[bytes], list[bytes]]:
-    """The Referer and User-Agent of each request (its last one), ``missing`` where it has
-    none."""
-    referers, agents = [], []
-    for pairs in fields:
-        referer = agent = missing
-        for name, value in pairs:
-            size = len(name)  # the lengths of the two names: most fields are skipped here
-            if size == 7 or size == 10:
-                lower = name.lower()
-                if lower == b"referer":
-                    referer = value
-                elif lower == b"user-agent":
-                    agent = value
-        referers.append(referer)
-        agents.append(agent)
-    return referers, agents
-
-
+#: Batches not yet taken by a writer that is behind, in bytes, beyond which new ones are
+#: dropped (reported once): a stuck disk must not grow the manager without bound.
+MAX_BACKLOG = 16 << 20
+#: The pipe to the writer holds this much (Linux's default maximum for a user).
+PIPE_SIZE = 1 << 20
+#: Seconds a stop or a reload waits for the writer to write what it has.
+WRITER_EXIT_TIMEOUT = 10.0
+#: The directory that holds the package (the writer imports it from there, whatever the
+#: manager's working directory or how it was started).
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 def _default_fd() -> int | None:
     """A duplicate of where the main log goes (stderr headless, the log file under the
     dashboard), or None when the main log would drop access lines (``--log-level
@@ -142,13 +65,14 @@ def _default_fd() -> int | None:
 
 
 class AccessLog:
-    """Keeps the fields of a line per request in a buffer; formats and writes in batches."""
+    """Keeps the fields of a line per request in a buffer; sends them in batches to the
+    writer process (or formats and writes them here, without one)."""
 
     __slots__ = ("fd", "file", "where", "json", "flush_interval", "_rows", "_timer",
-                 "_failed")
+                 "_failed", "_writer", "_pipe", "_backlog", "_dropped", "_said", "_heard")
 
     def __init__(self, fd: int, file: str | None, json_format: bool = False,
-                 flush_interval: float = 1.0) -> None:
+                 flush_interval: float = 1.0, writer: bool = True) -> None:
         self.fd = fd
         #: The configured file; None: the main log's.
         self.file = file
@@ -158,6 +82,16 @@ class AccessLog:
         self._rows: list[Row] = []
         self._timer: asyncio.TimerHandle | None = None
         self._failed = False
+        self._writer: subprocess.Popen[bytes] | None = None
+        self._pipe = -1
+        #: Frames the pipe has not taken yet (the writer is behind).
+        self._backlog = bytearray()
+        self._dropped = 0
+        #: The writer's stderr (read into the main log), and a line of it not ended yet.
+        self._said = -1
+        self._heard = b""
+        if writer:
+            self._start_writer()
 
     @classmethod
     def open(cls, server: ServerConfig) -> AccessLog | None:
@@ -184,10 +118,15 @@ class AccessLog:
                 and (server.access_log_format == "json") == self.json
                 and server.access_log_flush == self.flush_interval)
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid while there is one."""
+        return self._writer.pid if self._writer is not None else None
+
     def record(self, ip: str, request: Request, status: int, sent: int, app: str,
                elapsed: float, request_id: bytes) -> None:
         """Buffer the fields of one answered request's line (``sent``: the body bytes sent;
-        called on the event loop; the line is formatted with the others at flush)."""
+        called on the event loop; the line is formatted with the others, elsewhere)."""
         rows = self._rows
         rows.append((time.time(), ip, request.method, request.url, request.version, status,
                      sent, request.headers, app, elapsed, request_id))
@@ -195,38 +134,10 @@ class AccessLog:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval,
-                                                                 self.flush)
-
-    def format(self, rows: Sequence[Row]) -> str:
-        """The lines of ``rows``, in order (one ``%`` for them all)."""
-        (times, ips, methods, urls, versions, statuses, sent, fields, apps, elapsed,
-         ids) = zip(*rows, strict=True)
-        seconds = list(map(int, times))
-        stamp = self._stamp
-        stamps = map({second: stamp(second) for second in set(seconds)}.__getitem__, seconds)
-        url_rule, id_rule = _FIELD_RULES[self.json]
-        texts = _decode_all(urls, *url_rule)
-        referers, agents = _referers_and_agents(fields, b"" if self.json else b"-")
-        referer_texts = _decode_all(referers, *url_rule)
-        agent_texts = _decode_all(agents, *url_rule)
-        id_texts = _decode_all(ids, *id_rule)
-        ms = map(mul, elapsed, repeat(1000))
-        first, then = (stamps, ips) if self.json else (ips, stamps)
-        values = zip(first, then, methods, texts, versions, statuses, sent, referer_texts,
-                     agent_texts, apps, ms, id_texts, strict=True)
-        line = JSON if self.json else COMBINED
-        return (line * len(rows)) % tuple(chain.from_iterable(values))
-
-    def _stamp(self, second: int) -> str:
-        t = time.gmtime(second)
-        if self.json:
-            return time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
-        return (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
-                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
+                                                                self.flush)
 
     def flush(self) -> None:
-        """Format and write what is buffered now (one ``os.write``, more only if it writes
-        less)."""
+        """Send what is buffered now to the writer (or write it here, without one)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -236,11 +147,177 @@ class AccessLog:
         self._rows = []
         if self.fd < 0:
             return  # closed: a request that ended after the stop is not logged
-        data = memoryview(self.format(rows).encode("utf-8", "backslashreplace"))
+        if self._pipe >= 0:
+            payload = marshal.dumps(rows)
+            self._send(len(payload).to_bytes(4, "big") + payload, len(rows))
+        else:
+            self._write(format_rows(rows, self.json).encode("utf-8", "backslashreplace"))
+
+    def close(self) -> None:
+        """Write what is buffered and close the file (a graceful stop, a reload): the
+        writer is given the rest, and waited for while it writes it."""
+        self.flush()
+        if self._pipe >= 0:
+            self._stop_writer()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    # -- the writer process --------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        read, write = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # a smaller pipe only means more backlog
+            fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+        argv = [sys.executable, "-m", "tui_passenger.logwriter", str(self.fd), self.where]
+        said, says = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            self._writer = subprocess.Popen(
+                [*argv, "--json"] if self.json else argv, stdin=read, pass_fds=(self.fd,),
+                env=env, stdout=subprocess.DEVNULL, stderr=says)
+        except OSError as e:
+            log.warning("access log: no writer process (%s): lines are formatted on the "
+                        "proxy's loop", e.strerror or e)
+            os.close(write)
+            os.close(said)
+            return
+        finally:
+            os.close(read)
+            os.close(says)
+        os.set_blocking(write, False)
+        self._pipe = write
+        self._said = said
+        with contextlib.suppress(RuntimeError):  # no loop yet: heard when it stops
+            asyncio.get_running_loop().add_reader(said, self._hear)
+
+    def _hear(self, last: bool = False) -> bool:
+        """What the writer says on stderr goes to the main log ("error: ...", "warning:
+        ...", or anything else, such as a traceback, as an error). ``last``: it has exited,
+        nothing more will come. False once there is nothing more to read for now."""
+        try:
+            data = os.read(self._said, 65536)
+        except BlockingIOError:
+            if not last:
+                return False
+            data = b""
+        except OSError:
+            data = b""
+        lines = (self._heard + data).split(b"\n")
+        self._heard = lines.pop() if data else b""
+        for raw in lines + ([self._heard] if not data and self._heard else []):
+            line = raw.decode("utf-8", "replace").rstrip()
+            level, _, text = line.partition(": ")
+            if level == "warning":
+                log.warning("%s", text)
+            elif line:
+                log.error("%s", text if level == "error" else f"access log writer: {line}")
+        if not data:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._said)
+            os.close(self._said)
+            self._said = -1
+        return bool(data)
+
+    def _send(self, frame: bytes, lines: int) -> None:
+        """Hand ``frame`` to the writer: now if the pipe takes it, else when it can."""
+        if self._backlog:
+            if len(self._backlog) + len(frame) > MAX_BACKLOG:
+                self._drop(lines)
+                return
+            self._backlog += frame
+            return
+        try:
+            written = os.write(self._pipe, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the writer is gone: write here from now on
+            self._writer_lost(frame)
+            return
+        if written < len(frame):
+            self._backlog += frame[written:]
+            asyncio.get_running_loop().add_writer(self._pipe, self._drain)
+
+    def _drain(self) -> None:
+        """The pipe can take more of the backlog."""
+        try:
+            written = os.write(self._pipe, self._backlog)
+        except BlockingIOError:
+            return
+        except OSError:
+            asyncio.get_running_loop().remove_writer(self._pipe)
+            self._writer_lost(bytes(self._backlog))
+            return
+        del self._backlog[:written]
+        if not self._backlog:
+            asyncio.get_running_loop().remove_writer(self._pipe)
+            if self._dropped:
+                log.warning("access log: the writer caught up (%d lines were dropped)",
+                            self._dropped)
+                self._dropped = 0
+
+    def _drop(self, lines: int) -> None:
+        if not self._dropped:
+            log.error("access log: the writer is %d MiB behind (%s too slow?): access "
+                      "lines are dropped until it catches up", MAX_BACKLOG >> 20, self.where)
+        self._dropped += lines
+
+    def _writer_lost(self, unsent: bytes) -> None:
+        """The writer died: what it had not taken is formatted here, as is all that
+        follows."""
+        log.error("access log: the writer process exited (%s): lines are formatted on "
+                  "the proxy's loop from now on", self._reap(0))
+        os.close(self._pipe)
+        self._pipe = -1
+        self._backlog.clear()
+        while len(unsent) >= 4:
+            size = int.from_bytes(unsent[:4], "big")
+            payload, unsent = unsent[4:4 + size], unsent[4 + size:]
+            with contextlib.suppress(ValueError, EOFError):  # a frame cut short
+                self._write(format_rows(marshal.loads(payload), self.json)
+                            .encode("utf-8", "backslashreplace"))
+
+    def _stop_writer(self) -> None:
+        """Give the writer the backlog, end its pipe, and wait for it to exit."""
+        pipe, self._pipe = self._pipe, -1
+        if self._backlog:
+            with contextlib.suppress(ValueError, RuntimeError):  # no loop (any more)
+                asyncio.get_running_loop().remove_writer(pipe)
+            os.set_blocking(pipe, True)
+            with contextlib.suppress(OSError):
+                os.write(pipe, self._backlog)
+            self._backlog.clear()
+        os.close(pipe)
+        self._reap(WRITER_EXIT_TIMEOUT)
+
+    def _reap(self, timeout: float) -> str:
+        """Wait up to ``timeout`` s for the writer to exit (killed after that); how it
+        ended."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return "no writer"
+        try:
+            code = writer.wait(timeout)
+        except subprocess.TimeoutExpired:
+            writer.kill()
+            code = writer.wait()
+            log.error("access log: the writer did not finish within %.0f s: killed",
+                      timeout)
+        while self._said >= 0 and self._hear(last=True):  # all it said, up to its end
+            pass
+        return f"exit code {code}"
+
+    # -- without a writer ----------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        """All of ``data`` to the log (one ``os.write``, more only if it writes less)."""
+        view = memoryview(data)
         # On the loop: 64 KiB to a file took ~28 µs of CPU, a thread executor hop ~190 µs.
         try:
-            while data:
-                data = data[os.write(self.fd, data):]
+            while view:
+                view = view[os.write(self.fd, view):]
         except OSError as e:
             if not self._failed:
                 self._failed = True
@@ -250,10 +327,3 @@ class AccessLog:
         if self._failed:
             self._failed = False
             log.warning("access log: writing to %s again", self.where)
-
-    def close(self) -> None:
-        """Write what is buffered and close the file (a graceful stop, a reload)."""
-        self.flush()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1

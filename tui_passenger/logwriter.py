@@ -1,0 +1,103 @@
+"""The access log writer: a small process that formats and writes the manager's access log.
+
+The manager's event loop only buffers each request's raw fields; every batch goes to this
+process through a pipe as one frame (a 4-byte length, then the rows in :mod:`marshal`
+form), and the formatting (:func:`~tui_passenger.logformat.format_rows`) and the writes
+happen here, on another core, off the proxy's loop (nginx's ``buffer=`` writes from its
+worker; here not even the formatting stays on the request path).
+
+    python -m tui_passenger.logwriter FD WHERE [--json]
+
+FD is the log's file descriptor (inherited), WHERE names it in error messages. It exits
+when the pipe ends (the manager closed it: a graceful stop, a reload, or the manager gone),
+having written everything it got. Signals meant for the manager's process group (Ctrl-C
+in a terminal, systemd's SIGTERM to the whole unit) are ignored: the manager writes its
+last lines and closes the pipe, and this writes them too before it exits. A write that
+fails (disk full) is reported once on stderr (the main log) and the lines are dropped until
+writing works again. Standard library only (plus the package's stdlib-only modules).
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from tui_passenger.logformat import format_rows
+
+#: The frame header: the length of the marshalled batch that follows, big-endian.
+HEADER = 4
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd``, or fewer only at the end of the pipe."""
+    parts: list[bytes] = []
+    while size:
+        data = os.read(fd, min(size, 1 << 20))
+        if not data:
+            break
+        parts.append(data)
+        size -= len(data)
+    return b"".join(parts)
+
+
+class Writer:
+    """Formats the batches read from the pipe and writes them to the log's descriptor."""
+
+    def __init__(self, fd: int, where: str, json_format: bool) -> None:
+        self.fd = fd
+        self.where = where
+        self.json = json_format
+        self.failed = False
+
+    def run(self, pipe: int) -> int:
+        """Until the pipe ends; 0."""
+        while True:
+            header = _read_exactly(pipe, HEADER)
+            if len(header) < HEADER:
+                return 0
+            payload = _read_exactly(pipe, int.from_bytes(header, "big"))
+            rows = marshal.loads(payload)
+            self.write(format_rows(rows, self.json).encode("utf-8", "backslashreplace"))
+
+    def write(self, data: bytes) -> None:
+        """All of ``data`` (more than one write only if one writes less)."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as e:
+            if not self.failed:
+                self.failed = True
+                self._say(f"error: access log: cannot write to {self.where} "
+                          f"({e.strerror or e}): access lines are dropped until it can")
+            return
+        if self.failed:
+            self.failed = False
+            self._say(f"warning: access log: writing to {self.where} again")
+
+    @staticmethod
+    def _say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the writer process (see the module's docstring)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_format = "--json" in args
+    fd, where = (arg for arg in args if arg != "--json")
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        from tui_passenger.runtime.proctitle import set_title
+
+        set_title(f"access log writer ({where})", "tp-accesslog")
+    except Exception:  # noqa: BLE001 - a name is a nicety; the log is not
+        pass
+    return Writer(int(fd), where, json_format).run(sys.stdin.fileno())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -161,7 +161,8 @@ async def test_status_into_a_closed_pipe_exits_quietly(tmp_path):
 
 
 def test_help_lists_every_command_and_every_ctl_action():
-    actions = ["scale", "kill", "restart", "spawn-method", "refork", "stack", "reload", "stop"]
+    actions = ["scale", "kill", "restart", "spawn-method", "refork", "stack", "reload",
+               "reopen-logs", "stop"]
     top = run_cli("--help")
     assert top.returncode == 0, top.stderr
     for word in ["attach", "status", "memory", "ctl", *actions]:

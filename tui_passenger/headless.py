@@ -1,5 +1,5 @@
 """Run the core without the dashboard: logs to stderr, stops cleanly on SIGINT/SIGTERM,
-reloads the configuration on SIGHUP."""
+reloads the configuration on SIGHUP, reopens the log files on SIGUSR1."""
 
 from __future__ import annotations
 
@@ -18,15 +18,18 @@ log = logging.getLogger("tui_passenger")
 
 def reload_on_sighup(server: Server) -> None:
     """Reload ``server``'s configuration on SIGHUP (the outcome goes to the log and the
-    event log, as Operations.reload says)."""
+    event log, as Operations.reload says); reopen its log files on SIGUSR1."""
     operations = Operations(server)
 
     async def reload() -> None:
         with contextlib.suppress(Refused):  # already logged, with the reason
             await operations.reload()
 
-    asyncio.get_running_loop().add_signal_handler(
-        signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    # SIGUSR1 reopens the log files, as nginx and gunicorn do (logrotate's postrotate).
+    loop.add_signal_handler(signal.SIGUSR1,
+                            lambda: asyncio.ensure_future(operations.reopen_logs()))
 
 
 async def run_headless(config: Config,

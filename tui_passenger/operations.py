@@ -46,6 +46,7 @@ class Action(enum.Enum):
     REFORK = "refork"
     SAMPLING = "sampling"
     RELOAD = "reload"
+    REOPEN_LOGS = "reopen-logs"
     STACK = "stack"
     STOP = "stop"
 
@@ -125,6 +126,12 @@ def _reloaded(reply: Reply) -> str:
     return f"reloaded {reply['config']}: {'; '.join(parts) or 'nothing changed'}"
 
 
+def _reopened(reply: Reply) -> str:
+    files = [f"{what} {where}" for what, where in (
+        ("the log", reply["log_file"]), ("the access log", reply["access_log"])) if where]
+    return f"reopened {' and '.join(files)}" if files else "no log file to reopen"
+
+
 def _stacks(reply: Reply) -> str:
     note = "" if reply["whole"] else (" (the main thread did not finish the dump: it may be "
                                       "stuck in C code)")
@@ -140,7 +147,8 @@ def _stopping(reply: Reply) -> str:
 _MESSAGES: dict[Action, Callable[[Reply], str]] = {
     Action.SCALE: _scaled, Action.KILL: _killed, Action.RESTART: _restarted,
     Action.SPAWN_METHOD: _switched, Action.REFORK: _reforked, Action.SAMPLING: _sampling,
-    Action.RELOAD: _reloaded, Action.STACK: _stacks, Action.STOP: _stopping,
+    Action.RELOAD: _reloaded, Action.REOPEN_LOGS: _reopened, Action.STACK: _stacks,
+    Action.STOP: _stopping,
 }
 
 
@@ -333,6 +341,14 @@ class Operations:
         log.info("%s", done.message)
         server.events.add("reload", done.message,
                           level="warning" if plan.restart_needed else "info")
+        return done
+
+    async def reopen_logs(self) -> Done:
+        """Open the log files again by their names, as after logrotate moved them away
+        (SIGUSR1 does the same): the main log's file (``--log-file``), then the access
+        log's (what was buffered goes to the old file first)."""
+        done = Done(Action.REOPEN_LOGS, self.server.reopen_logs())
+        log.info("%s", done.message)
         return done
 
     async def stop(self) -> Done:

@@ -175,6 +175,18 @@ class Server:
         """Ask whoever runs this server to stop it (gracefully, with stop())."""
         self.stop_requested.set()
 
+    def reopen_logs(self) -> dict[str, str | None]:
+        """Open the main log's file (if it goes to one) and the access log's again by their
+        names (see Operations.reopen_logs); which were reopened."""
+        log_file = None
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                old = handler.setStream(handler._open())  # flushes the old one
+                if old is not None:
+                    old.close()
+                log_file = handler.baseFilename
+        return {"log_file": log_file, "access_log": self.proxy.reopen_access_log()}
+
     def loop_problem(self) -> str | None:
         """Why the manager's periodic work is not running (liveness), or None if it is."""
         ticker = self._ticker

@@ -106,6 +106,7 @@ class AdminServer:
             web.get("/events", self.get_events),
             web.post("/sampling", self.sampling),
             web.post("/reload", self.reload),
+            web.post("/reopen-logs", self.reopen_logs),
             web.post("/stop", self.stop_instance),
         ])
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -183,6 +184,9 @@ class AdminServer:
 
     async def reload(self, request: web.Request) -> web.Response:
         return _reply(await self.operations.reload())
+
+    async def reopen_logs(self, request: web.Request) -> web.Response:
+        return _reply(await self.operations.reopen_logs())
 
     async def stop_instance(self, request: web.Request) -> web.Response:
         return _reply(await self.operations.stop())

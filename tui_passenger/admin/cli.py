@@ -66,6 +66,8 @@ def add_ctl_actions(ctl: argparse.ArgumentParser, where: argparse.ArgumentParser
                          "without stopping it").add_argument("pid", metavar="PID", type=int)
     action(Action.RELOAD, "read the configuration file again: new apps start, removed ones "
                           "stop, changed ones restart (rolling) or update in place")
+    action(Action.REOPEN_LOGS, "open the log files again by their names, after logrotate "
+                               "moved them (SIGUSR1 does the same)")
     action(Action.STOP, "shut the instance down gracefully, as SIGTERM does")
 
 

@@ -19,8 +19,9 @@ SERVED_HEADER = "X-Served-Ms"
 
 def action_url(action: Action, target: str | int | None = None) -> str:
     """The admin API path that performs ``action`` on an app (by name), for a kill or a
-    stack on a worker (by pid), for sampling, reload and stop on the instance (no target)."""
-    if action is Action.SAMPLING or action is Action.RELOAD or action is Action.STOP:
+    stack on a worker (by pid), for sampling, reload, reopen-logs and stop on the instance
+    (no target)."""
+    if action in (Action.SAMPLING, Action.RELOAD, Action.REOPEN_LOGS, Action.STOP):
         return f"/{action.value}"
     if action is Action.KILL or action is Action.STACK:
         return f"/processes/{target}/{action.value}"

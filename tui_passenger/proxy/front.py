@@ -62,7 +62,17 @@ class FrontServer:
         old = self.access_log
         if old is not None and old.same(config.server):
             return
-        self.access_log = AccessLog.open(config.server)
+        self._switch_access_log(AccessLog.open(config.server))
+
+    def reopen_access_log(self) -> str | None:
+        """Open the access log again by its name (after logrotate moved it); where it goes
+        now, None if it is off."""
+        self._switch_access_log(AccessLog.open(self.config.server))
+        return self.access_log.where if self.access_log is not None else None
+
+    def _switch_access_log(self, new: AccessLog | None) -> None:
+        """Requests from now on go to ``new``; the old log writes what it has and closes."""
+        old, self.access_log = self.access_log, new
         if old is not None:
             old.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -222,3 +223,37 @@ async def test_by_default_lines_go_where_the_main_log_goes(tmp_path: Path) -> No
         handler.close()
     lines = (tmp_path / "main.log").read_text().splitlines()
     assert [line.split()[-1] for line in lines] == ["before", "id=id-1", "after"]
+
+
+async def send_raw(srv, data: bytes) -> bytes:
+    """Raw bytes on a fresh connection; what comes back until the server closes it."""
+    reader, writer = await asyncio.open_connection(*srv.address)
+    writer.write(data)
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_requests_the_proxy_refuses_are_logged_too(tmp_path: Path) -> None:
+    """As nginx logs its 400s: a malformed request line ("-"), a head the proxy refuses
+    after reading its request line (that line), a pipelined refusal after a served one."""
+    path = tmp_path / "access.log"
+    host = b"Host: x\r\n"
+    async with running([APP], access_log=True, access_log_file=str(path)) as srv:
+        assert (await send_raw(srv, b"G(T / HTTP/1.1\r\n" + host + b"\r\n")).startswith(
+            b"HTTP/1.1 400 ")
+        assert (await send_raw(srv, b"GET /two HTTP/1.1\r\n" + host + host + b"\r\n")
+                ).startswith(b"HTTP/1.1 400 ")
+        reply = await send_raw(srv, b"GET /ok HTTP/1.1\r\n" + host + b"\r\n"
+                               b"GET /bad HTTP/1.1\r\nX Y: 1\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 400 " in reply
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4, lines
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "-" 400 \d+ "-" "-" app=- '
+                        r'\d+\.\d\dms id=-', lines[0]), lines[0]
+    assert '"GET /two HTTP/1.1" 400 ' in lines[1] and lines[1].endswith("id=-")
+    assert '"GET /ok HTTP/1.1" 200 ' in lines[2] and "app=probe" in lines[2]
+    assert '"-" 400 ' in lines[3]  # its head broke before its request line was whole
+    for line in lines[:2]:
+        assert int(line.split('" 400 ')[1].split()[0]) > 0  # the error page's bytes

@@ -1,7 +1,7 @@
 """The access log's lines: the two formats, and a batch of buffered rows formatted at once.
 
 Standard library only: the access log writer process (:mod:`tui_passenger.logwriter`)
-imports this and nothing else of the package. The formats::
+imports this (and the process title helper), nothing else of the package. The formats::
 
     combined: IP - - [01/Dec/2026:16:45:00 +0000] "GET /path HTTP/1.1" 200 1234 \\
               "https://example.com/" "curl/8.5.0" app=NAME 0.52ms id=ID
@@ -9,10 +9,13 @@ imports this and nothing else of the package. The formats::
                "version": "1.1", "status": 200, "bytes": 1234, "referer": "",
                "user_agent": "curl/8.5.0", "app": "NAME", "ms": 0.52, "id": "ID"}
 
-(each on one line.) Bytes are those of the response body sent to the client (0 for a HEAD
-request), as nginx's ``$body_bytes_sent``; a referer or user-agent the request has not is
-``-`` (combined) or ``""`` (json). A row keeps the request's header fields: the two are
-picked out of them here, in the batch, not per request.
+(each on one line.) A request the proxy refused before reading its request line whole
+(a malformed one, a client too slow, a connection over ``max_connections``) has the request
+``"-"`` (combined) or an empty method, url and version (json), app and id ``-``. Bytes are
+those of the response body sent to the client (0 for a HEAD request), as nginx's
+``$body_bytes_sent``; a referer or user-agent the request has not is ``-`` (combined) or
+``""`` (json). A row keeps the request's header fields: the two are picked out of them
+here, in the batch, not per request.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from operator import mul
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 COMBINED = '%s - - [%s] "%s %s HTTP/%s" %d %d "%s" "%s" app=%s %.2fms id=%s\n'
+#: The same, with the request line as one field: for a batch holding a refused request
+#: whose request line was never read whole (its method is ""), written ``"-"`` as nginx does.
+COMBINED_LINE = '%s - - [%s] "%s" %d %d "%s" "%s" app=%s %.2fms id=%s\n'
 JSON = ('{"time": "%s", "ip": "%s", "method": "%s", "url": "%s", "version": "%s", '
         '"status": %d, "bytes": %d, "referer": "%s", "user_agent": "%s", "app": "%s", '
         '"ms": %.2f, "id": "%s"}\n')
@@ -119,9 +125,16 @@ def format_rows(rows: Sequence[Row], json_format: bool) -> str:
     id_texts = _decode_all(ids, *id_rule)
     ms = map(mul, elapsed, repeat(1000))
     first, then = (stamps, ips) if json_format else (ips, stamps)
-    values = zip(first, then, methods, texts, versions, statuses, sent, referer_texts,
-                 agent_texts, apps, ms, id_texts, strict=True)
     line = JSON if json_format else COMBINED
+    if json_format or "" not in methods:
+        values = zip(first, then, methods, texts, versions, statuses, sent, referer_texts,
+                     agent_texts, apps, ms, id_texts, strict=True)
+    else:
+        line = COMBINED_LINE
+        requests = [f"{method} {text} HTTP/{version}" if method else "-"
+                    for method, text, version in zip(methods, texts, versions, strict=True)]
+        values = zip(first, then, requests, statuses, sent, referer_texts, agent_texts, apps,
+                     ms, id_texts, strict=True)
     return (line * len(rows)) % tuple(chain.from_iterable(values))
 
 

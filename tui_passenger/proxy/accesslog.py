@@ -136,6 +136,23 @@ class AccessLog:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval,
                                                                 self.flush)
 
+    def record_refusal(self, ip: str, request: Request | None, status: int, sent: int,
+                       elapsed: float) -> None:
+        """Buffer the line of a request the client connection refused itself (malformed,
+        too large, too slow, too many connections): its request line if it was read whole,
+        else none (written "-"); app and id "-"."""
+        if request is not None and request.line_known:
+            line = (request.method, request.url, request.version)
+        else:
+            line = ("", b"", "")
+        self._rows.append((time.time(), ip, *line, status, sent,
+                           request.headers if request is not None else [], "-", elapsed, b"-"))
+        if len(self._rows) >= BUFFER_LINES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval,
+                                                                self.flush)
+
     def flush(self) -> None:
         """Send what is buffered now to the writer (or write it here, without one)."""
         if self._timer is not None:

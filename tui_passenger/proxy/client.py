@@ -123,15 +123,16 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.ip = peer[0]  # (first: the refusal below is logged with it)
         cap = self.front.config.server.max_connections
         if cap and len(self.front.connections) >= cap:
             self.front.stats.errors_503 += 1
             self.reject(pages.error(503, f"too many connections (max_connections = {cap})",
                                     close=True))
             return
-        peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            self.ip = peer[0]
             self.address = format_address(peer[0], peer[1]).encode()
             self.trusted = self.ip in self.front.trusted
             self.forwarding = forwarding_headers(self.ip, self.address)
@@ -304,6 +305,7 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         request = self.request
         assert request is not None
+        request.line_known = True
         parser = self.parser
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
@@ -410,7 +412,7 @@ class ClientConnection(asyncio.Protocol):
         if self._reading_paused and len(self.queue) < MAX_PIPELINED // 2:
             self.resume_reading()
         if request.error is not None:
-            self.reject(request.error)
+            self.reject(request.error, request)
             return
         self._start(request)
 
@@ -434,15 +436,26 @@ class ClientConnection(asyncio.Protocol):
             self.reject(page)
             return
         failed = Request()
+        partial = self.request
+        if partial is not None and partial.line_known:  # logged with its request line
+            failed.method, failed.url, failed.version = (partial.method, partial.url,
+                                                         partial.version)
+            failed.headers, failed.line_known = partial.headers, True
         failed.error = page
         failed.keep_alive = False
         self.request = None
         self.queue.append(failed)
         self.pause_reading()  # nothing after a broken request can be parsed
 
-    def reject(self, page: pages.Page) -> None:
-        """Answer with one of the proxy's own pages and close the connection."""
+    def reject(self, page: pages.Page, request: Request | None = None) -> None:
+        """Answer with one of the proxy's own pages and close the connection; the refused
+        ``request`` (else the one being read, if any) gets its access log line."""
         self.front.stats.count(page.status)
+        access_log = self.front.access_log
+        if access_log is not None:
+            request = request or self.request
+            elapsed = time.monotonic() - self.head_started if request is not None else 0.0
+            access_log.record_refusal(self.ip, request, page.status, len(page.body), elapsed)
         self.write(pages.render(page, b"", keep_alive=False))
         self.close()
 

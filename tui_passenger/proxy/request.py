@@ -15,7 +15,7 @@ class Request:
     """A request as received from the client."""
 
     __slots__ = ("method", "url", "version", "headers", "host", "keep_alive", "body",
-                 "error", "head_size", "received", "plain", "websocket")
+                 "error", "head_size", "received", "plain", "websocket", "line_known")
 
     def __init__(self) -> None:
         self.method = "GET"
@@ -34,6 +34,8 @@ class Request:
         self.plain = True
         #: An ``Upgrade: websocket`` request (its exchange is a WebSocketExchange).
         self.websocket = False
+        #: Its request line was read whole (method and version known: the head has ended).
+        self.line_known = False
 
 
 class Stats:

@@ -41,8 +41,10 @@ def head_problem(request: Request, hosts: int, chunked: bool) -> Problem:
     return None
 
 
-#: A method as HTTP defines one (a token, RFC 9110 9.1) and the space after it.
-_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32} ")
+#: A request line that is well formed but for a method llhttp does not know: a token
+#: (RFC 9110 9.1), a target, an HTTP version.
+_METHOD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}) [^ \x00-\x20\x7f]+ "
+                     rb"HTTP/\d\.\d\r\n")
 
 
 def parse_problem(exc: httptools.HttpParserError, start: bytes | None) -> tuple[int, str]:
@@ -51,7 +53,7 @@ def parse_problem(exc: httptools.HttpParserError, start: bytes | None) -> tuple[
     does not implement it); anything else is 400."""
     if isinstance(exc, httptools.HttpParserInvalidMethodError) and start is not None \
             and (method := _METHOD.match(start)):
-        name = method[0][:-1].decode("latin-1")
+        name = method[1].decode("latin-1")
         return 501, f"method {name} is not implemented"
     return 400, f"malformed request: {exc}"
 

@@ -8,6 +8,7 @@ Only this App touches the terminal. It renders the typed snapshot of
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -153,6 +154,8 @@ class Dashboard(Intents):
         self._key_at = -MAX_INTERVAL
         self._held: Dashboard.Refreshed | None = None
         self._put_off: float | None = None
+        #: Whether what the first tree's drawing left alive was frozen (see _freeze_heap).
+        self._frozen = False
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
@@ -322,6 +325,18 @@ class Dashboard(Intents):
             self.log_panel.add_entries(message.entries)
             self._notify_reloads(message.entries)
             self.log_panel.add_warnings(snap)
+        if not self._frozen:
+            self._frozen = True
+            self.call_after_refresh(self._freeze_heap)
+
+    @staticmethod
+    def _freeze_heap() -> None:
+        """Leave what starting up and drawing the first tree made out of the collector's full
+        passes: Textual's widgets, styles and caches are ~100 000 objects, and a full pass
+        over them (every few refreshes at 150 workers) holds the loop 100-200 ms, so a key
+        pressed then waits that long. Only what is made later is scanned from then on."""
+        gc.collect()  # the garbage of starting up is freed, not kept frozen
+        gc.freeze()
 
     def _notify_reloads(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:

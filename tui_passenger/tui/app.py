@@ -134,8 +134,11 @@ class Dashboard(Intents):
         self._scale_targets: dict[str, tuple[int, float]] = {}
         self._fetching = False
         #: A refresh was asked for while one was under way (after an intent): it runs
-        #: again at once, so the intent's effect does not wait for the next tick.
+        #: again at once, so the intent's effect does not wait for the next tick; the one
+        #: under way predates the intent's answer, and is not drawn (its log entries wait
+        #: here for the next one): one tree's fetch and repaint follow an intent, not two.
         self._refetch = False
+        self._stale_entries: list[dict[str, Any]] = []
         #: Reloads asked for here whose outcome was notified already (from their answer):
         #: their entries in the log are not notified again. Others (SIGHUP, ctl reload) are.
         self._own_reloads = 0
@@ -287,9 +290,12 @@ class Dashboard(Intents):
             seq, entries = await self.core.events(0)
         self._instance = instance
         self._seq = seq
-        self.post_message(self.Refreshed(snap, entries, fds_of, periodic=not urgent))
-        if self._refetch:  # what was fetched may predate an intent's answer
+        entries[:0], self._stale_entries = self._stale_entries, []
+        if self._refetch:  # what was fetched predates an intent's answer: fetch that
+            self._stale_entries = entries
             self.call_later(self.tick, True)
+            return
+        self.post_message(self.Refreshed(snap, entries, fds_of, periodic=not urgent))
 
     def on_dashboard_refreshed(self, message: Refreshed) -> None:
         """Render one snapshot into every widget, in one batch; a periodic one that lands
@@ -329,14 +335,19 @@ class Dashboard(Intents):
             self._frozen = True
             self.call_after_refresh(self._freeze_heap)
 
-    @staticmethod
-    def _freeze_heap() -> None:
+    def _freeze_heap(self) -> None:
         """Leave what starting up and drawing the first tree made out of the collector's full
         passes: Textual's widgets, styles and caches are ~100 000 objects, and a full pass
         over them (every few refreshes at 150 workers) holds the loop 100-200 ms, so a key
         pressed then waits that long. Only what is made later is scanned from then on."""
-        gc.collect()  # the garbage of starting up is freed, not kept frozen
-        gc.freeze()
+        if not self._quitting:
+            gc.collect()  # the garbage of starting up is freed, not kept frozen
+            gc.freeze()
+
+    def on_unmount(self) -> None:
+        """Hand the frozen objects back to the collector: the app's own go with it."""
+        if self._frozen:
+            gc.unfreeze()
 
     def _notify_reloads(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:

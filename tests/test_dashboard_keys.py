@@ -1,5 +1,6 @@
 """What keeps a key's effect quick at scale: one repaint after an intent, the table's cells
-reused where their text did not change, and the start-up heap out of full collections."""
+reused where their text did not change, the start-up heap out of full collections and the
+garbage collected after a frame, a little at a time."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import copy
 import gc
 from typing import Any
 
+import pytest
+
 from tests.test_dashboard import FakeCore, row_keys, select, until
 from tests.test_dashboard_more import many_workers
 from tui_passenger.snapshot import Snapshot
+from tui_passenger.tui import app as dashboard_module
 from tui_passenger.tui.app import Dashboard
 from tui_passenger.tui.widgets.process_table import NameCell, ProcessTable
 
@@ -120,10 +124,21 @@ async def test_refreshed_rows_keep_unchanged_cells_and_match_a_table_drawn_afres
         assert _cells(fresh.table) == updated
 
 
-async def test_the_start_up_heap_is_out_of_full_collections_while_the_dashboard_runs(
-) -> None:
+async def test_the_start_up_heap_is_frozen_and_garbage_collected_after_frames(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     app = Dashboard(FakeCore(), interval=30)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: gc.get_freeze_count() > 1000, timeout=5,
                     what="the heap frozen")
+        # A full collection follows the frame a key drew, once it is due.
+        monkeypatch.setattr(dashboard_module, "GC_AFTER", 0)
+        full = gc.get_stats()[2]["collections"]
+        await pilot.press("down")
+        await until(pilot, lambda: gc.get_stats()[2]["collections"] > full, timeout=5,
+                    what="a full collection after the key")
+        monkeypatch.setattr(dashboard_module, "GC_AFTER", 10**9)  # never due
+        full = gc.get_stats()[2]["collections"]
+        await pilot.press("up")
+        await pilot.pause(0.2)
+        assert gc.get_stats()[2]["collections"] == full
     assert gc.get_freeze_count() == 0  # handed back: the app's objects can be collected

@@ -50,6 +50,11 @@ MAX_INTERVAL = 5.0
 KEY_FIRST = 0.25
 #: However fast keys come, a periodic refresh waits no longer than this.
 MAX_HOLD = 1.0
+#: After a frame is drawn, cyclic garbage is collected once the collector's young passes
+#: since the last full one reach this: Python waits for 10, and then frees what drawing
+#: some dozen key presses left (Textual's lines hold themselves in their caches: ~30 000
+#: objects, 100 ms of a held loop) at a moment of its choosing, maybe mid-key.
+GC_AFTER = 2
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
              "question_mark": "?", "escape": "Esc", "enter": "Enter", "left": "←",
              "right": "→"}
@@ -256,6 +261,7 @@ class Dashboard(Intents):
         """Note when a key is pressed (see KEY_FIRST), then handle the event as usual."""
         if isinstance(event, events.Key):
             self._key_at = time.monotonic()
+            self.call_after_refresh(self._collect_garbage)
         await super().on_event(event)
 
     async def tick(self, urgent: bool = False) -> None:
@@ -334,6 +340,14 @@ class Dashboard(Intents):
         if not self._frozen:
             self._frozen = True
             self.call_after_refresh(self._freeze_heap)
+        else:
+            self.call_after_refresh(self._collect_garbage)
+
+    @staticmethod
+    def _collect_garbage() -> None:
+        """Collect cyclic garbage now, after a frame, if it is due (see GC_AFTER)."""
+        if gc.get_count()[2] >= GC_AFTER:
+            gc.collect()
 
     def _freeze_heap(self) -> None:
         """Leave what starting up and drawing the first tree made out of the collector's full

@@ -14,7 +14,7 @@ import pytest
 from tests.test_dashboard import FakeCore, row_keys, select, until
 from tests.test_dashboard_more import many_workers
 from tui_passenger.snapshot import Snapshot
-from tui_passenger.tui import app as dashboard_module
+from tui_passenger.tui import heap
 from tui_passenger.tui.app import Dashboard
 from tui_passenger.tui.widgets.process_table import NameCell, ProcessTable
 
@@ -131,12 +131,12 @@ async def test_the_start_up_heap_is_frozen_and_garbage_collected_after_frames(
         await until(pilot, lambda: gc.get_freeze_count() > 1000, timeout=5,
                     what="the heap frozen")
         # A full collection follows the frame a key drew, once it is due.
-        monkeypatch.setattr(dashboard_module, "GC_AFTER", 0)
+        monkeypatch.setattr(heap, "GC_AFTER", 0)
         full = gc.get_stats()[2]["collections"]
         await pilot.press("down")
         await until(pilot, lambda: gc.get_stats()[2]["collections"] > full, timeout=5,
                     what="a full collection after the key")
-        monkeypatch.setattr(dashboard_module, "GC_AFTER", 10**9)  # never due
+        monkeypatch.setattr(heap, "GC_AFTER", 10**9)  # never due
         full = gc.get_stats()[2]["collections"]
         await pilot.press("up")
         await pilot.pause(0.2)

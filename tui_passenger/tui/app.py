@@ -8,7 +8,6 @@ Only this App touches the terminal. It renders the typed snapshot of
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +23,7 @@ from textual.widgets import DataTable, Footer, Input
 
 from tui_passenger.core import Core
 from tui_passenger.snapshot import Snapshot
+from tui_passenger.tui import heap
 from tui_passenger.tui.commands import DashboardCommands
 from tui_passenger.tui.folding import ProcessTree
 from tui_passenger.tui.intents import INTENT_ERRORS, Intents
@@ -50,11 +50,6 @@ MAX_INTERVAL = 5.0
 KEY_FIRST = 0.25
 #: However fast keys come, a periodic refresh waits no longer than this.
 MAX_HOLD = 1.0
-#: After a frame is drawn, cyclic garbage is collected once the collector's young passes
-#: since the last full one reach this: Python waits for 10, and then frees what drawing
-#: some dozen key presses left (Textual's lines hold themselves in their caches: ~30 000
-#: objects, 100 ms of a held loop) at a moment of its choosing, maybe mid-key.
-GC_AFTER = 2
 KEY_NAMES = {"plus": "+", "equals_sign": "=", "minus": "-", "slash": "/",
              "question_mark": "?", "escape": "Esc", "enter": "Enter", "left": "←",
              "right": "→"}
@@ -162,7 +157,7 @@ class Dashboard(Intents):
         self._key_at = -MAX_INTERVAL
         self._held: Dashboard.Refreshed | None = None
         self._put_off: float | None = None
-        #: Whether what the first tree's drawing left alive was frozen (see _freeze_heap).
+        #: Whether what the first tree's drawing left alive was frozen (see tui.heap).
         self._frozen = False
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
@@ -261,7 +256,7 @@ class Dashboard(Intents):
         """Note when a key is pressed (see KEY_FIRST), then handle the event as usual."""
         if isinstance(event, events.Key):
             self._key_at = time.monotonic()
-            self.call_after_refresh(self._collect_garbage)
+            self.call_after_refresh(heap.collect_if_due)
         await super().on_event(event)
 
     async def tick(self, urgent: bool = False) -> None:
@@ -337,31 +332,20 @@ class Dashboard(Intents):
             self.log_panel.add_entries(message.entries)
             self._notify_reloads(message.entries)
             self.log_panel.add_warnings(snap)
-        if not self._frozen:
+        if not self._frozen:  # the first tree is drawn: what starting up made stays
             self._frozen = True
             self.call_after_refresh(self._freeze_heap)
         else:
-            self.call_after_refresh(self._collect_garbage)
-
-    @staticmethod
-    def _collect_garbage() -> None:
-        """Collect cyclic garbage now, after a frame, if it is due (see GC_AFTER)."""
-        if gc.get_count()[2] >= GC_AFTER:
-            gc.collect()
+            self.call_after_refresh(heap.collect_if_due)
 
     def _freeze_heap(self) -> None:
-        """Leave what starting up and drawing the first tree made out of the collector's full
-        passes: Textual's widgets, styles and caches are ~100 000 objects, and a full pass
-        over them (every few refreshes at 150 workers) holds the loop 100-200 ms, so a key
-        pressed then waits that long. Only what is made later is scanned from then on."""
         if not self._quitting:
-            gc.collect()  # the garbage of starting up is freed, not kept frozen
-            gc.freeze()
+            heap.freeze()
 
     def on_unmount(self) -> None:
-        """Hand the frozen objects back to the collector: the app's own go with it."""
+        """Hand the frozen objects back to the collector (see tui.heap)."""
         if self._frozen:
-            gc.unfreeze()
+            heap.unfreeze()
 
     def _notify_reloads(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:

@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Input
 
 from tui_passenger.core import Core
 from tui_passenger.snapshot import Snapshot
+from tui_passenger.tui import heap
 from tui_passenger.tui.commands import DashboardCommands
 from tui_passenger.tui.folding import ProcessTree
 from tui_passenger.tui.intents import INTENT_ERRORS, Intents
@@ -133,8 +134,11 @@ class Dashboard(Intents):
         self._scale_targets: dict[str, tuple[int, float]] = {}
         self._fetching = False
         #: A refresh was asked for while one was under way (after an intent): it runs
-        #: again at once, so the intent's effect does not wait for the next tick.
+        #: again at once, so the intent's effect does not wait for the next tick; the one
+        #: under way predates the intent's answer, and is not drawn (its log entries wait
+        #: here for the next one): one tree's fetch and repaint follow an intent, not two.
         self._refetch = False
+        self._stale_entries: list[dict[str, Any]] = []
         #: Reloads asked for here whose outcome was notified already (from their answer):
         #: their entries in the log are not notified again. Others (SIGHUP, ctl reload) are.
         self._own_reloads = 0
@@ -153,6 +157,8 @@ class Dashboard(Intents):
         self._key_at = -MAX_INTERVAL
         self._held: Dashboard.Refreshed | None = None
         self._put_off: float | None = None
+        #: Whether what the first tree's drawing left alive was frozen (see tui.heap).
+        self._frozen = False
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """Fallbacks for the dashboard's own CSS variables (themes may override them)."""
@@ -250,6 +256,7 @@ class Dashboard(Intents):
         """Note when a key is pressed (see KEY_FIRST), then handle the event as usual."""
         if isinstance(event, events.Key):
             self._key_at = time.monotonic()
+            self.call_after_refresh(heap.collect_if_due)
         await super().on_event(event)
 
     async def tick(self, urgent: bool = False) -> None:
@@ -284,9 +291,12 @@ class Dashboard(Intents):
             seq, entries = await self.core.events(0)
         self._instance = instance
         self._seq = seq
-        self.post_message(self.Refreshed(snap, entries, fds_of, periodic=not urgent))
-        if self._refetch:  # what was fetched may predate an intent's answer
+        entries[:0], self._stale_entries = self._stale_entries, []
+        if self._refetch:  # what was fetched predates an intent's answer: fetch that
+            self._stale_entries = entries
             self.call_later(self.tick, True)
+            return
+        self.post_message(self.Refreshed(snap, entries, fds_of, periodic=not urgent))
 
     def on_dashboard_refreshed(self, message: Refreshed) -> None:
         """Render one snapshot into every widget, in one batch; a periodic one that lands
@@ -322,6 +332,20 @@ class Dashboard(Intents):
             self.log_panel.add_entries(message.entries)
             self._notify_reloads(message.entries)
             self.log_panel.add_warnings(snap)
+        if not self._frozen:  # the first tree is drawn: what starting up made stays
+            self._frozen = True
+            self.call_after_refresh(self._freeze_heap)
+        else:
+            self.call_after_refresh(heap.collect_if_due)
+
+    def _freeze_heap(self) -> None:
+        if not self._quitting:
+            heap.freeze()
+
+    def on_unmount(self) -> None:
+        """Hand the frozen objects back to the collector (see tui.heap)."""
+        if self._frozen:
+            heap.unfreeze()
 
     def _notify_reloads(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import psutil
 import pytest
 
 from tests.serving import get, running, wait_until
+from tui_passenger.logwriter import Writer
 from tui_passenger.proxy.accesslog import AccessLog
 from tui_passenger.proxy.request import Request
 
@@ -101,3 +103,25 @@ async def test_a_writer_that_is_behind_gets_every_line_later(tmp_path: Path) -> 
     assert len(written) == lines
     # In order, none twice (the bytes field carries the row's number).
     assert [int(line.split('" 200 ')[1].split()[0]) for line in written] == list(range(lines))
+
+
+def test_to_a_pipe_lines_go_in_whole_pieces_no_other_writer_can_cut() -> None:
+    """The main log's stream may be a pipe or a socket shared with the manager's own lines:
+    only writes of up to PIPE_BUF bytes are never interleaved with another process's."""
+    read, write = os.pipe()
+    writer = Writer(write, "the main log", False)
+    data = b"".join(b"line %d %s\n" % (i, b"x" * (i % 300)) for i in range(600))
+    data += b"y" * 9000 + b"\n" + b"last\n"  # one line longer than a piece
+    pieces = writer._pieces(data)
+    assert b"".join(pieces) == data and len(pieces) > 1
+    for piece in pieces:
+        assert piece.endswith(b"\n")
+        assert len(piece) <= select.PIPE_BUF or piece.count(b"\n") == 1
+    os.set_blocking(read, False)
+    got = b""
+    for piece in pieces[:3]:  # what the pipe holds at once
+        writer.write(piece)
+        got += os.read(read, 1 << 16)
+    assert got == b"".join(pieces[:3])
+    os.close(read)
+    os.close(write)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import marshal
 import os
+import select
 import signal
+import stat
 import sys
 from collections.abc import Sequence
 
@@ -51,6 +53,11 @@ class Writer:
         self.where = where
         self.json = json_format
         self.failed = False
+        # A pipe or a socket (stderr under a terminal multiplexer, journald, `| tee`) is
+        # shared with the manager's own log lines: only writes of up to PIPE_BUF bytes are
+        # never cut by another process's, so lines go in such pieces there.
+        mode = os.fstat(fd).st_mode
+        self.piece = select.PIPE_BUF if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else 0
 
     def run(self, pipe: int) -> int:
         """Until the pipe ends; 0."""
@@ -63,11 +70,13 @@ class Writer:
             self.write(format_rows(rows, self.json).encode("utf-8", "backslashreplace"))
 
     def write(self, data: bytes) -> None:
-        """All of ``data`` (more than one write only if one writes less)."""
-        view = memoryview(data)
+        """All of ``data`` (more than one write only if one writes less, or in whole lines
+        of at most PIPE_BUF bytes to a pipe or a socket)."""
         try:
-            while view:
-                view = view[os.write(self.fd, view):]
+            for piece in self._pieces(data):
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(self.fd, view):]
         except OSError as e:
             if not self.failed:
                 self.failed = True
@@ -77,6 +86,21 @@ class Writer:
         if self.failed:
             self.failed = False
             self._say(f"warning: access log: writing to {self.where} again")
+
+    def _pieces(self, data: bytes) -> list[bytes]:
+        """``data`` cut after a newline into pieces of at most ``piece`` bytes (a longer
+        line alone), or whole."""
+        size = self.piece
+        if not size or len(data) <= size:
+            return [data]
+        pieces, start = [], 0
+        while start < len(data):
+            end = data.rfind(b"\n", start, start + size) + 1
+            if end <= start:  # one line longer than a piece
+                end = data.find(b"\n", start + size) + 1 or len(data)
+            pieces.append(data[start:end])
+            start = end
+        return pieces
 
     @staticmethod
     def _say(text: str) -> None:

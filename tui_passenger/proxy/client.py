@@ -37,6 +37,7 @@ from tui_passenger.proxy.headers import (
     UNIX_PEER_FORWARDING,
     forwarding_headers,
 )
+from tui_passenger.proxy.refusals import MAX_HEAD_SIZE, Refusals, Stop
 from tui_passenger.proxy.request import Request
 from tui_passenger.proxy.sides import Front
 from tui_passenger.proxy.validation import codings_problem, head_problem, parse_problem
@@ -47,9 +48,6 @@ if TYPE_CHECKING:
     from tui_passenger.config import Config
     from tui_passenger.proxy.headers import TrustedProxies
 
-#: Request line plus headers beyond this size are refused with 431, whatever the per-line
-#: limits ([server] limit_request_line, limit_request_field_size) allow.
-MAX_HEAD_SIZE = 64 * 1024
 #: Pipelined requests held per connection before reading pauses.
 MAX_PIPELINED = 16
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -57,10 +55,6 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _OWS = frozenset({b" ", b"\t"})
 #: Method names as str, each decoded once (llhttp knows a fixed set of methods: bounded).
 _METHODS: dict[bytes, str] = {}
-
-
-class _Stop(Exception):
-    """Raised from a parser callback to stop parsing (the connection is being closed)."""
 
 
 class _TakeOver(Exception):
@@ -78,8 +72,9 @@ class FrontForClients(Front, Protocol):
     trusted: TrustedProxies
 
 
-class ClientConnection(asyncio.Protocol):
-    """The protocol of one public connection."""
+class ClientConnection(Refusals, asyncio.Protocol):
+    """The protocol of one public connection (how it refuses requests itself: its base
+    class :class:`~tui_passenger.proxy.refusals.Refusals`)."""
 
     __slots__ = ("front", "transport", "parser", "ip", "address", "trusted", "forwarding",
                  "queue", "current", "request", "closed", "paused_writing", "last_active",
@@ -168,7 +163,7 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _TakeOver):
                 self._take_over(data, exc.__context__.args[0])
-            elif not isinstance(exc.__context__, _Stop):
+            elif not isinstance(exc.__context__, Stop):
                 raise
         except httptools.HttpParserError as exc:
             # The request's first bytes are known when it began at the start of this read.
@@ -198,7 +193,7 @@ class ClientConnection(asyncio.Protocol):
             self.chunked = None
             self.reject_in_turn(pages.error(400, f"malformed chunked body: {exc}", close=True))
             return b""
-        except _Stop:  # refused from on_body (413)
+        except Stop:  # refused from on_body (413)
             self.chunked = None
             return b""
         if used < 0:
@@ -207,16 +202,6 @@ class ClientConnection(asyncio.Protocol):
         keep_alive = self.request is not None and self.request.keep_alive
         self._complete()
         return data[used:] if keep_alive else b""  # nothing is read after a last request
-
-    def eof_received(self) -> bool | None:
-        """The client closed its sending side: as before, taken for gone (its queued
-        requests are withdrawn); a request it cut short, with nothing owed before it, gets
-        a 400 first rather than silence."""
-        if self.request is not None and self.current is None and not self.queue \
-                and not self.closed:
-            self.reject(pages.error(
-                400, "the client closed the connection in the middle of a request", close=True))
-        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -282,25 +267,6 @@ class ClientConnection(asyncio.Protocol):
         if len(headers) > self.max_fields:
             self._refuse(431, f"more than {self.max_fields} header fields "
                               f"(limit_request_fields)")
-
-    def _trailer(self, name: bytes) -> None:
-        """A trailer field: never merged into the header section (RFC 9110 6.5.1), so dropped
-        (WSGI has no trailers); one that only makes sense before the content is refused."""
-        if name.lower() in FORBIDDEN_TRAILERS:
-            self._refuse(400, f"{name.decode('latin-1')} is not allowed as a trailer field")
-
-    def _refuse(self, status: int, why: str) -> None:
-        """Refuse the request being parsed (after the responses owed) and stop parsing."""
-        self.reject_in_turn(pages.error(status, why, close=True))
-        raise _Stop
-
-    def _count(self, request: Request | None, size: int) -> None:
-        assert request is not None
-        request.head_size += size
-        if request.head_size > MAX_HEAD_SIZE:
-            self.reject_in_turn(pages.error(
-                431, f"request head larger than {MAX_HEAD_SIZE} bytes", close=True))
-            raise _Stop
 
     def on_headers_complete(self) -> None:
         request = self.request
@@ -430,35 +396,6 @@ class ClientConnection(asyncio.Protocol):
         elif self.queue:
             self.next()
 
-    def reject_in_turn(self, page: pages.Page) -> None:
-        """Answer with ``page`` and close, after the responses already owed (pipelining)."""
-        if self.current is None and not self.queue:
-            self.reject(page)
-            return
-        failed = Request()
-        partial = self.request
-        if partial is not None and partial.line_known:  # logged with its request line
-            failed.method, failed.url, failed.version = (partial.method, partial.url,
-                                                         partial.version)
-            failed.headers, failed.line_known = partial.headers, True
-        failed.error = page
-        failed.keep_alive = False
-        self.request = None
-        self.queue.append(failed)
-        self.pause_reading()  # nothing after a broken request can be parsed
-
-    def reject(self, page: pages.Page, request: Request | None = None) -> None:
-        """Answer with one of the proxy's own pages and close the connection; the refused
-        ``request`` (else the one being read, if any) gets its access log line."""
-        self.front.stats.count(page.status)
-        access_log = self.front.access_log
-        if access_log is not None:
-            request = request or self.request
-            elapsed = time.monotonic() - self.head_started if request is not None else 0.0
-            access_log.record_refusal(self.ip, request, page.status, len(page.body), elapsed)
-        self.write(pages.render(page, b"", keep_alive=False))
-        self.close()
-
     def write(self, data: bytes) -> None:
         """Send bytes to the client (dropped once the connection is gone)."""
         if not self.closed and self.transport is not None:
@@ -485,28 +422,3 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and self._reading_paused and not self.closed:
             self._reading_paused = False
             self.transport.resume_reading()
-
-    @property
-    def idle(self) -> bool:
-        """No request running, queued or half received."""
-        return self.current is None and not self.queue and self.request is None
-
-    def sweep(self, now: float) -> None:
-        """Apply the client timeouts: 408 for a head or body too slow, close when idle."""
-        server = self.front.config.server
-        if self.request is not None:
-            if self.body_started:
-                if now - self.body_started > server.client_body_timeout:
-                    self._timed_out(f"request body not received within client_body_timeout "
-                                    f"({server.client_body_timeout:g} s)")
-            elif now - self.head_started > server.client_header_timeout:
-                self._timed_out(f"request head not received within client_header_timeout "
-                                f"({server.client_header_timeout:g} s)")
-        elif self.idle and now - self.last_active > server.keepalive_timeout:
-            self.close()
-
-    def _timed_out(self, why: str) -> None:
-        if self.current is None and not self.queue:
-            self.reject(pages.error(408, why, close=True))
-        else:  # answer the pipelined requests before it first
-            self.reject_in_turn(pages.error(408, why, close=True))

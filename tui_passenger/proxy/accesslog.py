@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tui_passenger.logformat import Row, format_rows
+from tui_passenger.proxy.request import Request
 
 if TYPE_CHECKING:
     from tui_passenger.config_model import ServerConfig
-    from tui_passenger.proxy.request import Request
 
 log = logging.getLogger("tui_passenger.proxy")
 
@@ -141,17 +141,13 @@ class AccessLog:
         """Buffer the line of a request the client connection refused itself (malformed,
         too large, too slow, too many connections): its request line if it was read whole,
         else none (written "-"); app and id "-"."""
-        if request is not None and request.line_known:
-            line = (request.method, request.url, request.version)
-        else:
-            line = ("", b"", "")
-        self._rows.append((time.time(), ip, *line, status, sent,
-                           request.headers if request is not None else [], "-", elapsed, b"-"))
-        if len(self._rows) >= BUFFER_LINES:
-            self.flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.flush_interval,
-                                                                self.flush)
+        if request is None or not request.line_known:
+            unread = Request()
+            unread.method, unread.version = "", ""  # (url b""): the line is "-"
+            if request is not None:
+                unread.headers = request.headers
+            request = unread
+        self.record(ip, request, status, sent, "-", elapsed, b"-")
 
     def flush(self) -> None:
         """Send what is buffered now to the writer (or write it here, without one)."""

@@ -11,7 +11,7 @@ import asyncio
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import httptools
 
@@ -37,16 +37,14 @@ from tui_passenger.proxy.headers import (
     UNIX_PEER_FORWARDING,
     forwarding_headers,
 )
-from tui_passenger.proxy.refusals import MAX_HEAD_SIZE, Refusals, Stop
+from tui_passenger.proxy.refusals import MAX_HEAD_SIZE, FrontForClients, Refusals, Stop
 from tui_passenger.proxy.request import Request
-from tui_passenger.proxy.sides import Front
 from tui_passenger.proxy.validation import codings_problem, head_problem, parse_problem
 from tui_passenger.proxy.websocket import WebSocketExchange, is_websocket_upgrade
 from tui_passenger.runtime.http_parser import HttpParserError
 
 if TYPE_CHECKING:
-    from tui_passenger.config import Config
-    from tui_passenger.proxy.headers import TrustedProxies
+    pass
 
 #: Pipelined requests held per connection before reading pauses.
 MAX_PIPELINED = 16
@@ -61,15 +59,6 @@ class _TakeOver(Exception):
     """Raised from on_headers_complete to stop llhttp at a chunked request's body, which
     the connection then decodes itself; ``args[0]`` is where the body starts in the data."""
 
-
-
-class FrontForClients(Front, Protocol):
-    """What a client connection needs of the front server (besides what its exchanges do)."""
-
-    config: Config
-    #: The open client connections.
-    connections: set[ClientConnection]
-    trusted: TrustedProxies
 
 
 class ClientConnection(Refusals, asyncio.Protocol):

@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import tui_passenger.proxy.pages as pages
 from tui_passenger.proxy.headers import FORBIDDEN_TRAILERS
 from tui_passenger.proxy.request import Request
+from tui_passenger.proxy.sides import Front
 
 if TYPE_CHECKING:
-    from tui_passenger.proxy.client import FrontForClients
+    from tui_passenger.config import Config
     from tui_passenger.proxy.exchange import Exchange
+    from tui_passenger.proxy.headers import TrustedProxies
 
 #: Request line plus headers beyond this size are refused with 431, whatever the per-line
 #: limits ([server] limit_request_line, limit_request_field_size) allow.
 MAX_HEAD_SIZE = 64 * 1024
+
+
+class FrontForClients(Front, Protocol):
+    """What a client connection needs of the front server (besides what its exchanges do)."""
+
+    config: Config
+    #: The open client connections.
+    connections: set[Any]
+    trusted: TrustedProxies
 
 
 class Stop(Exception):

@@ -19,6 +19,7 @@ tui-passenger/other ratios are taken per round, then the median and min–max ar
                                     [--concurrency 1,16,256,1000] [--duration 5]
                                     [--rounds 3] [--warmup 2] [--no-c1] [--systems tp,...]
                                     [--json results.json] [--install] [--base REV]
+                                    [--browser-headers]
 
 ``--base REV`` adds ``tpbase``: headless tui-passenger as of git revision REV (checked out
 into a scratch worktree, run with the same interpreter), measured in the same rounds, so
@@ -59,7 +60,7 @@ from systems import (  # noqa: E402,F401
     preflight,
     serves,
 )
-from wrkrun import Run, wrk  # noqa: E402
+from wrkrun import BROWSER_HEADERS, Run, wrk  # noqa: E402
 
 W = max(len(name) for name, _ in SYSTEMS.values())  # width of the system-name column
 DASHBOARD_TARGET = 0.95  # the dashboard open must keep this share of headless req/s...
@@ -188,7 +189,8 @@ def measure(servers: dict[str, Server], running: list[str], connections: int,
                 results[key].append(None)
                 continue
             first, total = server.cpu_seconds()
-            run = wrk(server.port, connections, args.duration, timeout=args.wrk_timeout)
+            run = wrk(server.port, connections, args.duration, timeout=args.wrk_timeout,
+                      headers=BROWSER_HEADERS if args.browser_headers else ())
             if run.ok_requests:
                 first_after, total_after = server.cpu_seconds()
                 run.cpu_first = (first_after - first) * 10_000 / run.ok_requests
@@ -312,6 +314,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-c1", action="store_true",
                         help="skip the c=1 proxy-vs-worker latency test after the rounds")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--browser-headers", action="store_true",
+                        help="send the nine header fields of a browser's page request (user "
+                             "agent, referer, a 500-byte cookie...) with every request; wrk "
+                             "alone sends only Host")
     parser.add_argument("--base", metavar="REV",
                         help="also run tui-passenger as of git revision REV (A/B of a change)")
     parser.add_argument("--install", action="store_true",

@@ -78,12 +78,34 @@ def parse_wrk(text: str) -> Run:
                requests, non_2xx, socket_errors, problem, ok_requests=good, rps_all=rps_all)
 
 
-def wrk(port: int, connections: int, duration: float, timeout: float | None = None) -> Run:
+#: What a browser sends with a page request (wrk alone sends only Host): for measuring
+#: what a server does per header field (an access log's referer and user-agent, cookies).
+BROWSER_HEADERS = (
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36",
+    "Referer: https://www.example.com/articles/2026/12/some-article?utm_source=news",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"
+    "*/*;q=0.8",
+    "Accept-Language: en-US,en;q=0.9,fr;q=0.8",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Cookie: session=" + "a" * 40 + "; csrftoken=" + "b" * 64 + "; _ga=GA1.1." + "1" * 20
+    + "; prefs=" + "c" * 300,
+    "Sec-Fetch-Dest: document",
+    "Sec-Fetch-Mode: navigate",
+    "Upgrade-Insecure-Requests: 1",
+)
+
+
+def wrk(port: int, connections: int, duration: float, timeout: float | None = None,
+        headers: tuple[str, ...] = ()) -> Run:
     """One ``wrk --latency`` run against 127.0.0.1:port (bounded by a timeout);
-    ``timeout``: wrk's per-request timeout (its default is 2 s)."""
+    ``timeout``: wrk's per-request timeout (its default is 2 s); ``headers``: added to
+    every request."""
     # one wrk thread (-t1 ≤ -c always holds): on a small box the servers need the cores more
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency",
-            *([f"--timeout={timeout:g}s"] if timeout else []), f"http://127.0.0.1:{port}/"]
+            *([f"--timeout={timeout:g}s"] if timeout else []),
+            *(arg for header in headers for arg in ("-H", header)),
+            f"http://127.0.0.1:{port}/"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True,
                               timeout=duration + (timeout or 2) + 30)

@@ -237,13 +237,17 @@ async def send_raw(srv, data: bytes) -> bytes:
 
 async def test_requests_the_proxy_refuses_are_logged_too(tmp_path: Path) -> None:
     """As nginx logs its 400s: a malformed request line ("-"), a head the proxy refuses
-    after reading its request line (that line), a pipelined refusal after a served one."""
+    after reading its request line (that line, and the Referer and User-Agent read), a
+    pipelined refusal after a served one."""
     path = tmp_path / "access.log"
     host = b"Host: x\r\n"
     async with running([APP], access_log=True, access_log_file=str(path)) as srv:
         assert (await send_raw(srv, b"G(T / HTTP/1.1\r\n" + host + b"\r\n")).startswith(
             b"HTTP/1.1 400 ")
-        assert (await send_raw(srv, b"GET /two HTTP/1.1\r\n" + host + host + b"\r\n")
+        # Refused at the second Range, before the User-Agent after it was looked at.
+        assert (await send_raw(srv, b"GET /two HTTP/1.1\r\n" + host + b"Referer: /from\r\n"
+                               b"Range: bytes=0-1\r\nRange: bytes=2-3\r\n"
+                               b"User-Agent: refused/1\r\n\r\n")
                 ).startswith(b"HTTP/1.1 400 ")
         reply = await send_raw(srv, b"GET /ok HTTP/1.1\r\n" + host + b"\r\n"
                                b"GET /bad HTTP/1.1\r\nX Y: 1\r\n\r\n")
@@ -253,6 +257,7 @@ async def test_requests_the_proxy_refuses_are_logged_too(tmp_path: Path) -> None
     assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "-" 400 \d+ "-" "-" app=- '
                         r'\d+\.\d\dms id=-', lines[0]), lines[0]
     assert '"GET /two HTTP/1.1" 400 ' in lines[1] and lines[1].endswith("id=-")
+    assert '"/from" "refused/1" app=-' in lines[1]  # the fields read before the refusal
     assert '"GET /ok HTTP/1.1" 200 ' in lines[2] and "app=probe" in lines[2]
     assert '"-" 400 ' in lines[3]  # its head broke before its request line was whole
     for line in lines[:2]:

@@ -92,7 +92,7 @@ async def test_a_writer_that_is_behind_gets_every_line_later(tmp_path: Path) -> 
     lines = 12_000  # about 3 MiB of frames: more than the pipe takes
     for i in range(lines):
         request = Request()
-        request.headers = [(b"User-Agent", b"agent %d " % i + b"x" * 200)]
+        request.agent = b"agent %d " % i + b"x" * 200
         access_log.record("127.0.0.1", request, 200, i, "app", 0.0, b"id-%d" % i)
     access_log.flush()
     assert access_log._backlog, "the pipe took it all: the test no longer tests a backlog"

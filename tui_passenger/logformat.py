@@ -14,8 +14,8 @@ imports this (and the process title helper), nothing else of the package. The fo
 ``"-"`` (combined) or an empty method, url and version (json), app and id ``-``. Bytes are
 those of the response body sent to the client (0 for a HEAD request), as nginx's
 ``$body_bytes_sent``; a referer or user-agent the request has not is ``-`` (combined) or
-``""`` (json). A row keeps the request's header fields: the two are picked out of them
-here, in the batch, not per request.
+``""`` (json), as nginx writes an empty one. The client connection picks the two out of
+the head as it checks it (a row carries them, not every field of the request).
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ COMBINED_LINE = '%s - - [%s] "%s" %d %d "%s" "%s" app=%s %.2fms id=%s\n'
 JSON = ('{"time": "%s", "ip": "%s", "method": "%s", "url": "%s", "version": "%s", '
         '"status": %d, "bytes": %d, "referer": "%s", "user_agent": "%s", "app": "%s", '
         '"ms": %.2f, "id": "%s"}\n')
-#: One buffered line: time.time(), ip, method, url, version, status, body bytes sent, the
-#: request's header fields, app, seconds, id.
-Row = tuple[float, str, str, bytes, str, int, int, list[tuple[bytes, bytes]], str, float,
-            bytes]
+#: One buffered line: time.time(), ip, method, url, version, status, body bytes sent,
+#: referer, user-agent (b"" for none), app, seconds, id.
+Row = tuple[float, str, str, bytes, str, int, int, bytes, bytes, str, float, bytes]
 
 
 def _escape_combined(text: str) -> str:
@@ -90,38 +89,31 @@ def _decode_all(values: Sequence[bytes], sep: str, plain: Callable[[str], bool],
             for value in (raw.decode("latin-1") for raw in values)]
 
 
-def _referers_and_agents(fields: Sequence[list[tuple[bytes, bytes]]], missing: bytes
-                         ) -> tuple[list[bytes], list[bytes]]:
-    """The Referer and User-Agent of each request (its last one), ``missing`` where it has
-    none."""
-    referers, agents = [], []
-    for pairs in fields:
-        referer = agent = missing
-        for name, value in pairs:
-            size = len(name)  # the lengths of the two names: most fields are skipped here
-            if size == 7 or size == 10:
-                lower = name.lower()
-                if lower == b"referer":
-                    referer = value
-                elif lower == b"user-agent":
-                    agent = value
-        referers.append(referer)
-        agents.append(agent)
-    return referers, agents
+def referer_and_agent(fields: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """The Referer and User-Agent among a request's header fields (the last of each), b""
+    for one it has not (for a refused request, whose head was not checked whole)."""
+    referer = agent = b""
+    for name, value in fields:
+        lower = name.lower()
+        if lower == b"referer":
+            referer = value
+        elif lower == b"user-agent":
+            agent = value
+    return referer, agent
 
 
 def format_rows(rows: Sequence[Row], json_format: bool) -> str:
     """The lines of ``rows``, in order (one ``%`` for them all)."""
-    (times, ips, methods, urls, versions, statuses, sent, fields, apps, elapsed,
+    (times, ips, methods, urls, versions, statuses, sent, referers, agents, apps, elapsed,
      ids) = zip(*rows, strict=True)
     seconds = list(map(int, times))
     stamp = _json_stamp if json_format else _combined_stamp
     stamps = map({second: stamp(second) for second in set(seconds)}.__getitem__, seconds)
     url_rule, id_rule = _FIELD_RULES[json_format]
     texts = _decode_all(urls, *url_rule)
-    referers, agents = _referers_and_agents(fields, b"" if json_format else b"-")
-    referer_texts = _decode_all(referers, *url_rule)
-    agent_texts = _decode_all(agents, *url_rule)
+    missing = b"" if json_format else b"-"  # for an empty field, or none
+    referer_texts = _decode_all([value or missing for value in referers], *url_rule)
+    agent_texts = _decode_all([value or missing for value in agents], *url_rule)
     id_texts = _decode_all(ids, *id_rule)
     ms = map(mul, elapsed, repeat(1000))
     first, then = (stamps, ips) if json_format else (ips, stamps)

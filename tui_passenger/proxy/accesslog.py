@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tui_passenger.logformat import Row, format_rows
+from tui_passenger.logformat import Row, format_rows, referer_and_agent
 from tui_passenger.proxy.request import Request
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class AccessLog:
         called on the event loop; the line is formatted with the others, elsewhere)."""
         rows = self._rows
         rows.append((time.time(), ip, request.method, request.url, request.version, status,
-                     sent, request.headers, app, elapsed, request_id))
+                     sent, request.referer, request.agent, app, elapsed, request_id))
         if len(rows) >= BUFFER_LINES:
             self.flush()
         elif self._timer is None:
@@ -147,6 +147,8 @@ class AccessLog:
             if request is not None:
                 unread.headers = request.headers
             request = unread
+        # The head may have been refused before (or while) they were picked out.
+        request.referer, request.agent = referer_and_agent(request.headers)
         self.record(ip, request, status, sent, "-", elapsed, b"-")
 
     def flush(self) -> None:

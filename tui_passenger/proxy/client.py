@@ -283,7 +283,11 @@ class ClientConnection(Refusals, asyncio.Protocol):
         for name, value in request.headers:
             lower = name.lower()
             if lower not in CHECKED:
-                if lower.startswith(INTERNAL_PREFIX):
+                if lower == b"user-agent":
+                    request.agent = value
+                elif lower == b"referer":
+                    request.referer = value
+                elif lower.startswith(INTERNAL_PREFIX):
                     request.plain = False
                 continue
             if lower == b"host":

@@ -15,7 +15,8 @@ class Request:
     """A request as received from the client."""
 
     __slots__ = ("method", "url", "version", "headers", "host", "keep_alive", "body",
-                 "error", "head_size", "received", "plain", "websocket", "line_known")
+                 "error", "head_size", "received", "plain", "websocket", "line_known", "referer",
+                 "agent")
 
     def __init__(self) -> None:
         self.method = "GET"
@@ -36,6 +37,11 @@ class Request:
         self.websocket = False
         #: Its request line was read whole (method and version known: the head has ended).
         self.line_known = False
+        #: Its Referer and User-Agent (the last of each; b"" without one), for the access
+        #: log: picked out as the head is checked, so a log row carries two values and not
+        #: every field (cookies included).
+        self.referer = b""
+        self.agent = b""
 
 
 class Stats:

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.serving import get, running, wait_until
-from tui_passenger.logwriter import Writer
+from tui_passenger.logwriter import Sink
 from tui_passenger.proxy.accesslog import AccessLog
 from tui_passenger.proxy.request import Request
 
@@ -109,7 +109,7 @@ def test_to_a_pipe_lines_go_in_whole_pieces_no_other_writer_can_cut() -> None:
     """The main log's stream may be a pipe or a socket shared with the manager's own lines:
     only writes of up to PIPE_BUF bytes are never interleaved with another process's."""
     read, write = os.pipe()
-    writer = Writer(write, "the main log", False)
+    writer = Sink(write, "the main log", lambda level, text: None)
     data = b"".join(b"line %d %s\n" % (i, b"x" * (i % 300)) for i in range(600))
     data += b"y" * 9000 + b"\n" + b"last\n"  # one line longer than a piece
     pieces = writer._pieces(data)

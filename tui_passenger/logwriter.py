@@ -25,12 +25,30 @@ import select
 import signal
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from tui_passenger.logformat import format_rows
+from tui_passenger.logformat import Row, format_rows
 
 #: The frame header: the length of the marshalled batch that follows, big-endian.
 HEADER = 4
+
+
+def frame(rows: list[Row]) -> bytes:
+    """A batch of rows as it goes down the pipe."""
+    payload = marshal.dumps(rows)
+    return len(payload).to_bytes(HEADER, "big") + payload
+
+
+def unframe(data: bytes) -> list[list[Row]]:
+    """The batches in ``data`` (frames back to back; one cut short is left out)."""
+    batches = []
+    while len(data) >= HEADER:
+        end = HEADER + int.from_bytes(data[:HEADER], "big")
+        if len(data) < end:
+            break
+        batches.append(marshal.loads(data[HEADER:end]))
+        data = data[end:]
+    return batches
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
@@ -45,13 +63,16 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-class Writer:
-    """Formats the batches read from the pipe and writes them to the log's descriptor."""
+class Sink:
+    """Writes formatted lines to the log's descriptor: here in the writer, and on the
+    proxy's loop when there is no writer. A failing write (disk full) is reported once
+    through ``say(level, text)`` ("error" or "warning") and the lines are dropped until
+    writing works again."""
 
-    def __init__(self, fd: int, where: str, json_format: bool) -> None:
+    def __init__(self, fd: int, where: str, say: Callable[[str, str], None]) -> None:
         self.fd = fd
         self.where = where
-        self.json = json_format
+        self.say = say
         self.failed = False
         # A pipe or a socket (stderr under a terminal multiplexer, journald, `| tee`) is
         # shared with the manager's own log lines: only writes of up to PIPE_BUF bytes are
@@ -59,15 +80,9 @@ class Writer:
         mode = os.fstat(fd).st_mode
         self.piece = select.PIPE_BUF if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else 0
 
-    def run(self, pipe: int) -> int:
-        """Until the pipe ends; 0."""
-        while True:
-            header = _read_exactly(pipe, HEADER)
-            if len(header) < HEADER:
-                return 0
-            payload = _read_exactly(pipe, int.from_bytes(header, "big"))
-            rows = marshal.loads(payload)
-            self.write(format_rows(rows, self.json).encode("utf-8", "backslashreplace"))
+    def write_rows(self, rows: list[Row], json_format: bool) -> None:
+        """The lines of ``rows``, formatted."""
+        self.write(format_rows(rows, json_format).encode("utf-8", "backslashreplace"))
 
     def write(self, data: bytes) -> None:
         """All of ``data`` (more than one write only if one writes less, or in whole lines
@@ -80,12 +95,12 @@ class Writer:
         except OSError as e:
             if not self.failed:
                 self.failed = True
-                self._say(f"error: access log: cannot write to {self.where} "
-                          f"({e.strerror or e}): access lines are dropped until it can")
+                self.say("error", f"access log: cannot write to {self.where} "
+                                  f"({e.strerror or e}): access lines are dropped until it can")
             return
         if self.failed:
             self.failed = False
-            self._say(f"warning: access log: writing to {self.where} again")
+            self.say("warning", f"access log: writing to {self.where} again")
 
     def _pieces(self, data: bytes) -> list[bytes]:
         """``data`` cut after a newline into pieces of at most ``piece`` bytes (a longer
@@ -102,9 +117,20 @@ class Writer:
             start = end
         return pieces
 
-    @staticmethod
-    def _say(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+
+def _say(level: str, text: str) -> None:
+    """To stderr, which the manager reads into its main log at ``level``."""
+    print(f"{level}: {text}", file=sys.stderr, flush=True)
+
+
+def run(pipe: int, sink: Sink, json_format: bool) -> int:
+    """Write the batches read from ``pipe`` until it ends; 0."""
+    while True:
+        header = _read_exactly(pipe, HEADER)
+        if len(header) < HEADER:
+            return 0
+        sink.write_rows(marshal.loads(_read_exactly(pipe, int.from_bytes(header, "big"))),
+                        json_format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_title(f"access log writer ({where})", "tp-accesslog")
     except Exception:  # noqa: BLE001 - a name is a nicety; the log is not
         pass
-    return Writer(int(fd), where, json_format).run(sys.stdin.fileno())
+    return run(sys.stdin.fileno(), Sink(int(fd), where, _say), json_format)
 
 
 if __name__ == "__main__":

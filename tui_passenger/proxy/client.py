@@ -11,7 +11,6 @@ import asyncio
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 import httptools
 
@@ -43,9 +42,6 @@ from tui_passenger.proxy.validation import codings_problem, head_problem, parse_
 from tui_passenger.proxy.websocket import WebSocketExchange, is_websocket_upgrade
 from tui_passenger.runtime.http_parser import HttpParserError
 
-if TYPE_CHECKING:
-    pass
-
 #: Pipelined requests held per connection before reading pauses.
 MAX_PIPELINED = 16
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -58,7 +54,6 @@ _METHODS: dict[bytes, str] = {}
 class _TakeOver(Exception):
     """Raised from on_headers_complete to stop llhttp at a chunked request's body, which
     the connection then decodes itself; ``args[0]`` is where the body starts in the data."""
-
 
 
 class ClientConnection(Refusals, asyncio.Protocol):
